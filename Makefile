@@ -1,0 +1,47 @@
+# momaplib: `make demo` runs the main job, `make test` runs the whole test suite.
+# Both create the virtual environment .venv on first use.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Torch is installed first: a CPU build when no NVIDIA GPU is visible (a plain `torch`
+# requirement would pull a multi-GB CUDA build). Override, e.g. `make TORCH_INSTALL=skip test`.
+TORCH_VERSION ?= 2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_INSTALL ?= $(if $(HAS_GPU),skip,cpu)
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format strip-notebooks venv clean
+
+demo: $(STAMP)
+	$(PY) -m momaplib.demo
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m pytest
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+ifeq ($(TORCH_INSTALL),cpu)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
+		|| $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple
+endif
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+lint: $(STAMP)
+	$(PY) -m ruff check . && $(PY) -m ruff format --check .
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix . && $(PY) -m ruff format .
+
+strip-notebooks: $(STAMP)
+	$(VENV)/bin/nbstripout notebooks/*.ipynb
+
+clean:
+	rm -rf $(VENV) outputs
