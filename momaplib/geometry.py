@@ -221,7 +221,7 @@ def umeyama(source: Tensor, target: Tensor, with_scale: bool = False) -> tuple[T
     correction[..., -1] = sign
     rotation = u @ torch.diag_embed(correction) @ vh
     if with_scale:
-        var = (src**2).sum((-1, -2))
+        var = (src**2).sum((-1, -2)) / source.shape[-2]  # same 1/N as the covariance
         scale = (sigma * correction).sum(-1) / var.clamp_min(1e-12)
     else:
         scale = torch.ones(source.shape[:-2], dtype=source.dtype, device=source.device)

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def load_npz(path: str | os.PathLike, required: Iterable[str] = ()) -> dict[str,
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError) as exc:
         raise DataFormatError(f"{path}: not a readable .npz file (truncated or corrupted?): {exc}") from exc
     missing = [key for key in required if key not in arrays]
     if missing:

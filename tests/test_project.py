@@ -1,0 +1,43 @@
+"""Project plumbing: the two commands, CI entry point and conda environment stay consistent."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_readme_opens_with_the_two_commands():
+    lines = [line for line in (ROOT / "README.md").read_text().splitlines() if line.strip()]
+    commands = [line.split("#")[0].strip() for line in lines[:6] if line.startswith("make ")]
+    assert commands == ["make demo", "make test"], lines[:6]
+
+
+def test_ci_runs_make_test():
+    script = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", script, flags=re.MULTILINE)
+
+
+def test_environment_yml_lists_every_dependency_with_the_same_bounds():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*pyproject["dependencies"], *pyproject["optional-dependencies"]["dev"]]
+    wanted += pyproject["optional-dependencies"]["notebooks"]
+    listed = {}
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        match = re.match(r"^\s*-\s+([A-Za-z0-9_.\-]+)\s*((?:[<>=!~]=?|==)\s*[^\s#]+)?", line)
+        if match and not line.strip().startswith("- -"):
+            listed[match.group(1).lower().replace("_", "-")] = (match.group(2) or "").replace(" ", "")
+    for requirement in wanted:
+        name = _name(requirement)
+        assert name in listed, f"environment.yml misses {name}"
+        bound = requirement[len(name) :].strip().split(";")[0]
+        if bound and not bound.startswith("["):
+            assert listed[name] == bound, (
+                f"{name}: pyproject says {bound}, environment.yml says {listed[name]}"
+            )
