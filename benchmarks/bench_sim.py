@@ -75,9 +75,9 @@ def main(bench: BenchSim) -> list[dict]:
                     }
                 )
                 r = rows[-1]
-                print(
-                    f"{device:5s} {family:11s} {size:4d}x{size:<4d} T={frames:<3d} {r['clips_per_second']:7.2f} clips/s  ({r['mean_seconds'] * 1000:7.1f} ms/clip)"
-                )
+                setting = f"{device:5s} {family:11s} {size:4d}x{size:<4d} T={frames:<3d}"
+                speed = f"{r['clips_per_second']:7.2f} clips/s  ({r['mean_seconds'] * 1000:7.1f} ms/clip)"
+                print(f"{setting} {speed}")
     bench.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "torch": torch.__version__,
