@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from momaplib.geometry import intrinsics_from_fov, invert_pose, look_at, project, transform_points
+from momaplib.geometry import intrinsics_from_fov, invert_pose, look_at
 from momaplib.momap import MoMap
 from momaplib.sim.agents import agent_part_poses, make_gripper, make_hand
 from momaplib.sim.clip import Clip
@@ -143,6 +143,7 @@ def simulate(seed: int, config: SimConfig | None = None) -> Simulation:
     visible = torch.zeros(T, H * W, dtype=torch.bool, device=device)
     visible[0] = valid
     if T > 1:
+        later_cams = world_from_cam64[1:]
         static_camera = bool((world_from_cam == world_from_cam[:1]).all())
         if static_camera:
             # A static point under a static camera keeps its pixel ray, so it is visible exactly
@@ -153,13 +154,12 @@ def simulate(seed: int, config: SimConfig | None = None) -> Simulation:
             visible[1:] = hits.distance[1:] >= hits.distance[:1] * (1 - VISIBILITY_TOLERANCE)
             index = on_moving.nonzero()[:, 0]
             if index.numel():
+                points, on_plane = world_points[1:, index], body[index] < 0
                 visible[1:, index] = visibility(
-                    scene, world_points[1:, index], world_from_cam64[1:], K_t, H, W, frames=slice(1, None)
+                    scene, points, later_cams, K_t, H, W, on_plane, frames=slice(1, None)
                 )
         else:
-            visible[1:] = visibility(
-                scene, world_points[1:], world_from_cam64[1:], K_t, H, W, frames=slice(1, None)
-            )
+            visible[1:] = visibility(scene, world_points[1:], later_cams, K_t, H, W, body < 0, slice(1, None))
         visible[1:] &= valid
     ref_from_cam = ref_from_world @ world_from_cam64
 
@@ -217,19 +217,20 @@ def _sample_layout(rng: np.random.Generator, config: SimConfig, K: np.ndarray):
     workspace = Workspace(look_target[:2], right, forward, 0.36 * view_width, 0.3 * view_width)
     cam_from_world0 = invert_pose(world_from_cam0)
 
+    corner_signs = np.array([[x, y, z, 1.0] for x in (-1, 1) for y in (-1, 1) for z in (0, 1)])
+    # Plain numpy: this runs thousands of times per clip on 8 points, where torch overhead dominates.
+    pixel_from_world = K.astype(np.float64) @ cam_from_world0[:3]
+    low = np.array([0.04 * config.width, 0.04 * config.height])
+    high = np.array([config.width - 1, config.height - 1]) - low
+
     def in_view(obj: SceneObject) -> bool:
-        hx, hy = obj.half_size
-        corners = np.array([[x, y, z, 1.0] for x in (-hx, hx) for y in (-hy, hy) for z in (0.0, obj.height)])
-        world = (obj.world_from_object @ corners.T).T[:, :3]
-        uv, z = project(transform_points(cam_from_world0, world), K)
-        margin_u, margin_v = 0.04 * config.width, 0.04 * config.height
-        return bool(
-            (z > 0.1).all()
-            and (uv[:, 0] >= margin_u).all()
-            and (uv[:, 0] <= config.width - 1 - margin_u).all()
-            and (uv[:, 1] >= margin_v).all()
-            and (uv[:, 1] <= config.height - 1 - margin_v).all()
-        )
+        corners = corner_signs * np.array([*obj.half_size, obj.height, 1.0])
+        projected = (pixel_from_world @ obj.world_from_object @ corners.T).T  # [8, 3]
+        z = projected[:, 2]
+        if (z <= 0.1).any():
+            return False
+        uv = projected[:, :2] / z[:, None]
+        return bool((uv >= low).all() and (uv <= high).all())
 
     action = str(rng.choice(list(config.actions)))
     required = {

@@ -132,19 +132,24 @@ def camera_rays(world_from_cam: Tensor, K: Tensor, height: int, width: int) -> t
 def shade(scene: RenderScene, hits: Hits) -> Tensor:
     """Returns uint8 RGB [T, R, 3]: procedural albedo times Lambertian lighting, gamma-encoded."""
     surface = hits.surface.reshape(-1)
-    p = hits.local_point.reshape(-1, 3)
+    # Sort rays by surface once, then texture each surface's contiguous run with its own
+    # parameters: far less memory traffic than gathering per-ray texture parameters.
+    order = torch.argsort(surface.int())
+    p = hits.local_point.reshape(-1, 3)[order]
+    counts = torch.bincount(surface + 1, minlength=scene.color.shape[0] + 1).tolist()
     texture = torch.zeros_like(p[:, 0])
-    # Loop over the few surfaces rather than gathering per-ray texture parameters: far less memory traffic.
-    for s in surface.unique().tolist():
-        if s < 0:
+    start = counts[0]  # misses (surface -1) sort first and stay untextured
+    for s, count in enumerate(counts[1:]):
+        if not count:
             continue
-        sel = (surface == s).nonzero()[:, 0]
-        q = p[sel]
+        q = p[start : start + count]
         value = (torch.sin(q @ scene.wave_freq[s].T + scene.wave_phase[s]) * scene.wave_weight[s]).sum(-1)
         checker_freq, checker_amp = scene.checker[s].tolist()
         if checker_amp:
             value = value + checker_amp * torch.tanh(6.0 * torch.sin(q * checker_freq).prod(-1))
-        texture[sel] = value
+        texture[start : start + count] = value
+        start += count
+    texture = torch.empty_like(texture).index_put_((order,), texture)
     albedo = scene.color[surface.clamp_min(0)] * (1.0 + texture).clamp(0.2, 1.8)[:, None]
     light = torch.as_tensor(LIGHT_DIRECTION, dtype=p.dtype, device=p.device)
     diffuse = (hits.normal.reshape(-1, 3) @ light).clamp_min(0.0)
@@ -191,9 +196,16 @@ def visibility(
     K: Tensor,
     height: int,
     width: int,
+    on_plane: Tensor,  # [R] bool: the point lies on a background plane (not on a primitive)
     frames: slice = slice(None),
 ) -> Tensor:
-    """Returns [T', R] bool: point r is inside camera t's image and the first hit along its ray."""
+    """Returns [T', R] bool: point r is inside camera t's image and the first hit along its ray.
+
+    The background planes (table top, wall) bound the scene: cameras and objects are on their
+    visible side, so the segment from a camera to any scene point never crosses a plane and
+    planes never occlude. Only primitives are cast against; a point on a plane is visible when
+    no primitive is hit before it, a point on a primitive when that primitive is the first hit.
+    """
     cam_from_world = invert_pose(world_from_cam.double())
     in_cam = world_points @ cam_from_world[:, :3, :3].transpose(1, 2) + cam_from_world[:, None, :3, 3]
     uv, z = project(in_cam, K.double())
@@ -210,15 +222,13 @@ def visibility(
     directions = (offset / distance[..., None]).float()
     # Points outside the image get no useful ray: a zero range culls every primitive for them.
     max_distance = torch.where(in_image, distance * (1 + 1e-3) + 1e-4, 0.0).float()
+    no_planes = PlaneSet(scene.planes.point[:0], scene.planes.normal[:0])
     hits = cast_rays(
-        origins.float(),
-        directions,
-        scene.prims.frames(frames),
-        scene.planes,
-        max_distance,
-        need_surface=False,
+        origins.float(), directions, scene.prims.frames(frames), no_planes, max_distance, need_surface=False
     )
-    # The first hit must be the point itself: not something in front of it, and not something
-    # behind it (a ray that grazes past a silhouette misses the point's own surface).
-    first_hit = (hits.distance.double() - distance).abs() <= distance * VISIBILITY_TOLERANCE + 1e-5
+    first = hits.distance.double()
+    tolerance = distance * VISIBILITY_TOLERANCE + 1e-5
+    # On a primitive the first hit must be the point itself: not something in front of it, and
+    # not something behind it (a ray that grazes past a silhouette misses the point's surface).
+    first_hit = torch.where(on_plane, first >= distance - tolerance, (first - distance).abs() <= tolerance)
     return in_image & first_hit
