@@ -1,0 +1,254 @@
+"""Best-of-N selection, dataset evaluation, the Table-1 formatter and the `momap eval` job."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import tyro
+
+from momaplib.baselines import get_predictor
+from momaplib.cli import main
+from momaplib.data import write_dataset
+from momaplib.evaluation import (
+    CLIPS_ROW,
+    EvalJob,
+    best_mask,
+    best_of_n,
+    evaluate_methods,
+    evaluate_predictions,
+    evaluate_predictor,
+    format_table,
+    load_predictions,
+    load_split,
+    save_predictions,
+    select_best,
+    style_table,
+    summarize,
+    table_to_markdown,
+    write_table,
+)
+from momaplib.metrics import METRIC_NAMES
+from momaplib.momap import MoMap
+from momaplib.sim import SimConfig
+from momaplib.storage import DataFormatError
+from tests.test_metrics import toy_momap
+
+
+def test_select_best_reports_the_lowest_ate_dtw_sample_for_every_metric():
+    per_sample = {
+        "fg_mask_iou": torch.tensor([0.2, 0.9, 0.5], dtype=torch.float64),
+        "ate_dtw": torch.tensor([0.3, math.nan, 0.1], dtype=torch.float64),
+        "ate": torch.tensor([0.05, 0.01, 0.2], dtype=torch.float64),
+    }
+    values, index = select_best(per_sample)
+    assert index == 2 and values == {"fg_mask_iou": 0.5, "ate_dtw": 0.1, "ate": 0.2}
+    oracle, index = select_best(per_sample, mode="oracle")
+    assert index == -1 and oracle == {"fg_mask_iou": 0.9, "ate_dtw": 0.1, "ate": 0.01}
+    # nothing moves in the GT: ate_dtw is NaN everywhere, the best mask decides
+    per_sample["ate_dtw"] = torch.full((3,), math.nan, dtype=torch.float64)
+    values, index = select_best(per_sample)
+    assert index == 1 and math.isnan(values["ate_dtw"])
+    with pytest.raises(ValueError, match="mode"):
+        select_best(per_sample, mode="mean")
+
+
+def test_best_of_n_finds_the_gt_among_worse_samples():
+    momap = toy_momap(T=8)
+    samples = torch.cat(
+        [get_predictor(name)(momap, 1, 0) for name in ("static", "gt+noise", "gt", "gt_time_shift")]
+    )
+    values = best_of_n(momap, samples)
+    assert values["ate_dtw"] == 0.0 and values["fg_mask_iou"] == 1.0
+    oracle = best_of_n(momap, samples[[0, 1, 3]], mode="oracle")
+    chosen = best_of_n(momap, samples[[0, 1, 3]])
+    for name in ("ate", "D_sig", "epe"):
+        assert oracle[name] <= chosen[name]
+
+
+def test_evaluate_predictor_rows_are_seeded_per_clip_not_per_position():
+    clips = {f"clip{i}": toy_momap(T=6, seed=i) for i in range(3)}
+    noisy = get_predictor("gt+noise", noise_scale=0.02)
+    table = evaluate_predictor(clips, noisy, num_samples=3, progress=False)
+    assert list(table.columns) == ["clip_id", "num_fg", "num_samples", "selected", *METRIC_NAMES]
+    assert table["clip_id"].tolist() == ["clip0", "clip1", "clip2"] and (table["num_samples"] == 3).all()
+    assert (table["num_fg"] > 0).all() and table["selected"].between(0, 2).all()
+    reversed_order = evaluate_predictor(list(clips.items())[::-1], noisy, num_samples=3, progress=False)
+    pd.testing.assert_frame_equal(table, reversed_order.iloc[::-1].reset_index(drop=True))
+    other_seed = evaluate_predictor(clips, noisy, num_samples=3, seed=1, progress=False)
+    assert not np.allclose(other_seed["ate"], table["ate"])
+
+
+def test_summary_skips_nan_clips_and_counts_clips():
+    per_clip = pd.DataFrame(
+        {"clip_id": ["a", "b", "c"], "ate_dtw": [0.1, math.nan, 0.3], "fg_mask_iou": [1.0, 0.0, 0.5]}
+    )
+    summary = summarize(per_clip)
+    assert summary["ate_dtw"] == pytest.approx(0.2) and summary["fg_mask_iou"] == pytest.approx(0.5)
+    assert summary[CLIPS_ROW] == 3
+
+
+def test_table_lists_metrics_with_arrows_and_marks_the_best_per_dataset():
+    results = {
+        "tabletop": {
+            "static": {"fg_mask_iou": 0.0, "ate_dtw": 0.08, "quantize_acc_16": math.nan},
+            "gt": {"fg_mask_iou": 1.0, "ate_dtw": 0.0, "quantize_acc_16": math.nan},
+            "model": {"fg_mask_iou": 0.6, "ate_dtw": 0.08, "quantize_acc_16": math.nan},
+        },
+        "egocentric": {
+            "static": {"fg_mask_iou": 0.0, "ate_dtw": 0.02, "quantize_acc_16": 0.5},
+            "gt": {"fg_mask_iou": 1.0, "ate_dtw": 0.0, "quantize_acc_16": 1.0},
+            "model": {"fg_mask_iou": 0.7, "ate_dtw": 0.05, "quantize_acc_16": 0.25},
+        },
+    }
+    table = format_table(results)
+    assert list(table.index) == ["fg_mask_iou ↑", "ate_dtw ↓", "quantize_acc_16 ↑", CLIPS_ROW]
+    assert table.columns.names == ["dataset", "method"] and table.shape == (4, 6)
+    assert table.loc["ate_dtw ↓", ("egocentric", "model")] == 0.05
+    bold = best_mask(table)
+    # gt is excluded from "best"; ties are all marked; an all-NaN row marks nothing
+    assert bold.loc["fg_mask_iou ↑"].tolist() == [False, False, True, False, False, True]
+    assert bold.loc["ate_dtw ↓", ("tabletop", "static")] and bold.loc["ate_dtw ↓", ("tabletop", "model")]
+    assert (
+        bold.loc["ate_dtw ↓", ("egocentric", "static")] and not bold.loc["ate_dtw ↓", ("egocentric", "model")]
+    )
+    assert not bold.loc["quantize_acc_16 ↑", ["tabletop"]].any().any()
+    assert not bold.loc[CLIPS_ROW].any()
+    markdown = table_to_markdown(table)
+    assert "| fg_mask_iou ↑ | 0.0000 | 1.0000 | **0.6000** | 0.0000 | 1.0000 | **0.7000** |" in markdown
+    assert "| quantize_acc_16 ↑ | – | – | – | **0.5000** | 1.0000 | 0.2500 |" in markdown
+    styles = style_table(table)._compute().ctx
+    assert ("font-weight", "bold") in styles[(0, 2)]
+    assert ("font-weight", "bold") not in styles.get((0, 1), [])
+
+
+def test_write_table_round_trips_through_csv(tmp_path):
+    clips = [toy_momap(T=6, seed=i) for i in range(2)]
+    per_method = evaluate_methods(
+        clips, {"static": get_predictor("static"), "gt": get_predictor("gt")}, num_samples=2, progress=False
+    )
+    table = format_table(per_method)
+    assert table.loc["fg_mask_iou ↑", "gt"] == 1.0 and table.loc["fg_mask_iou ↑", "static"] == 0.0
+    assert table.loc[CLIPS_ROW].tolist() == [2.0, 2.0]
+    csv_path, md_path = write_table(table, tmp_path / "tables" / "toy")
+    again = pd.read_csv(csv_path, index_col=0)
+    np.testing.assert_allclose(again.to_numpy(), table.to_numpy(), equal_nan=True)
+    assert md_path.read_text() == table_to_markdown(table)
+
+
+def test_prediction_files_round_trip_and_match_in_memory_evaluation(tmp_path):
+    clips = {f"c{i}": toy_momap(T=6, seed=i) for i in range(2)}
+    noisy = get_predictor("gt+noise", noise_scale=0.01)
+    for clip_id, momap in clips.items():
+        save_predictions(tmp_path / "noisy", clip_id, noisy(momap, 3, 5))
+    from_files = evaluate_predictions(clips, tmp_path / "noisy", progress=False)
+    in_memory = evaluate_predictor(clips, lambda gt, n, g: noisy(gt, n, 5), num_samples=3, progress=False)
+    pd.testing.assert_frame_equal(from_files, in_memory)
+    assert load_predictions(tmp_path / "noisy" / "c0.npz").shape == (3, 6, 24, 24, 3)
+    with pytest.raises(DataFormatError, match=r"expected \(N, 5, 24, 24, 3\)"):
+        load_predictions(tmp_path / "noisy" / "c0.npz", (5, 24, 24, 3))
+    with pytest.raises(DataFormatError, match=r"no predictions for 1 of 3 clips \(e.g. c9\)"):
+        evaluate_predictions({**clips, "c9": clips["c0"]}, tmp_path / "noisy", progress=False)
+    save_predictions(tmp_path / "bad", "c0", np.full((2, 6, 24, 24, 3), np.nan))
+    with pytest.raises(ValueError, match=r"clip c0: pred\[0\] \(sample 0\)"):
+        evaluate_predictions({"c0": clips["c0"]}, tmp_path / "bad", progress=False)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    """Two tiny test-only MoMap-Sim datasets (2 smoke clips each), written by momaplib.data."""
+    root = tmp_path_factory.mktemp("data")
+    for family in ("tabletop", "egocentric"):
+        config = SimConfig(family=family).smoke()
+        write_dataset(
+            root / f"sim_{family}", config, num_clips=2, splits=(0, 0, 1), workers=0, progress=False
+        )
+    return [root / "sim_tabletop", root / "sim_egocentric"]
+
+
+def test_eval_job_puts_datasets_side_by_side(datasets, tmp_path, capsys):
+    for dataset in datasets:
+        for clip_id, momap in load_split(dataset, "test"):
+            save_predictions(tmp_path / "mymodel", clip_id, get_predictor("gt_time_shift")(momap, 2, 0))
+    job = tyro.cli(
+        EvalJob,
+        args=[
+            "--datasets", *map(str, datasets),
+            "--predictions", str(tmp_path / "mymodel"),
+            "--baselines", "static", "gt",
+            "--num-samples", "2",
+            "--tau-move", "0.03",
+            "--verify",
+            "--out", str(tmp_path / "out"),
+            "--no-progress",
+        ],
+        config=(tyro.conf.OmitArgPrefixes,),
+    )  # fmt: skip
+    assert job.metrics.tau_move == 0.03
+    table = job.run()
+    printed = capsys.readouterr().out
+    assert list(table.columns) == [(d.name, m) for d in datasets for m in ("static", "gt", "mymodel")]
+    assert (table.xs("gt", axis=1, level="method").loc["fg_mask_iou ↑"] == 1).all()
+    assert (table.xs("static", axis=1, level="method").loc["fg_mask_iou ↑"] == 0).all()
+    assert (table.loc[CLIPS_ROW] == 2).all()
+    assert (
+        "| metric | sim_tabletop: static | sim_tabletop: gt | sim_tabletop: mymodel | sim_egocentric: static"
+        in printed
+    )
+    per_clip = pd.read_csv(tmp_path / "out" / "per_clip.csv")
+    assert len(per_clip) == 12 and set(per_clip["method"]) == {"static", "gt", "mymodel"}
+    assert set(per_clip["clip_id"]) == {
+        "tabletop_000000",
+        "tabletop_000001",
+        "egocentric_000000",
+        "egocentric_000001",
+    }
+    assert (tmp_path / "out" / "table.md").read_text() == table_to_markdown(table)
+
+
+def test_momap_eval_command_prints_the_table(datasets, capsys):
+    main(
+        [
+            "eval",
+            "--datasets",
+            str(datasets[0]),
+            "--baselines",
+            "gt",
+            "static",
+            "--num-samples",
+            "1",
+            "--no-progress",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "| fg_mask_iou ↑ | 1.0000 | **0.0000** |" in printed
+
+
+def test_eval_job_errors_name_what_is_missing(datasets, tmp_path):
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        EvalJob(datasets=(datasets[0],)).run()
+    with pytest.raises(DataFormatError, match="no clips in split 'val'"):
+        EvalJob(datasets=(datasets[0],), split="val", baselines=("gt",)).run()
+    with pytest.raises(DataFormatError, match=r"no manifest\.jsonl"):
+        EvalJob(datasets=(tmp_path,), baselines=("gt",)).run()
+    with pytest.raises(DataFormatError, match="predictions folder not found"):
+        EvalJob(datasets=(datasets[0],), predictions=(tmp_path / "nowhere",)).run()
+    with pytest.raises(DataFormatError, match=r"no predictions for 2 of 2 clips"):
+        (tmp_path / "empty").mkdir()
+        EvalJob(datasets=(datasets[0],), predictions=(tmp_path / "empty",), progress=False).run()
+
+
+def test_load_split_verifies_hashes(datasets, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(datasets[0], copy)
+    clip_file = sorted((copy / "clips").glob("*.npz"))[0]
+    momap = MoMap.load(clip_file)
+    momap.prompt = "something else"
+    momap.save(clip_file)  # a valid file, but not the one the manifest hashed
+    assert len(load_split(copy, "test")) == 2
+    with pytest.raises(DataFormatError, match="sha256"):
+        load_split(copy, "test", verify=True)
