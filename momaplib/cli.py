@@ -18,6 +18,10 @@ import tyro
 COMMANDS = {
     "sim": "momaplib.data:SimJob",
     "eval": "momaplib.evaluation:EvalJob",
+    "recon": "momaplib.recon.runner:ReconJob",
+    "train-image-vae": "momaplib.vae_train:TrainImageVAEJob",
+    "train-vae": "momaplib.vae_train:TrainVAEJob",
+    "train-diffusion": "momaplib.diffusion.train:TrainDiffusionJob",
 }
 
 

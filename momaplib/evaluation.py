@@ -447,6 +447,16 @@ class EvalJob:
     baselines: tuple[str, ...] = ()
     """Reference predictors to evaluate too (static, gt, gt+noise, gt_wrong_object, gt_time_shift,
     constant_velocity)."""
+    pipelines: tuple[str, ...] = ()
+    """Generative models to sample, as LABEL=PIPELINE (folder, bundled name or hub id of a
+    MoMapPipeline / MoMapVAEPipeline); append :no-text to sample without the prompt, e.g.
+    "Ours (text)=momap-diffusion" "Ours (no text)=momap-diffusion:no-text"."""
+    num_inference_steps: int = 25
+    """Denoising steps of --pipelines."""
+    guidance_scale: float = 2.0
+    """Classifier-free guidance of --pipelines."""
+    text_encoder: str | None = None
+    """Override the text encoder spec stored in the pipelines (e.g. minilm:/path/to/folder)."""
     split: str = "test"
     """Dataset split to evaluate (train, val or test)."""
     num_samples: int = 10
@@ -469,15 +479,38 @@ class EvalJob:
     progress: bool = True
     """Show progress bars."""
 
+    def _pipeline_predictors(self) -> dict[str, Predictor]:
+        if not self.pipelines:
+            return {}
+        from momaplib.diffusion.objectives import pipeline_predictor
+        from momaplib.diffusion.pipeline import load_pipeline
+
+        predictors, loaded = {}, {}
+        for entry in self.pipelines:
+            label, sep, target = entry.partition("=")
+            if not sep or not label or not target:
+                raise ValueError(f"pipelines: expected LABEL=PIPELINE[:no-text], got {entry!r}")
+            use_text = not target.endswith(":no-text")
+            target = target.removesuffix(":no-text")
+            if target not in loaded:
+                kwargs = {"text_encoder": self.text_encoder} if self.text_encoder else {}
+                pipeline = load_pipeline(target, **kwargs).to(self.device)
+                pipeline.set_progress_bar_config(disable=True)
+                loaded[target] = pipeline
+            options = {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale}
+            predictors[label] = pipeline_predictor(loaded[target], use_text=use_text, **options)
+        return predictors
+
     def run(self) -> pd.DataFrame:
         """Evaluates every method on every dataset, prints the Markdown table and returns the table."""
-        if not self.predictions and not self.baselines:
+        if not self.predictions and not self.baselines and not self.pipelines:
             raise ValueError(
                 "EvalJob: nothing to evaluate; pass --predictions DIR ... and/or --baselines NAME ..."
             )
         if not self.datasets:
             raise ValueError("EvalJob: no dataset; pass --datasets DIR ...")
         methods: dict[str, Any] = {name: get_predictor(name) for name in self.baselines}
+        methods.update(self._pipeline_predictors())
         for folder in self.predictions:
             if not Path(folder).is_dir():
                 raise DataFormatError(f"{folder}: predictions folder not found")

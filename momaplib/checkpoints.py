@@ -1,0 +1,187 @@
+"""Where trained weights come from: one resolver for local folders, bundled checkpoints and the hub.
+
+``resolve_checkpoint(name_or_path)`` returns a local folder (DESIGN.md, "Conventions"), trying in
+order:
+
+1. a local folder: ``name_or_path`` is an existing directory;
+2. a bundled checkpoint: ``<checkpoints root>/<name>`` (or the entry's ``folder``: the
+   bundled ``momap-vae`` and ``image-vae`` are parts of ``momap-diffusion``), where the root is
+   ``$MOMAP_CHECKPOINTS`` when set, else the ``checkpoints/`` folder of this repository; when
+   ``CHECKPOINTS`` lists sha256 hashes for that name, every listed file is checked;
+3. a Hugging Face hub repository, downloaded with ``huggingface_hub.snapshot_download`` into its
+   normal cache (``$HF_HOME``); a registered name whose folder is missing falls back to its
+   ``hub_id``. Only ``*.json``, ``*.safetensors`` and ``*.md`` files are fetched (weights are
+   safetensors only; pickled ``.bin``/``.ckpt`` files are never downloaded).
+
+With no network, 1 and 2 work and 3 raises ``CheckpointNotFoundError``, naming every place tried
+(``HF_HUB_OFFLINE=1`` makes the hub step use the cache only, without waiting for time-outs).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import momaplib
+from momaplib.storage import sha256_file
+
+try:  # imported at module level so tests can replace it; huggingface_hub is a core dependency
+    from huggingface_hub import snapshot_download
+except ImportError:  # pragma: no cover - a broken install; step 3 then explains itself
+    snapshot_download = None
+
+#: Environment variable that points the resolver at another folder of bundled checkpoints.
+CHECKPOINTS_ENV = "MOMAP_CHECKPOINTS"
+#: Files fetched from the hub: configs, safetensors weights and model cards, nothing pickled.
+HUB_PATTERNS = ("*.json", "*.safetensors", "*.md")
+#: Hub ids: "owner/name" (or a bare legacy name), letters, digits, "-", "_" and ".".
+HUB_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+$")
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint of that name: the message lists every place the resolver tried."""
+
+
+class CheckpointIntegrityError(ValueError):
+    """A bundled checkpoint's file does not match the sha256 in ``CHECKPOINTS``."""
+
+
+@dataclass(frozen=True)
+class CheckpointEntry:
+    """A named checkpoint the kit knows (d2l's ``DATA_HUB`` idea: name -> files with hashes)."""
+
+    description: str  # what the weights are, one line
+    hub_id: str | None = None  # hub repository to fetch when the bundled folder is missing
+    sha256: dict[str, str] = field(default_factory=dict)  # file (relative to the folder) -> sha256
+    folder: str | None = None  # folder under the checkpoints root when not the name (a shared part)
+
+
+#: Bundled checkpoints by name. ``sha256`` is filled in when the trained weights are committed
+#: (``checkpoint_hashes`` prints the dict); an empty dict means "not checked".
+CHECKPOINTS: dict[str, CheckpointEntry] = {
+    "momap-diffusion": CheckpointEntry(
+        "MoMapPipeline: conditioned UNet (MiniLM text) + MoMap VAE + image VAE + DDIM scheduler, "
+        "trained on MoMap-Sim, 128x128, T = 32 (`momap train-diffusion`)"
+    ),
+    "image-vae": CheckpointEntry(
+        "RGB/XYZ AutoencoderKL (4 latent channels, /8) trained on MoMap-Sim; the offline stand-in "
+        "for Stable Diffusion's VAE (`momap train-image-vae`); stored inside momap-diffusion",
+        folder="momap-diffusion/image_vae",
+    ),
+    "momap-vae": CheckpointEntry(
+        "MoMapVAE (3T = 96 -> 32 latent channels, /8) inflated from image-vae and fine-tuned on "
+        "MoMap-Sim, 128x128, T = 32 (`momap train-vae`); stored inside momap-diffusion",
+        folder="momap-diffusion/vae",
+    ),
+    "momap-vae-baseline": CheckpointEntry(
+        "MoMapVAEPipeline: the conditional MoMap-VAE baseline of paper §4.1 (shares the VAEs of "
+        "momap-diffusion), trained on MoMap-Sim (`momap train-diffusion --model momap-vae`)"
+    ),
+}
+
+
+def checkpoints_root() -> Path:
+    """Returns the folder of bundled checkpoints: ``$MOMAP_CHECKPOINTS`` or ``<repo>/checkpoints``."""
+    override = os.environ.get(CHECKPOINTS_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(momaplib.__file__).resolve().parents[1] / "checkpoints"
+
+
+def checkpoint_hashes(folder: str | os.PathLike) -> dict[str, str]:
+    """Returns ``{relative file: sha256}`` of every weight/config file in ``folder`` (for ``CHECKPOINTS``)."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors"))
+    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
+
+
+def _verify(name: str, folder: Path, expected: dict[str, str]) -> None:
+    for relative, sha256 in expected.items():
+        path = folder / relative
+        if not path.is_file():
+            raise CheckpointIntegrityError(f"bundled checkpoint {name!r}: {path} is missing")
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise CheckpointIntegrityError(
+                f"bundled checkpoint {name!r}: {path} has sha256 {actual}, expected {sha256} "
+                "(the file is corrupted, or it was retrained without updating "
+                "momaplib.checkpoints.CHECKPOINTS)"
+            )
+
+
+def resolve_checkpoint(
+    name_or_path: str | os.PathLike, subfolder: str | None = None, revision: str | None = None
+) -> Path:
+    """Returns the local folder of a checkpoint: a local folder, a bundled name or a hub id.
+
+    ``subfolder`` (e.g. ``"vae"`` of a Stable Diffusion repository) limits a hub download to that
+    folder; the returned path is still the repository root, so pass the same ``subfolder`` to
+    ``from_pretrained``. ``revision`` is a hub branch, tag or commit. Raises
+    ``CheckpointNotFoundError`` naming what was tried, ``CheckpointIntegrityError`` when a bundled
+    file's sha256 does not match ``CHECKPOINTS``.
+    """
+    name = os.fspath(name_or_path)
+    if not name:
+        raise CheckpointNotFoundError("checkpoint: expected a folder, a bundled name or a hub id, got ''")
+    tried = []
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local.resolve()
+    if local.exists():
+        raise CheckpointNotFoundError(
+            f"checkpoint {name!r}: {local} is a file; expected a save_pretrained folder (config.json + "
+            "*.safetensors)"
+        )
+    tried.append(f"local folder {local.resolve()} (does not exist)")
+
+    entry = CHECKPOINTS.get(name)
+    root = checkpoints_root()
+    bundled = root / (entry.folder if entry is not None and entry.folder else name)
+    if HUB_ID.match(name) and not name.startswith((".", "~")):
+        if bundled.is_dir():
+            if entry is not None and entry.sha256:
+                _verify(name, bundled, entry.sha256)
+            return bundled.resolve()
+        known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        tried.append(f"bundled checkpoint {bundled} (does not exist; bundled here: {known or 'none'})")
+    else:  # a path that does not exist: no point asking the hub
+        raise CheckpointNotFoundError(f"checkpoint {name!r} not found; tried: {tried[0]}")
+
+    repo_id = entry.hub_id if entry is not None and entry.hub_id else name
+    if entry is not None and not entry.hub_id:
+        raise CheckpointNotFoundError(
+            f"checkpoint {name!r} not found; tried: " + "; ".join(tried) + ". It is a bundled checkpoint "
+            "with no hub copy: train it (see checkpoints/README.md) or point $MOMAP_CHECKPOINTS at a "
+            "folder that holds it"
+        )
+    if snapshot_download is None:
+        raise CheckpointNotFoundError(
+            f"checkpoint {name!r} not found; tried: "
+            + "; ".join(tried)
+            + "; huggingface_hub is not installed"
+        )
+    patterns = [f"{subfolder.strip('/')}/{p}" for p in HUB_PATTERNS] if subfolder else list(HUB_PATTERNS)
+    try:
+        return Path(snapshot_download(repo_id=repo_id, revision=revision, allow_patterns=patterns))
+    except Exception as error:  # offline, unknown repository, gated, ...: one message with everything
+        tried.append(f"Hugging Face hub repository {repo_id!r} ({type(error).__name__}: {error})")
+        raise CheckpointNotFoundError(
+            f"checkpoint {name!r} not found; tried: "
+            + "; ".join(tried)
+            + ". Without network only local folders and bundled checkpoints resolve (set HF_HUB_OFFLINE=1 "
+            "to use the hub cache without waiting for the network)"
+        ) from error
+
+
+__all__ = [
+    "CHECKPOINTS",
+    "CHECKPOINTS_ENV",
+    "CheckpointEntry",
+    "CheckpointIntegrityError",
+    "CheckpointNotFoundError",
+    "checkpoint_hashes",
+    "checkpoints_root",
+    "resolve_checkpoint",
+]

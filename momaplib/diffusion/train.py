@@ -1,0 +1,424 @@
+"""``momap train-diffusion``: trains the MoMap diffusion UNet or the MoMap-VAE baseline (paper §3.3.3, §4.1).
+
+The frozen encoders (MoMap VAE, image VAE, text encoder) run once over the dataset
+(``momaplib.diffusion.latents``; cached in ``output_dir/latents_<split>.safetensors``); training
+then steps a UNet on 16x16 latents with ``momaplib.training.fit`` (accelerate: mixed precision,
+gradient accumulation, atomic checkpoints, exact resume, ``metrics.jsonl``, progress bar), plus an
+EMA of the weights that validation and the saved pipeline use. Runs on CPU or one GPU as is, and
+on several GPUs unchanged through ``accelerate launch -m momaplib.cli train-diffusion ...``.
+
+Exact resume: the batch of step ``s`` and its noise depend only on ``(seed, s)``, and model,
+optimizer, LR schedule, EMA and RNG states are restored from the last checkpoint, so an
+interrupted run continued with the same command logs the same losses as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+
+from momaplib.baselines.momap_vae import ConditionalMoMapVAE
+from momaplib.checkpoints import resolve_checkpoint
+from momaplib.diffusion.latents import LatentSet, encode_datasets
+from momaplib.diffusion.objectives import cvae_loss, diffusion_loss, pipeline_predictor
+from momaplib.diffusion.pipeline import MoMapPipeline, MoMapVAEPipeline
+from momaplib.diffusion.text import load_text_encoder
+from momaplib.diffusion.unet import build_unet, inflate_unet
+from momaplib.storage import atomic_write_text
+from momaplib.training import (
+    InMemoryDataset,
+    TrainConfig,
+    build_accelerator,
+    build_optimizer,
+    build_scheduler,
+    fit,
+)
+from momaplib.training import (
+    read_metrics as read_metric_records,
+)
+
+
+@dataclass
+class TrainDiffusionJob:
+    """Trains the MoMap diffusion model (``--model diffusion``) or the MoMap-VAE baseline.
+
+    Writes ``output_dir/pipeline`` (a ``MoMapPipeline`` / ``MoMapVAEPipeline`` folder, EMA
+    weights), ``metrics.jsonl`` (loss, learning rate, validation metrics) and
+    ``checkpoints/step_*`` (exact resume: rerun the same command).
+    """
+
+    datasets: tuple[Path, ...] = (Path("data/sim_tabletop"), Path("data/sim_egocentric"))
+    """Dataset folders written by `momap sim` (train and val splits are used)."""
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(
+            Path("outputs/diffusion"), max_steps=20_000, batch_size=128, lr_warmup_steps=500,
+            checkpoint_every=2000, validate_every=2000, weight_decay=1e-2, num_workers=0,
+        )
+    )  # fmt: skip
+    """The optimisation loop."""
+    model: Literal["diffusion", "momap-vae"] = "diffusion"
+    """What to train: the diffusion UNet (ours) or the conditional MoMap-VAE baseline."""
+    vae: str = "momap-vae"
+    """MoMap VAE: folder, bundled checkpoint name or hub id (frozen)."""
+    image_vae: str = "image-vae"
+    """Image VAE that encodes the conditions: folder, bundled name or hub id (frozen)."""
+    text_encoder: str = "minilm"
+    """Text encoder spec: minilm[:folder], clip[:id], none[:dim] (see momaplib.diffusion.text)."""
+    pipeline_text_encoder: str | None = None
+    """Text encoder spec written into the saved pipeline (None: --text-encoder); e.g. "minilm" when
+    training read MiniLM from a local copy with "minilm:/path"."""
+    init: Literal["scratch", "inflate"] = "scratch"
+    """UNet initialisation: random, or inflated from --image-unet (a pretrained image UNet)."""
+    image_unet: str | None = None
+    """Image UNet2DConditionModel to inflate (folder/hub id; a 'unet' subfolder is used if present)."""
+    block_out_channels: tuple[int, ...] = (64, 128, 192)
+    """UNet widths per level (latents are 1/8 of the image, so 3 levels reach 4x4 at 128 px)."""
+    layers_per_block: int = 2
+    """Resnet (+ attention) layers per UNet level."""
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    """Diffusion target."""
+    num_train_timesteps: int = 1000
+    """Noise levels of the DDPM schedule."""
+    ema_decay: float = 0.999
+    """EMA decay of the weights that are saved and validated (0 disables EMA)."""
+    text_dropout: float = 0.1
+    """Probability of replacing the prompt by "" (classifier-free guidance training)."""
+    kl_weight: float = 1e-3
+    """MoMap-VAE baseline only: weight of the KL term."""
+    num_val_clips: int = 8
+    """Validation clips per dataset folder (best-of-N metrics logged to metrics.jsonl)."""
+    val_samples: int = 4
+    """Samples per validation clip."""
+    val_steps: int = 20
+    """Denoising steps of validation sampling."""
+    guidance_scale: float = 2.0
+    """Guidance of validation sampling and the saved pipeline's default."""
+    max_clips: int | None = None
+    """Use at most this many training clips (None: all)."""
+    encode_batch_size: int = 64
+    """Clips per batch when pre-encoding."""
+    bundle_dir: Path | None = None
+    """Also write the pipeline with fp16 shards (<= 15 MiB) here, e.g. checkpoints/momap-diffusion."""
+    encode_only: bool = False
+    """Only write the latent cache (output_dir/latents_train.*), e.g. to share it between runs."""
+    smoke: bool = False
+    """Tiny, fast settings for tests and CPU smoke runs."""
+
+    def resolved(self) -> TrainDiffusionJob:
+        """Returns the job with smoke overrides applied (a debug config is a small override)."""
+        if not self.smoke:
+            return self
+        train = replace(
+            self.train, max_steps=min(self.train.max_steps, 40), batch_size=min(self.train.batch_size, 4),
+            lr_warmup_steps=0, checkpoint_every=min(self.train.checkpoint_every, 20), validate_every=0,
+        )  # fmt: skip
+        return replace(
+            self, train=train, block_out_channels=(32, 32), layers_per_block=1, num_val_clips=2,
+            val_samples=2, val_steps=3, smoke=False,
+        )  # fmt: skip
+
+    def run(self, dataset: torch.utils.data.Dataset | None = None) -> Path:
+        """Trains and returns the folder of the saved pipeline.
+
+        ``dataset`` replaces the train split of ``datasets`` when encoding (e.g. an
+        ``InMemoryDataset`` shared with the VAE jobs); validation reads ``datasets``.
+        """
+        return train(self.resolved(), dataset)
+
+
+# ----------------------------------------------------------------------------- helpers
+def _load_frozen(job: TrainDiffusionJob, device: torch.device):
+    from momaplib.vae import MoMapVAE
+
+    vae = MoMapVAE.from_pretrained(resolve_checkpoint(job.vae)).to(device).eval().requires_grad_(False)
+    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint(job.image_vae))
+    image_vae = image_vae.to(device).eval().requires_grad_(False)
+    text_encoder = load_text_encoder(job.text_encoder, str(device))
+    return vae, image_vae, text_encoder
+
+
+def _latent_cache(
+    job: TrainDiffusionJob, split: str, vae, image_vae, text_encoder, device, dataset=None
+) -> LatentSet:
+    """Returns the encoded split, cached in ``output_dir/latents_<split>.safetensors``."""
+    path = job.train.output_dir / f"latents_{split}.safetensors"
+    if path.is_file():
+        tensors = load_file(path)
+        with open(path.with_suffix(".json")) as f:
+            info = json.load(f)
+        return LatentSet(**tensors, prompts=info["prompts"], ids=info["ids"])
+    latents = encode_datasets(
+        job.datasets,
+        split,
+        vae,
+        image_vae,
+        text_encoder,
+        device=device,
+        batch_size=job.encode_batch_size,
+        max_clips=job.max_clips,
+        seed=job.train.seed,
+        num_workers=job.train.num_workers,
+        progress=job.train.progress,
+        dataset=dataset,
+    )
+    tensors = {
+        name: getattr(latents, name).contiguous() for name in ("latents", "condition", "prompt_index", "text")
+    }
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial))
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"prompts": latents.prompts, "ids": latents.ids}))
+    partial.replace(path)
+    return latents
+
+
+def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, latent_size: int):
+    if job.model == "momap-vae":
+        return ConditionalMoMapVAE(
+            latent_channels=latent_channels,
+            cross_attention_dim=text_dim,
+            block_out_channels=job.block_out_channels,
+            layers_per_block=job.layers_per_block,
+            norm_num_groups=min(32, *job.block_out_channels),
+        )
+    if job.init == "inflate":
+        if job.image_unet is None:
+            raise ValueError("image_unet: --init inflate needs --image-unet (folder or hub id)")
+        folder = resolve_checkpoint(job.image_unet)
+        folder = folder / "unet" if (folder / "unet").is_dir() else folder
+        image_unet = UNet2DConditionModel.from_pretrained(folder)
+        if image_unet.config.cross_attention_dim != text_dim:
+            raise ValueError(
+                f"image_unet: cross_attention_dim {image_unet.config.cross_attention_dim} does not match "
+                f"the text encoder's width {text_dim}; choose a matching --text-encoder"
+            )
+        return inflate_unet(image_unet, latent_channels + 12, latent_channels)
+    return build_unet(
+        latent_channels=latent_channels,
+        cross_attention_dim=text_dim,
+        block_out_channels=job.block_out_channels,
+        layers_per_block=job.layers_per_block,
+        norm_num_groups=min(32, *job.block_out_channels),
+        sample_size=latent_size,
+    )
+
+
+def noise_scheduler_for(job: TrainDiffusionJob) -> DDPMScheduler:
+    """Returns the training noise schedule (scaled-linear; zero terminal SNR with v-prediction)."""
+    return DDPMScheduler(
+        num_train_timesteps=job.num_train_timesteps,
+        beta_schedule="scaled_linear",
+        prediction_type=job.prediction_type,
+        rescale_betas_zero_snr=job.prediction_type == "v_prediction",
+    )
+
+
+def training_loss(job: TrainDiffusionJob, text_table: torch.Tensor):
+    """Returns ``loss_fn(model, batch, step)`` for ``momaplib.training.fit``.
+
+    ``batch`` holds ``latents``, ``condition`` and ``prompt_index`` of a ``LatentSet``;
+    ``text_table`` (P, L, D) the prompt embeddings. Prompts are dropped to ``""`` with
+    probability ``job.text_dropout``; noise, timesteps and dropout come from a generator seeded by
+    ``(seed, step)``, shared by the micro-batches of a step, so a resumed run draws the same.
+    """
+    noise_scheduler = noise_scheduler_for(job)
+    state: dict[str, Any] = {"step": None, "generator": None}
+
+    def loss_fn(model, batch: dict[str, Any], step: int):
+        latents = batch["latents"]
+        if state["step"] != step:
+            state["step"] = step
+            state["generator"] = torch.Generator(latents.device).manual_seed(
+                job.train.seed * 1_000_003 + step
+            )
+        generator = state["generator"]
+        prompt_index = batch["prompt_index"]
+        if job.text_dropout > 0:
+            drop = torch.rand(len(prompt_index), generator=generator, device=latents.device)
+            prompt_index = torch.where(drop < job.text_dropout, 0, prompt_index)
+        text = text_table[prompt_index]
+        if job.model == "momap-vae":
+            loss = cvae_loss(model, latents, batch["condition"], text, job.kl_weight, generator)
+        else:
+            loss = diffusion_loss(model, noise_scheduler, latents, batch["condition"], text, generator)
+        return loss, {}
+
+    return loss_fn
+
+
+def make_pipeline(job: TrainDiffusionJob, model, vae, image_vae, text_spec: str | None = None):
+    """Returns the inference pipeline around a trained generator (DDIM sampler for the UNet).
+
+    ``text_spec`` is the text encoder the pipeline loads (default: the job's ``text_encoder``).
+    """
+    text_spec = text_spec or job.text_encoder
+    if job.model == "momap-vae":
+        return MoMapVAEPipeline(cvae=model, vae=vae, image_vae=image_vae, text_encoder=text_spec)
+    scheduler = DDIMScheduler(
+        num_train_timesteps=job.num_train_timesteps,
+        prediction_type=job.prediction_type,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        timestep_spacing="trailing",
+        rescale_betas_zero_snr=job.prediction_type == "v_prediction",
+    )
+    return MoMapPipeline(
+        unet=model, vae=vae, image_vae=image_vae, scheduler=scheduler, text_encoder=text_spec
+    )
+
+
+def validate(job: TrainDiffusionJob, pipeline, device) -> dict[str, float]:
+    """Returns mean best-of-N metrics of ``pipeline`` on the first val clips of each dataset."""
+    from momaplib.evaluation import evaluate_predictor, load_split
+
+    clips = []
+    for root in job.datasets:
+        try:
+            clips += load_split(root, "val", max_clips=job.num_val_clips)
+        except ValueError:
+            continue  # tiny datasets may have no val clips
+    if not clips:
+        return {}
+    options = {"num_inference_steps": job.val_steps, "guidance_scale": job.guidance_scale}
+    predictor = pipeline_predictor(pipeline, use_text=True, **options)
+    rows = evaluate_predictor(
+        clips, predictor, num_samples=job.val_samples, seed=job.train.seed, progress=False
+    )
+    metrics = rows.drop(columns=["clip_id", "num_fg", "num_samples", "selected"]).mean(numeric_only=True)
+    return {f"val/{name}": float(value) for name, value in metrics.items() if pd.notna(value)}
+
+
+# ----------------------------------------------------------------------------- training
+def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = None) -> Path:
+    """Runs (or resumes) the training of ``job`` and returns ``output_dir/pipeline``."""
+    config = job.train
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator = build_accelerator(config)
+    device = accelerator.device
+    vae, image_vae, text_encoder = _load_frozen(job, device)
+    train_set = _latent_cache(job, "train", vae, image_vae, text_encoder, device, dataset)
+    if job.encode_only:
+        return config.output_dir / "latents_train.safetensors"
+    dataset = InMemoryDataset(
+        {
+            "latents": train_set.latents,
+            "condition": train_set.condition,
+            "prompt_index": train_set.prompt_index,
+        }
+    )
+    text_table = train_set.text.to(device)
+    latent_channels, latent_size = train_set.latents.shape[1], train_set.latents.shape[-1]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = _build_model(job, latent_channels, text_table.shape[-1], latent_size)
+    optimizer = build_optimizer(model.parameters(), config)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = build_scheduler(optimizer, config)
+    ema = None
+    if job.ema_decay:
+        ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=job.ema_decay)
+        ema.to(device)
+        accelerator.register_for_checkpointing(ema)
+    settings = json.dumps(_plain(job), indent=2)
+    if accelerator.is_main_process:
+        atomic_write_text(config.output_dir / "train_config.json", settings + "\n")
+
+    def after_step(model, step: int) -> None:
+        if ema is not None:
+            ema.step(accelerator.unwrap_model(model).parameters())
+
+    def validate_fn(model, step: int) -> dict[str, float]:
+        with ema_weights(accelerator.unwrap_model(model), ema) as unwrapped:
+            return validate(job, make_pipeline(job, unwrapped, vae, image_vae), device)
+
+    fit(
+        accelerator, config, model, optimizer, scheduler, dataset, training_loss(job, text_table),
+        validate=validate_fn if job.num_val_clips > 0 else None, after_step=after_step,
+    )  # fmt: skip
+    path = config.output_dir / "pipeline"
+    if accelerator.is_main_process:
+        with ema_weights(accelerator.unwrap_model(model), ema) as unwrapped:
+            text_spec = job.pipeline_text_encoder or job.text_encoder
+            pipeline = make_pipeline(job, unwrapped.eval(), vae, image_vae, text_spec)
+            _save_pipeline(pipeline, path)
+            if job.bundle_dir is not None:
+                _save_pipeline(pipeline, job.bundle_dir, bundle=True)
+    accelerator.wait_for_everyone()
+    return path
+
+
+@contextmanager
+def ema_weights(model: torch.nn.Module, ema: EMAModel | None) -> Iterator[torch.nn.Module]:
+    """Context: ``model`` holds the EMA weights inside, its own weights again after."""
+    if ema is None:
+        yield model
+        return
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    try:
+        yield model
+    finally:
+        ema.restore(model.parameters())
+
+
+def _save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
+    """Writes ``pipeline.save_pretrained`` atomically; ``bundle``: fp16 shards <= 15 MiB."""
+    from momaplib.training import BUNDLE_SHARD_BYTES
+
+    folder = Path(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    if bundle:
+        dtypes = {name: next(module.parameters()).dtype for name, module in _modules(pipeline)}
+        pipeline.to(torch.float16)
+        try:
+            pipeline.save_pretrained(partial, safe_serialization=True, max_shard_size=BUNDLE_SHARD_BYTES)
+        finally:
+            for name, module in _modules(pipeline):
+                module.to(dtypes[name])
+    else:
+        pipeline.save_pretrained(partial, safe_serialization=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.replace(folder)
+
+
+def _modules(pipeline) -> list[tuple[str, torch.nn.Module]]:
+    return [
+        (name, module) for name, module in pipeline.components.items() if isinstance(module, torch.nn.Module)
+    ]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {key: _plain(v) for key, v in value.__dict__.items()}
+    return value
+
+
+def read_metrics(output_dir: str | Path) -> pd.DataFrame:
+    """Returns ``metrics.jsonl`` of a training run as a DataFrame (one row per step)."""
+    return pd.DataFrame(read_metric_records(output_dir))
+
+
+__all__ = [
+    "TrainDiffusionJob",
+    "ema_weights",
+    "make_pipeline",
+    "read_metrics",
+    "train",
+    "training_loss",
+    "validate",
+]

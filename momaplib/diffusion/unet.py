@@ -1,0 +1,94 @@
+"""The denoising UNet of paper §3.3.3: a diffusers ``UNet2DConditionModel`` over MoMap latents.
+
+Input channels, in this order: the noisy MoMap latent (``latent_channels``, 32 by default), then
+the three condition latents from the frozen image VAE (4 each): reference RGB, instance map in
+random colours, normalised XYZ map. Output: the ``latent_channels`` noise (or v) prediction.
+Text enters through cross-attention.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import UNet2DConditionModel
+
+#: the order of the condition latents after the noisy MoMap latent
+CONDITION_NAMES = ("rgb", "instance", "xyz")
+
+
+def build_unet(
+    latent_channels: int = 32,
+    condition_channels: int = 12,
+    cross_attention_dim: int = 384,
+    block_out_channels: tuple[int, ...] = (128, 256, 256),
+    layers_per_block: int = 2,
+    attention_head_dim: int = 8,
+    norm_num_groups: int = 32,
+    sample_size: int = 16,
+) -> UNet2DConditionModel:
+    """Returns a randomly initialised conditional UNet sized for MoMap latents.
+
+    Every level has cross-attention to the text tokens except the last (highest-resolution
+    levels are cheap at 16x16 latents, so all but the innermost down level attend).
+    """
+    levels = len(block_out_channels)
+    down = ["CrossAttnDownBlock2D"] * (levels - 1) + ["DownBlock2D"]
+    up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (levels - 1)
+    return UNet2DConditionModel(
+        sample_size=sample_size,
+        in_channels=latent_channels + condition_channels,
+        out_channels=latent_channels,
+        down_block_types=tuple(down),
+        up_block_types=tuple(up),
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=attention_head_dim,
+        norm_num_groups=norm_num_groups,
+    )
+
+
+def inflate_unet(
+    image_unet: UNet2DConditionModel, in_channels: int, out_channels: int, image_slot: int | None = None
+) -> UNet2DConditionModel:
+    """Returns a copy of ``image_unet`` with ``conv_in``/``conv_out`` re-shaped to MoMap channels.
+
+    Every weight except ``conv_in.weight`` and ``conv_out.weight``/``bias`` is copied unchanged
+    (the time embedding, all resnets, attention, cross-attention and norms). What the new
+    convolutions preserve:
+
+    - ``conv_in``: the image UNet's ``conv_in`` kernel is placed on the input channels
+      ``image_slot : image_slot + c_img`` (default: the RGB condition latent, right after the
+      ``out_channels`` noisy MoMap latent channels); all other input channels start at zero.
+      So, at initialisation, the inflated UNet computes exactly the image UNet's function of the
+      RGB latent: every internal feature map equals the image UNet's on that latent.
+    - ``conv_out``: output channel ``k`` copies the image UNet's output channel ``k mod c_img``
+      (bias too), so each group of ``c_img`` MoMap latent channels starts as the image UNet's
+      prediction: the pretrained output head is reused rather than re-learnt.
+
+    ``tests/test_diffusion.py`` checks both statements and that every other weight is kept.
+    """
+    config = dict(image_unet.config)
+    old_in, old_out = config["in_channels"], config["out_channels"]
+    image_slot = out_channels if image_slot is None else image_slot
+    if image_slot + old_in > in_channels:
+        raise ValueError(
+            f"inflate_unet: image_slot {image_slot} + {old_in} image channels "
+            f"exceed in_channels {in_channels}"
+        )
+    config.update(in_channels=in_channels, out_channels=out_channels)
+    unet = UNet2DConditionModel.from_config(config)
+    state = image_unet.state_dict()
+    resized = {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
+    missing, unexpected = unet.load_state_dict(
+        {k: v for k, v in state.items() if k not in resized}, strict=False
+    )
+    if set(missing) != resized or unexpected:
+        raise RuntimeError(f"inflate_unet: unexpected state mismatch {missing} / {unexpected}")
+    with torch.no_grad():
+        unet.conv_in.weight.zero_()
+        unet.conv_in.weight[:, image_slot : image_slot + old_in] = image_unet.conv_in.weight
+        unet.conv_in.bias.copy_(image_unet.conv_in.bias)
+        rows = torch.arange(out_channels) % old_out
+        unet.conv_out.weight.copy_(image_unet.conv_out.weight[rows])
+        unet.conv_out.bias.copy_(image_unet.conv_out.bias[rows])
+    return unet

@@ -1,0 +1,186 @@
+"""The reconstruction pipeline (paper §3.2, Fig. 2-B): video -> depth -> tracks -> camera poses
+-> segmentation -> occlusion infill -> MoMap.
+
+``Pipeline(...)(video)`` runs the stages in order and returns a ``ReconResult``: the MoMap record
+(with ``visible`` flags: True where a trajectory point was observed, False where infill made it),
+every intermediate result for inspection, and a per-stage report of time and quality. Each stage
+is a swappable object with one method (``estimate``, ``track``, ``solve``, ``segment``,
+``infill``), so a variant is a different object passed to ``Pipeline``, never a fork.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from momaplib.geometry import rotation_angle, transform_points
+from momaplib.momap import MoMap
+from momaplib.recon.depth import DepthEstimator, GivenDepth
+from momaplib.recon.infill import InfillResult, TrajectoryInfill, interpolate_hidden
+from momaplib.recon.poses import CameraPoses, TrackletBundleAdjustment
+from momaplib.recon.segmentation import MotionSegmentation, SegmentationInputs, Segmenter
+from momaplib.recon.tracking import FlowChainTracker, Tracker, Tracks
+from momaplib.recon.video import Video, VideoError, check_depth
+
+
+@dataclass
+class PipelineConfig:
+    """Which part of the video becomes the MoMap."""
+
+    t0: int = 0  # reference frame: the MoMap covers frames t0, t0 + 1, ...
+    num_frames: int | None = None  # frames T of the MoMap (None: to the end of the video)
+
+
+@dataclass
+class ReconResult:
+    """A reconstructed MoMap with every intermediate result and the per-stage report."""
+
+    momap: MoMap  # the reconstruction (visible = observed, not infilled)
+    video: Video  # the frames that were reconstructed (t0 first)
+    depth: np.ndarray  # (T, H, W) float32 depth from the depth stage (before per-frame rescaling)
+    tracks: Tracks  # 2D tracks of the reference pixels
+    poses: CameraPoses  # cameras, depth scales, static split
+    instance: np.ndarray  # (H, W) int32 instance ids from the segmentation stage
+    infill: InfillResult  # completed trajectories and the interpolation they started from
+    report: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> {"seconds", quality...}
+
+    def summary(self) -> str:
+        """Returns one line per stage: its time and quality numbers."""
+        lines = []
+        for stage, values in self.report.items():
+            items = ", ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                for k, v in values.items()
+                if k != "seconds"
+            )
+            lines.append(f"{stage:12s} {values['seconds']:7.3f} s  {items}")
+        return "\n".join(lines)
+
+
+class Pipeline:
+    """Chains the reconstruction stages; ``pipeline(video)`` returns a ``ReconResult``.
+
+    Defaults: ``GivenDepth`` (the video's own depth), ``FlowChainTracker``,
+    ``TrackletBundleAdjustment``, ``MotionSegmentation`` and ``TrajectoryInfill``.
+    """
+
+    def __init__(
+        self,
+        depth: DepthEstimator | None = None,
+        tracker: Tracker | None = None,
+        poses: TrackletBundleAdjustment | None = None,
+        segmentation: Segmenter | None = None,
+        infill: TrajectoryInfill | None = None,
+        config: PipelineConfig | None = None,
+    ):
+        self.depth = depth or GivenDepth()
+        self.tracker = tracker or FlowChainTracker()
+        self.poses = poses or TrackletBundleAdjustment()
+        self.segmentation = segmentation or MotionSegmentation()
+        self.infill = infill or TrajectoryInfill()
+        self.config = config or PipelineConfig()
+
+    def _window(self, video: Video) -> Video:
+        t0, T = self.config.t0, video.num_frames
+        end = T if self.config.num_frames is None else t0 + self.config.num_frames
+        if not 0 <= t0 < T - 1 or end > T:
+            raise VideoError(
+                f"{video.name}: PipelineConfig.t0/num_frames: frames {t0}..{end - 1} do not fit in a "
+                f"video of T = {T} frames (need at least 2)"
+            )
+        if t0 == 0 and end == T:
+            return video
+        sliced = slice(t0, end)
+        return replace(
+            video,
+            frames=video.frames[sliced],
+            depth=None if video.depth is None else video.depth[sliced],
+            instance=None if video.instance is None else video.instance[sliced],
+        )
+
+    def __call__(self, video: Video) -> ReconResult:
+        """Returns the ``ReconResult`` of ``video`` (see the module docstring for the stages)."""
+        video = self._window(video)
+        T, H, W = video.shape
+        report: dict[str, dict[str, Any]] = {}
+        clock = time.perf_counter()
+
+        def lap() -> float:
+            nonlocal clock
+            now = time.perf_counter()
+            seconds, clock = now - clock, now
+            return seconds
+
+        depth = check_depth(
+            self.depth.estimate(video), (T, H, W), f"{video.name}: depth from the depth stage"
+        )
+        report["depth"] = {
+            "seconds": lap(),
+            "median_m": float(np.median(depth)),
+            "min_m": float(depth.min()),
+            "max_m": float(depth.max()),
+        }
+
+        tracks = self.tracker.track(video)
+        if tracks.visible.shape != (T, H, W):
+            raise VideoError(
+                f"{video.name}: tracks: expected (T, H, W) = {(T, H, W)}, got {tracks.visible.shape}"
+            )
+        report["tracking"] = {"seconds": lap(), "tracked_fraction": tracks.tracked_fraction}
+
+        poses = self.poses.solve(tracks, depth, video.K)
+        rotation_deg = np.degrees(rotation_angle(poses.ref_from_cam[:, :3, :3].astype(np.float64)))
+        report["poses"] = {
+            "seconds": lap(),
+            "static_fraction": float(poses.static.mean()),
+            "reprojection_px": poses.reprojection_px,
+            "max_rotation_deg": float(rotation_deg.max()),
+            "depth_scale_range": float(poses.depth_scale.max() - poses.depth_scale.min()),
+        }
+
+        valid = tracks.visible[0].reshape(-1)
+        visible = poses.visible.reshape(T, H * W) & valid[None]
+        points_cam = poses.points_cam.reshape(T, H * W, 3) * poses.depth_scale[:, None, None]
+        xyz = transform_points(poses.ref_from_cam.astype(np.float64), points_cam.astype(np.float64))
+        xyz = xyz.astype(np.float32)
+        inputs = SegmentationInputs(
+            video, interpolate_hidden(xyz, visible), visible, valid, poses.static.ravel()
+        )
+        instance = np.asarray(self.segmentation.segment(inputs), np.int32)
+        if instance.shape != (H, W):
+            raise VideoError(f"{video.name}: instance: expected (H, W) = {(H, W)}, got {instance.shape}")
+        report["segmentation"] = {
+            "seconds": lap(),
+            "num_instances": len(np.unique(instance[instance > 0])),
+        }
+
+        filled = self.infill.infill(xyz, visible, valid, instance.ravel())
+        report["infill"] = {"seconds": lap(), "hidden_fraction": filled.hidden_fraction, "loss": filled.loss}
+
+        momap = MoMap(
+            xyz=filled.xyz.reshape(T, H, W, 3),
+            valid=valid.reshape(H, W),
+            visible=visible.reshape(T, H, W),
+            rgb=video.frames[0],
+            instance=instance,
+            K=poses.K,
+            ref_from_cam=_identity_first(poses.ref_from_cam),
+            prompt=video.prompt,
+            meta={
+                **video.meta,
+                "t0": self.config.t0,
+                "source": "recon",
+                "video": video.name,
+                "recon": {stage: dict(values) for stage, values in report.items()},
+            },
+        )
+        return ReconResult(momap, video, depth, tracks, poses, instance, filled, report)
+
+
+def _identity_first(ref_from_cam: np.ndarray) -> np.ndarray:
+    poses = ref_from_cam.astype(np.float32).copy()
+    poses[0] = np.eye(4, dtype=np.float32)
+    return poses

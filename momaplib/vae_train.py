@@ -1,0 +1,428 @@
+"""Training and evaluation of the kit's autoencoders: ``momap train-image-vae`` and ``momap train-vae``.
+
+- ``TrainImageVAEJob`` trains the small RGB ``AutoencoderKL`` (``momaplib.vae.build_image_vae``)
+  on MoMap-Sim reference frames *and* reference XYZ maps, the offline stand-in for Stable
+  Diffusion's VAE: it must encode the RGB and XYZ conditions of the diffusion model, and it is
+  the "pretrained" model that ``inflate_from_image_vae`` starts the MoMap VAE from.
+- ``TrainVAEJob`` fine-tunes the ``MoMapVAE`` (inflated from an image VAE, or from scratch for
+  the ablation) on MoMaps: L1 on decoded trajectories over every valid point and again over the
+  visible ones, an optional velocity term, a small KL weight. It ends by setting
+  ``config.scaling_factor`` to ``1 / std`` of posterior-mean latents of training MoMaps, so the
+  diffusion model sees unit-variance latents.
+- ``reconstruction_epe`` / ``evaluate_reconstruction``: the reconstruction end-point error
+  relative to the scene scale, the number the MoMap VAE is judged by.
+
+Both jobs use ``momaplib.training.fit`` (accelerate; mixed precision; checkpoints with exact
+resume; progress bar; ``metrics.jsonl``), so ``accelerate launch -m momaplib.cli train-vae ...``
+runs them on several GPUs unchanged. Losses are in model range (metres divided by the scene
+scale, ``momaplib.momap.normalize_xyz``), i.e. metric L1 relative to the scene scale, which
+weights tabletop and egocentric scenes alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from diffusers import AutoencoderKL
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from momaplib.storage import atomic_write_text
+from momaplib.training import (
+    TrainConfig,
+    build_accelerator,
+    build_optimizer,
+    build_scheduler,
+    dataset_shape,
+    fit,
+    load_training_data,
+    open_datasets,
+    save_bundle,
+    save_model,
+    to_device,
+)
+from momaplib.vae import BLOCK_OUT_CHANNELS, LATENT_CHANNELS, LAYERS_PER_BLOCK, MoMapVAE, build_image_vae
+
+#: Where a training run writes its final model (inside ``output_dir``).
+MODEL_DIR = "model"
+
+
+# ----------------------------------------------------------------------------- metrics
+def _kl(posterior: Any) -> Tensor:
+    """Mean KL(q || N(0, I)) per latent element."""
+    mean, logvar = posterior.mean.float(), posterior.logvar.float()
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
+
+
+@torch.no_grad()
+def reconstruction_epe(vae: MoMapVAE, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Returns per-clip reconstruction errors of a batch of ``MoMapDataset`` items (posterior mean).
+
+    ``epe_median`` / ``epe_mean`` (B,): median / mean over valid points (every frame) of
+    ``||decoded - gt|| / scale`` (metres relative to the scene scale); ``epe_visible`` (B,):
+    the mean over visible points only.
+    """
+    x = batch["momap"].to(vae.device, vae.dtype)
+    decoded = vae.decode_channels(vae.encode_channels(x)).float()
+    T = x.shape[1] // 3
+    B, _, H, W = x.shape
+    error = (decoded - x.float()).view(B, T, 3, H, W).norm(dim=2)  # model range = metres / scale
+    valid = batch["valid"].to(error.device)[:, None].expand(B, T, H, W)
+    visible = batch["visible"].to(error.device) & valid
+    median = torch.stack(
+        [e[m].median() if m.any() else e.new_tensor(math.nan) for e, m in zip(error, valid, strict=True)]
+    )
+    mean = (error * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
+    mean_visible = (error * visible).flatten(1).sum(1) / visible.flatten(1).sum(1).clamp(min=1)
+    return {"epe_median": median, "epe_mean": mean, "epe_visible": mean_visible}
+
+
+@torch.no_grad()
+def evaluate_reconstruction(
+    vae: MoMapVAE,
+    dataset: torch.utils.data.Dataset,
+    batch_size: int = 16,
+    max_clips: int | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
+    """Returns reconstruction errors of ``vae`` over a dataset (``MoMapDataset`` items).
+
+    ``epe_median``: the median over clips of the per-clip median point error relative to the
+    scene scale (the number of the VAE issue, target <= 1 %); ``epe_mean`` and ``epe_visible``:
+    means over clips of per-clip means; ``num_clips``.
+    """
+    from momaplib.data import collate
+
+    count = len(dataset) if max_clips is None else min(max_clips, len(dataset))
+    if count == 0:
+        raise ValueError("evaluate_reconstruction: the dataset is empty")
+    subset = torch.utils.data.Subset(dataset, range(count))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, collate_fn=collate)
+    rows: dict[str, list[Tensor]] = {}
+    was_training = vae.training
+    vae.eval()
+    for batch in tqdm(loader, desc="reconstruct", disable=not progress, leave=False):
+        for key, value in reconstruction_epe(vae, to_device(batch, vae.device)).items():
+            rows.setdefault(key, []).append(value.cpu())
+    vae.train(was_training)
+    values = {key: torch.cat(value) for key, value in rows.items()}
+    return {
+        "epe_median": float(values["epe_median"].nanmedian()),
+        "epe_mean": float(values["epe_mean"].mean()),
+        "epe_visible": float(values["epe_visible"].mean()),
+        "num_clips": float(count),
+    }
+
+
+@torch.no_grad()
+def latent_scaling_factor(
+    vae: MoMapVAE, dataset: torch.utils.data.Dataset, max_clips: int = 256, batch_size: int = 16
+) -> float:
+    """Returns ``1 / std`` of posterior-mean latents (unscaled) of up to ``max_clips`` clips."""
+    from momaplib.data import collate
+
+    subset = torch.utils.data.Subset(dataset, range(min(max_clips, len(dataset))))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, collate_fn=collate)
+    latents = []
+    for batch in loader:
+        posterior = vae.encode(batch["momap"].to(vae.device, vae.dtype)).latent_dist
+        latents.append(posterior.mean.float().cpu())
+    std = float(torch.cat(latents).std())
+    if not math.isfinite(std) or std <= 0:
+        raise ValueError(f"latent_scaling_factor: latents have std {std}; the VAE is broken")
+    return 1.0 / std
+
+
+# ----------------------------------------------------------------------------- jobs
+def _smoke_train(config: TrainConfig) -> TrainConfig:
+    return replace(
+        config,
+        max_steps=min(config.max_steps, 20),
+        batch_size=min(config.batch_size, 2),
+        lr_warmup_steps=0,
+        checkpoint_every=min(config.checkpoint_every, 10),
+        validate_every=0,
+        num_workers=0,
+    )
+
+
+def _write_settings(job: Any, output_dir: Path) -> None:
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if hasattr(value, "__dataclass_fields__"):
+            return {k: plain(v) for k, v in value.__dict__.items()}
+        return value
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "train_config.json", json.dumps(plain(job), indent=2) + "\n")
+
+
+@dataclass
+class TrainImageVAEJob:
+    """Trains the RGB ``AutoencoderKL`` on reference frames and reference XYZ maps of MoMap-Sim.
+
+    Writes ``output_dir/model`` (diffusers folder), ``metrics.jsonl`` and resumable checkpoints;
+    ``--bundle-dir`` also writes fp16 shards for ``checkpoints/``.
+    """
+
+    datasets: tuple[Path, ...] = (Path("data/sim_tabletop"), Path("data/sim_egocentric"))
+    """Dataset folders written by `momap sim` (train split for training, val for validation)."""
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(Path("outputs/image-vae"), max_steps=4000, batch_size=32)
+    )
+    """The optimisation loop."""
+    block_out_channels: tuple[int, ...] = BLOCK_OUT_CHANNELS
+    """Widths of the four encoder/decoder levels (SD: 128, 256, 512, 512)."""
+    layers_per_block: int = LAYERS_PER_BLOCK
+    """Resnet layers per level."""
+    norm_num_groups: int = 32
+    """GroupNorm groups (must divide every width)."""
+    kl_weight: float = 1e-6
+    """Weight of the KL term (SD's VAE uses 1e-6)."""
+    num_val_clips: int = 64
+    """Validation clips (L1 of RGB and XYZ reconstructions)."""
+    bundle_dir: Path | None = None
+    """Also write fp16 shards (<= 15 MiB) here, e.g. checkpoints/image-vae."""
+    smoke: bool = False
+    """Tiny, fast settings for tests and CPU smoke runs."""
+
+    def resolved(self) -> TrainImageVAEJob:
+        """Returns the job with smoke overrides applied."""
+        if not self.smoke:
+            return self
+        return replace(
+            self, train=_smoke_train(self.train), block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+            norm_num_groups=4, num_val_clips=4, smoke=False,
+        )  # fmt: skip
+
+    def run(self, dataset: torch.utils.data.Dataset | None = None) -> Path:
+        """Trains and returns the folder of the saved model.
+
+        ``dataset`` replaces the train split of ``datasets`` (e.g. an ``InMemoryDataset`` that
+        several jobs share); validation still reads the val split of ``datasets``.
+        """
+        job = self.resolved()
+        config = job.train
+        accelerator = build_accelerator(config)
+        _, H, _ = dataset_shape(job.datasets)
+        if dataset is None:
+            dataset = load_training_data(job.datasets, config, keys=("rgb", "xyz0", "valid"))
+        model = build_image_vae(
+            job.block_out_channels, job.layers_per_block, norm_num_groups=job.norm_num_groups, sample_size=H
+        )
+        optimizer = build_optimizer(model.parameters(), config)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        scheduler = build_scheduler(optimizer, config)
+        _write_settings(job, config.output_dir)
+
+        def loss_fn(model: AutoencoderKL, batch: dict[str, Any], step: int):
+            images = torch.cat([batch["rgb"], batch["xyz0"]])
+            posterior = model.encode(images).latent_dist
+            decoded = model.decode(posterior.sample()).sample.float()
+            l1 = (decoded - images).abs()
+            n = batch["rgb"].shape[0]
+            kl = _kl(posterior)
+            logs = {"l1_rgb": l1[:n].mean(), "l1_xyz": l1[n:].mean(), "kl": kl}
+            return l1.mean() + job.kl_weight * kl, logs
+
+        val = open_datasets(job.datasets, "val")
+
+        def validate(model: AutoencoderKL, step: int) -> dict[str, float]:
+            model = accelerator.unwrap_model(model)
+            return image_vae_errors(model, val, job.num_val_clips)
+
+        validate_fn = validate if len(val) else None
+        fit(accelerator, config, model, optimizer, scheduler, dataset, loss_fn, validate_fn)
+        model = accelerator.unwrap_model(model)
+        folder = save_model(model, config.output_dir / MODEL_DIR)
+        if job.bundle_dir is not None and accelerator.is_main_process:
+            save_bundle(model, job.bundle_dir)
+        return folder
+
+
+@torch.no_grad()
+def image_vae_errors(model: AutoencoderKL, dataset: torch.utils.data.Dataset, max_clips: int) -> dict:
+    """Returns mean L1 (model range) of RGB and valid-XYZ reconstructions of reference frames."""
+    from momaplib.data import collate
+
+    subset = torch.utils.data.Subset(dataset, range(min(max_clips, len(dataset))))
+    sums = {"val/l1_rgb": 0.0, "val/l1_xyz": 0.0}
+    for batch in torch.utils.data.DataLoader(subset, batch_size=16, collate_fn=collate):
+        batch = to_device(batch, model.device)
+        for key, name in (("rgb", "val/l1_rgb"), ("xyz0", "val/l1_xyz")):
+            decoded = model.decode(model.encode(batch[key].to(model.dtype)).latent_dist.mean).sample.float()
+            error = (decoded - batch[key]).abs().mean(1).flatten(1)  # (B, H*W)
+            if key == "xyz0":
+                valid = batch["valid"].flatten(1)
+                error = (error * valid).sum(1) / valid.sum(1).clamp(min=1)
+            else:
+                error = error.mean(1)
+            sums[name] += float(error.sum())
+    return {key: value / max(len(subset), 1) for key, value in sums.items()}
+
+
+@dataclass
+class TrainVAEJob:
+    """Fine-tunes the ``MoMapVAE`` on MoMap-Sim (paper §3.3.2), from an inflated image VAE or from scratch.
+
+    Writes ``output_dir/model`` (a ``MoMapVAE`` folder with the latent scaling factor set),
+    ``metrics.jsonl`` (loss terms, validation EPE) and resumable checkpoints; ``--bundle-dir``
+    also writes fp16 shards for ``checkpoints/``.
+    """
+
+    datasets: tuple[Path, ...] = (Path("data/sim_tabletop"), Path("data/sim_egocentric"))
+    """Dataset folders written by `momap sim` (train split for training, val for validation)."""
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(Path("outputs/momap-vae"), max_steps=4000, batch_size=16)
+    )
+    """The optimisation loop."""
+    init: Literal["inflate", "scratch"] = "inflate"
+    """Initialisation: inflated from --image-vae (paper), or random (the ablation)."""
+    image_vae: str = "image-vae"
+    """Image AutoencoderKL to inflate: folder, bundled name or hub id (SD: add --image-vae-subfolder vae)."""
+    image_vae_subfolder: str | None = None
+    """Subfolder of --image-vae that holds the VAE (``vae`` in a Stable Diffusion repository)."""
+    latent_channels: int = LATENT_CHANNELS
+    """Latent channels C_L (paper: 32)."""
+    block_out_channels: tuple[int, ...] = BLOCK_OUT_CHANNELS
+    """Widths for --init scratch (an inflated model takes the image VAE's)."""
+    layers_per_block: int = LAYERS_PER_BLOCK
+    """Resnet layers per level for --init scratch."""
+    norm_num_groups: int = 32
+    """GroupNorm groups for --init scratch."""
+    visible_weight: float = 1.0
+    """Weight of the extra L1 term over visible points (the all-points term has weight 1)."""
+    velocity_weight: float = 0.0
+    """Weight of the L1 term on frame-to-frame displacements (0: off)."""
+    kl_weight: float = 1e-6
+    """Weight of the KL term."""
+    num_val_clips: int = 64
+    """Validation clips (reconstruction EPE)."""
+    bundle_dir: Path | None = None
+    """Also write fp16 shards (<= 15 MiB) here, e.g. checkpoints/momap-vae."""
+    smoke: bool = False
+    """Tiny, fast settings for tests and CPU smoke runs."""
+
+    def resolved(self) -> TrainVAEJob:
+        """Returns the job with smoke overrides applied."""
+        if not self.smoke:
+            return self
+        return replace(
+            self, train=_smoke_train(self.train), block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+            norm_num_groups=4, latent_channels=min(self.latent_channels, 8), num_val_clips=4, smoke=False,
+        )  # fmt: skip
+
+    def build_model(self, num_frames: int, sample_size: int) -> MoMapVAE:
+        """Returns the initial ``MoMapVAE``: inflated from ``image_vae`` or random."""
+        if self.init == "inflate":
+            from momaplib.vae import inflate_from_image_vae, load_image_vae
+
+            kwargs = {"subfolder": self.image_vae_subfolder} if self.image_vae_subfolder else {}
+            image_vae = load_image_vae(self.image_vae, **kwargs)
+            return inflate_from_image_vae(image_vae, num_frames, self.latent_channels, seed=self.train.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.train.seed)
+            return MoMapVAE.build(
+                num_frames, self.latent_channels, self.block_out_channels, self.layers_per_block,
+                self.norm_num_groups, sample_size=sample_size,
+            )  # fmt: skip
+
+    def run(self, dataset: torch.utils.data.Dataset | None = None) -> Path:
+        """Trains and returns the folder of the saved model (``dataset``: as for ``TrainImageVAEJob``)."""
+        job = self.resolved()
+        config = job.train
+        accelerator = build_accelerator(config)
+        T, H, _ = dataset_shape(job.datasets)
+        if dataset is None:
+            dataset = load_training_data(job.datasets, config, keys=("momap", "valid", "visible"))
+        model = job.build_model(T, H)
+        optimizer = build_optimizer(model.parameters(), config)
+        model, optimizer = accelerator.prepare(model, optimizer)
+        scheduler = build_scheduler(optimizer, config)
+        _write_settings(job, config.output_dir)
+        loss_fn = momap_vae_loss(job.visible_weight, job.velocity_weight, job.kl_weight)
+        val = open_datasets(job.datasets, "val")
+
+        def validate(model: MoMapVAE, step: int) -> dict[str, float]:
+            model = accelerator.unwrap_model(model)
+            scores = evaluate_reconstruction(model, val, max_clips=job.num_val_clips)
+            return {f"val/{key}": value for key, value in scores.items() if key != "num_clips"}
+
+        validate_fn = validate if len(val) else None
+        fit(accelerator, config, model, optimizer, scheduler, dataset, loss_fn, validate_fn)
+        model = accelerator.unwrap_model(model)
+        model.eval()
+        factor = latent_scaling_factor(model, dataset)
+        model.register_to_config(scaling_factor=factor)
+        folder = save_model(model, config.output_dir / MODEL_DIR)
+        if job.bundle_dir is not None and accelerator.is_main_process:
+            save_bundle(model, job.bundle_dir)
+        return folder
+
+
+def momap_vae_loss(visible_weight: float = 1.0, velocity_weight: float = 0.0, kl_weight: float = 1e-6):
+    """Returns ``loss_fn(model, batch, step)`` of the MoMap VAE (for ``momaplib.training.fit``).
+
+    Terms (model range, i.e. metres / scene scale): mean L1 over valid points of every frame,
+    ``visible_weight`` times the mean L1 over visible points, ``velocity_weight`` times the L1 of
+    frame-to-frame displacements over valid points, and ``kl_weight`` times the KL per element.
+    The decoder sees a posterior sample, as in SD's VAE training.
+    """
+
+    def loss_fn(model: MoMapVAE, batch: dict[str, Any], step: int):
+        x = batch["momap"]
+        B, C, H, W = x.shape
+        T = C // 3
+        posterior = model.encode(x).latent_dist
+        decoded = model.decode(posterior.sample()).sample.float()
+        error = (decoded - x).abs().view(B, T, 3, H, W).sum(2)  # L1 over xyz per point
+        valid = batch["valid"][:, None].expand(B, T, H, W).float()
+        visible = batch["visible"].float() * valid
+        l1 = (error * valid).sum() / valid.sum().clamp(min=1)
+        l1_visible = (error * visible).sum() / visible.sum().clamp(min=1)
+        loss = l1 + visible_weight * l1_visible
+        logs: dict[str, Tensor] = {"l1": l1, "l1_visible": l1_visible}
+        if velocity_weight:
+            d_pred = decoded.view(B, T, 3, H, W).diff(dim=1)
+            d_true = x.view(B, T, 3, H, W).diff(dim=1)
+            velocity = ((d_pred - d_true).abs().sum(2) * valid[:, 1:]).sum() / valid[:, 1:].sum().clamp(min=1)
+            loss = loss + velocity_weight * velocity
+            logs["velocity"] = velocity
+        kl = _kl(posterior)
+        logs["kl"] = kl
+        return loss + kl_weight * kl, logs
+
+    return loss_fn
+
+
+def compare_runs(folders: Sequence[Path | str], names: Sequence[str] | None = None) -> dict[str, list[float]]:
+    """Returns ``{name: [val/epe_median per validation step]}`` of VAE runs (for curves in notebooks)."""
+    from momaplib.training import read_metrics
+
+    out = {}
+    for i, folder in enumerate(folders):
+        records = [r for r in read_metrics(folder) if "val/epe_median" in r]
+        out[names[i] if names else Path(folder).name] = [r["val/epe_median"] for r in records]
+    return out
+
+
+__all__ = [
+    "MODEL_DIR",
+    "TrainImageVAEJob",
+    "TrainVAEJob",
+    "compare_runs",
+    "evaluate_reconstruction",
+    "image_vae_errors",
+    "latent_scaling_factor",
+    "momap_vae_loss",
+    "reconstruction_epe",
+]

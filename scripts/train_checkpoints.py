@@ -1,0 +1,168 @@
+"""Reproduces the bundled checkpoints and the model table on one GPU, in one process.
+
+    python scripts/train_checkpoints.py                  # full run (about 25 min on one H100)
+    python scripts/train_checkpoints.py --smoke          # every stage at toy size on a CPU
+
+Stages: MoMap-Sim data of both families -> the training clips loaded once into (GPU) memory ->
+image VAE -> MoMap VAE inflated from it (kept) and from scratch (the ablation, same steps) ->
+diffusion UNet and the MoMap-VAE baseline on pre-encoded latents -> VAE reconstruction error
+and the best-of-10 table on the test split. The same jobs run one by one through ``momap sim``,
+``momap train-image-vae``, ``momap train-vae``, ``momap train-diffusion`` and ``momap eval``
+(see checkpoints/README.md); this driver only shares one in-memory copy of the data between
+them. Rerunning resumes: finished stages are skipped, training continues from checkpoints.
+fp16 bundles for ``checkpoints/`` are written to ``<runs>/bundles`` as stages finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data"))
+    parser.add_argument("--runs", type=Path, default=Path("outputs/checkpoint-runs"))
+    parser.add_argument("--text-encoder", default="minilm", help="spec used in training, e.g. minilm:/path")
+    parser.add_argument("--clips", type=int, default=2500, help="clips per family")
+    parser.add_argument("--workers", type=int, default=16)
+    parser.add_argument("--minutes", type=float, default=1.0, help="scale of the per-stage time limits")
+    parser.add_argument("--eval-clips", type=int, default=100, help="test clips per family in the table")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+
+    from momaplib.data import SimJob
+    from momaplib.diffusion.train import TrainDiffusionJob
+    from momaplib.evaluation import EvalJob
+    from momaplib.sim import SimConfig
+    from momaplib.training import InMemoryDataset, TrainConfig, open_datasets
+    from momaplib.vae import MoMapVAE
+    from momaplib.vae_train import TrainImageVAEJob, TrainVAEJob, evaluate_reconstruction
+
+    cuda = torch.cuda.is_available() and not args.smoke
+    device = "cuda" if cuda else "cpu"
+    runs, bundles = args.runs, args.runs / "bundles"
+    bundles.mkdir(parents=True, exist_ok=True)
+    sets = (args.data / "sim_tabletop", args.data / "sim_egocentric")
+    started = time.perf_counter()
+
+    def stamp(message: str) -> None:
+        print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
+
+    def minutes(value: float) -> float:
+        return 0.0 if args.smoke else value * args.minutes
+
+    def train_config(name: str, steps: int, batch: int, lr: float, limit: float, **extra) -> TrainConfig:
+        if args.smoke:
+            steps, batch, extra = 4, 2, {**extra, "validate_every": 0}
+        defaults = dict(lr_warmup_steps=100, checkpoint_every=500, validate_every=1000, num_workers=0)
+        return TrainConfig(
+            runs / name, max_steps=steps, batch_size=batch, learning_rate=lr, seed=0,
+            mixed_precision="bf16" if cuda else "no", progress=False,
+            time_limit_minutes=minutes(limit), **{**defaults, **extra},
+        )  # fmt: skip
+
+    small = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4) if args.smoke else {}
+
+    # 1. data
+    for path, family in zip(sets, ("tabletop", "egocentric"), strict=True):
+        stamp(f"sim {family}")
+        sim = SimConfig(family=family)
+        SimJob(
+            out=path, num_clips=40 if args.smoke else args.clips, smoke=args.smoke, sim=sim,
+            workers=0 if args.smoke else args.workers, progress=False,
+        ).run()  # fmt: skip
+
+    # 2. the training clips, once, in memory (on the GPU when there is one)
+    stamp("load training clips")
+    memory = InMemoryDataset.load(
+        open_datasets(sets, "train"), device=device, num_workers=0 if args.smoke else args.workers,
+        batch_size=32, progress=False,
+    )  # fmt: skip
+    stamp(f"{len(memory)} clips in memory ({memory.nbytes / 2**30:.1f} GiB)")
+
+    # 3. image VAE
+    if not (runs / "image-vae/model").is_dir():
+        stamp("image VAE")
+        TrainImageVAEJob(sets, train_config("image-vae", 2200, 32, 4e-4, 2.2), **small).run(memory)
+    # 4. MoMap VAE: inflated (kept) and scratch (ablation), the same step budget
+    for name, init in (("momap-vae", "inflate"), ("momap-vae-scratch", "scratch")):
+        if not (runs / name / "model").is_dir():
+            stamp(f"MoMap VAE ({init})")
+            config = train_config(name, 2000, 32, 4e-4, 2.6, validate_every=500)
+            TrainVAEJob(sets, config, init=init, image_vae=str(runs / "image-vae/model"), **small).run(memory)
+    if not (runs / "vae_eval.json").is_file():
+        stamp("VAE reconstruction on the test split")
+        test = open_datasets(sets, "test")
+        scores = {}
+        for name in ("momap-vae", "momap-vae-scratch"):
+            vae = MoMapVAE.from_pretrained(runs / name / "model").to(device).eval()
+            scores[name] = {
+                **evaluate_reconstruction(vae, test),
+                "steps": max(json.loads(line)["step"] for line in open(runs / name / "metrics.jsonl")),
+            }
+            print(name, scores[name], flush=True)
+        (runs / "vae_eval.json").write_text(json.dumps(scores, indent=2))
+
+    # 5. diffusion UNet and the MoMap-VAE baseline, sharing the pre-encoded latents
+    frozen = dict(
+        vae=str(runs / "momap-vae/model"), image_vae=str(runs / "image-vae/model"),
+        text_encoder=args.text_encoder, pipeline_text_encoder="minilm",
+    )  # fmt: skip
+    unet_small = (
+        dict(block_out_channels=(16, 16), layers_per_block=1, val_samples=2, val_steps=2)
+        if args.smoke
+        else {}
+    )
+    jobs = {
+        "diffusion": dict(model="diffusion", steps=4000, limit=6.0, bundle="momap-diffusion"),
+        "baseline": dict(model="momap-vae", steps=3000, limit=2.5, bundle="momap-vae-baseline",
+                         block_out_channels=(64, 128, 128)),
+    }  # fmt: skip
+    for name, spec in jobs.items():
+        if (runs / name / "pipeline").is_dir():
+            continue
+        if name == "baseline" and (runs / "diffusion/latents_train.safetensors").is_file():
+            (runs / name).mkdir(parents=True, exist_ok=True)
+            for file in (runs / "diffusion").glob("latents_train.*"):
+                shutil.copy(file, runs / name / file.name)
+        stamp(f"train {name}")
+        config = train_config(
+            name, spec["steps"], 128, 3e-4, spec["limit"], validate_every=2000, lr_warmup_steps=300
+        )
+        extra = {"block_out_channels": spec["block_out_channels"]} if "block_out_channels" in spec else {}
+        job = TrainDiffusionJob(
+            sets, config, model=spec["model"], bundle_dir=bundles / spec["bundle"], num_val_clips=4,
+            **frozen, **{**extra, **unet_small},
+        )  # fmt: skip
+        job.run(memory)
+    shutil.rmtree(bundles / "momap-vae-baseline/vae", ignore_errors=True)  # shared with momap-diffusion
+    shutil.rmtree(bundles / "momap-vae-baseline/image_vae", ignore_errors=True)
+    del memory
+    torch.cuda.empty_cache() if cuda else None
+
+    # 6. the table: best of 10 on the test split
+    if not (runs / "table/table.md").is_file():
+        stamp("eval")
+        EvalJob(
+            datasets=sets, split="test", max_clips=2 if args.smoke else args.eval_clips, num_samples=10,
+            baselines=("static",),
+            pipelines=(
+                f"MoMap-VAE={runs / 'baseline/pipeline'}",
+                f"Ours (text)={runs / 'diffusion/pipeline'}",
+                f"Ours (no text)={runs / 'diffusion/pipeline'}:no-text",
+            ),
+            text_encoder=args.text_encoder, device=device, out=runs / "table", progress=False,
+        ).run()  # fmt: skip
+    stamp("done")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()

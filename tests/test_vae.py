@@ -1,0 +1,185 @@
+"""MoMap VAE: inflation is function-preserving, training overfits and resumes exactly, checkpoints resolve."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from momaplib.checkpoints import CheckpointNotFoundError, resolve_checkpoint
+from momaplib.training import (
+    InMemoryDataset,
+    TrainConfig,
+    build_accelerator,
+    build_optimizer,
+    build_scheduler,
+    fit,
+)
+from momaplib.vae import MoMapVAE, build_image_vae, inflate_from_image_vae
+from momaplib.vae_train import momap_vae_loss, reconstruction_epe
+
+TINY = dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4)
+
+
+def randomize_(model: torch.nn.Module, seed: int) -> None:
+    """Random weights everywhere (diffusers zero-initialises some layers, which would hide bugs)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.2)
+
+
+@pytest.fixture(scope="module")
+def image_vae():
+    torch.manual_seed(0)
+    vae = build_image_vae(**TINY, sample_size=16).eval()
+    randomize_(vae, seed=1)
+    return vae
+
+
+@pytest.mark.parametrize("T", [1, 4, 8])
+def test_inflation_is_function_preserving_on_time_constant_momaps(image_vae, T):
+    vae = inflate_from_image_vae(image_vae, num_frames=T, latent_channels=12).eval()
+    X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(T))
+    with torch.no_grad():
+        image_moments = image_vae.encode(X).latent_dist
+        image_out = image_vae.decode(image_moments.mean).sample
+        moments = vae.encode(X.repeat(1, T, 1, 1)).latent_dist
+        out = vae.decode(moments.mean).sample
+    assert moments.mean.shape == (2, 12, 2, 2)  # H/8 x W/8 x latent_channels
+    # the image VAE's posterior sits in the first 4 latent channels, the rest is the prior
+    torch.testing.assert_close(moments.mean[:, :4], image_moments.mean, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(moments.logvar[:, :4], image_moments.logvar, rtol=1e-4, atol=1e-5)
+    assert moments.mean[:, 4:].abs().max() == 0 and moments.logvar[:, 4:].abs().max() == 0
+    relative = (out - image_out.repeat(1, T, 1, 1)).abs().max() / image_out.abs().max()
+    assert relative < 1e-4, f"T={T}: relative error {relative:.2e}"
+
+
+def test_inflated_encoder_sees_the_time_average(image_vae):
+    vae = inflate_from_image_vae(image_vae, num_frames=4, latent_channels=8).eval()
+    frames = torch.randn(1, 4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        mean_moving = vae.encode(frames.flatten(1, 2)).latent_dist.mean
+        mean_average = image_vae.encode(frames.mean(1)).latent_dist.mean
+    torch.testing.assert_close(mean_moving[:, :4], mean_average, rtol=1e-4, atol=1e-5)
+
+
+def test_inflation_rejects_non_rgb_and_too_few_latent_channels(image_vae):
+    with pytest.raises(ValueError, match="latent_channels: expected >= the image VAE's 4"):
+        inflate_from_image_vae(image_vae, num_frames=2, latent_channels=2)
+    momap_vae = MoMapVAE.build(2, latent_channels=4, **TINY)
+    with pytest.raises(ValueError, match="expected an RGB AutoencoderKL"):
+        inflate_from_image_vae(momap_vae, num_frames=2)
+
+
+def test_encode_decode_momap_in_metres_and_shape_errors():
+    torch.manual_seed(0)
+    vae = MoMapVAE.build(3, latent_channels=8, **TINY).eval()
+    xyz = torch.randn(2, 3, 16, 16, 3) * 0.1 + torch.tensor([0.0, 0.0, 2.0])
+    valid = torch.ones(2, 16, 16, dtype=torch.bool)
+    with torch.no_grad():
+        latents = vae.encode_momap(xyz, valid)
+        decoded = vae.decode_momap(latents.latents, latents.center, latents.scale)
+    assert latents.latents.shape == (2, 8, 2, 2) and decoded.shape == xyz.shape
+    # an untrained decoder outputs model range ~ N(0, 1) around the centre: metres near z = 2
+    assert abs(float(decoded[..., 2].median()) - 2.0) < 2.0
+    with pytest.raises(ValueError, match=r"xyz: expected \(B, T, H, W, 3\) with T = 3"):
+        vae.encode_momap(xyz[:, :2], valid)
+    with pytest.raises(ValueError, match=r"valid: expected \(B, H, W\)"):
+        vae.encode_momap(xyz, valid[0])
+    with pytest.raises(ValueError, match="multiples of 8"):
+        vae.encode_channels(torch.zeros(1, 9, 12, 12))
+    with pytest.raises(ValueError, match="in_channels/out_channels"):
+        MoMapVAE(in_channels=10, out_channels=10)
+
+
+def _batch(seed: int = 0, B: int = 4, T: int = 4, H: int = 16):
+    """Smooth rigid-ish motions in model range: a learnable, non-trivial batch."""
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(B, 3, H // 4, H // 4, generator=g)
+    base = torch.nn.functional.interpolate(base, size=(H, H), mode="bilinear", align_corners=False)
+    velocity = torch.randn(B, 3, 1, 1, generator=g) * 0.1
+    t = torch.arange(T).view(1, T, 1, 1, 1)
+    momap = (base[:, None] + velocity[:, None] * t).flatten(1, 2)  # (B, 3T, H, W)
+    return {
+        "momap": momap,
+        "valid": torch.ones(B, H, H, dtype=torch.bool),
+        "visible": torch.ones(B, T, H, H, dtype=torch.bool),
+    }
+
+
+def _fit(tmp_path, steps: int, stop_after=None, lr: float = 3e-3):
+    config = TrainConfig(
+        output_dir=tmp_path, max_steps=steps, batch_size=4, learning_rate=lr, lr_warmup_steps=0,
+        lr_schedule="constant", checkpoint_every=5, validate_every=0, num_workers=0, progress=False,
+    )  # fmt: skip
+    accelerator = build_accelerator(config)
+    torch.manual_seed(0)
+    model = MoMapVAE.build(4, latent_channels=8, **TINY)
+    optimizer = build_optimizer(model.parameters(), config)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    scheduler = build_scheduler(optimizer, config)
+    data = InMemoryDataset(_batch())
+    fit(accelerator, config, model, optimizer, scheduler, data, momap_vae_loss(), stop_after=stop_after)
+    return accelerator.unwrap_model(model), [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+
+
+def test_overfitting_one_batch_reduces_reconstruction_error_tenfold(tmp_path):
+    previous = torch.set_flush_denormal(True)  # tiny gradients late in the run are slow on CPU as denormals
+    try:
+        model, records = _fit(tmp_path, steps=300)
+    finally:
+        torch.set_flush_denormal(previous and False)
+    batch = _batch()
+    untrained = MoMapVAE.build(4, latent_channels=8, **TINY)
+    with torch.no_grad():
+        before = reconstruction_epe(untrained.eval(), batch)["epe_mean"].mean()
+        after = reconstruction_epe(model.eval(), batch)["epe_mean"].mean()
+    assert after < before / 10, f"EPE {before:.4f} -> {after:.4f}"
+    assert records[-1]["l1"] < records[0]["l1"] / 10
+
+
+def test_resume_after_interruption_reproduces_the_loss_curve_exactly(tmp_path):
+    _, straight = _fit(tmp_path / "straight", steps=12)
+    _fit(tmp_path / "resumed", steps=12, stop_after=7)  # "killed" after step 7; last checkpoint: step 5
+    (tmp_path / "resumed" / "metrics.jsonl").open("a").write('{"step": 7, "loss": 1e9}\n{"torn')  # junk
+    _, resumed = _fit(tmp_path / "resumed", steps=12)
+    assert [r["step"] for r in resumed] == list(range(1, 13))
+    np.testing.assert_array_equal([r["loss"] for r in resumed], [r["loss"] for r in straight])
+
+
+def test_checkpoint_resolver_bundled_names_env_override_and_errors(tmp_path, monkeypatch):
+    folder = tmp_path / "ckpts" / "momap-diffusion" / "vae"
+    vae = MoMapVAE.build(2, latent_channels=4, **TINY)
+    vae.save_pretrained(folder)
+    monkeypatch.setenv("MOMAP_CHECKPOINTS", str(tmp_path / "ckpts"))
+    assert resolve_checkpoint("momap-vae") == folder.resolve()  # a part of momap-diffusion
+    loaded = MoMapVAE.from_pretrained("momap-vae")
+    assert loaded.num_frames == 2
+    for key, value in vae.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointNotFoundError, match="no-such-model"):
+        resolve_checkpoint("no-such-model")
+    with pytest.raises(CheckpointNotFoundError, match="is a file"):
+        (tmp_path / "file.txt").write_text("x")
+        resolve_checkpoint(tmp_path / "file.txt")
+
+
+def test_vae_jobs_smoke_end_to_end(tmp_path):
+    from momaplib.data import write_dataset
+    from momaplib.sim import SimConfig
+    from momaplib.vae_train import TrainImageVAEJob, TrainVAEJob
+
+    write_dataset(tmp_path / "data", SimConfig().smoke(), num_clips=6, workers=0, progress=False)
+    sets = (tmp_path / "data",)
+    image = TrainImageVAEJob(sets, TrainConfig(tmp_path / "img", progress=False), smoke=True).run()
+    folder = TrainVAEJob(
+        sets, TrainConfig(tmp_path / "vae", progress=False), image_vae=str(image), smoke=True
+    ).run()
+    vae = MoMapVAE.from_pretrained(folder)
+    assert vae.num_frames == SimConfig().smoke().num_frames
+    assert vae.config.scaling_factor != 1.0  # re-estimated from training latents
+    assert (tmp_path / "vae" / "checkpoints").is_dir() and (tmp_path / "vae" / "metrics.jsonl").is_file()
