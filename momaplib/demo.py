@@ -48,6 +48,15 @@ class DemoConfig:
     """Frame rate of the clip animations."""
     upscale: int = 2
     """Pixel repetition of the animations, so small frames stay visible."""
+    pipeline: str | None = "momap-diffusion"
+    """Generative model sampled on each scene (bundled name, folder or hub id); None: simulator
+    figures only. Skipped with --smoke (the bundled model is for 128x128, T = 32)."""
+    num_samples: int = 10
+    """Futures sampled per scene (best of N by ate_dtw is reported, as in the paper)."""
+    num_inference_steps: int = 25
+    """Denoising steps."""
+    guidance_scale: float = 2.0
+    """Classifier-free guidance on the prompt."""
 
     def sim_config(self, family: str) -> SimConfig:
         """Returns the simulator config of ``family`` for this demo."""
@@ -58,12 +67,34 @@ class DemoConfig:
         """Simulates one clip per family, writes its figures and a README.txt; returns the paths."""
         self.out.mkdir(parents=True, exist_ok=True)
         listing: list[tuple[Path, str]] = []
-        with tqdm(total=len(self.families) * (1 + _FIGURES_PER_CLIP), desc="demo", unit="step") as progress:
+        generate = self.pipeline is not None and not self.smoke
+        per_clip = 1 + _FIGURES_PER_CLIP + (_GENERATED_PER_CLIP if generate else 0)
+        panel, runs = None, {}
+        with tqdm(total=len(self.families) * per_clip, desc="demo", unit="step") as progress:
             for family in self.families:
                 progress.set_postfix_str(f"{family}: simulate")
                 clip = generate_clip(self.seed, self.sim_config(family))
                 progress.update()
-                listing += _write_figures(clip, self.out / f"{family}_seed{self.seed}", self, progress)
+                stem = self.out / f"{family}_seed{self.seed}"
+                listing += _write_figures(clip, stem, self, progress)
+                if generate:
+                    if panel is None:
+                        from momaplib.widgets import SamplingPanel
+
+                        panel = SamplingPanel(self.pipeline)
+                    progress.set_postfix_str(f"{family}: sample {self.num_samples} futures")
+                    runs[family], written = _write_samples(panel, clip, stem, self, progress)
+                    listing += written
+        if runs:
+            from momaplib.evaluation import write_table
+            from momaplib.widgets import best_of_n_table
+
+            table = best_of_n_table(runs)
+            _, md_path = write_table(table, self.out / "metrics")
+            listing.append(
+                (md_path, f"best-of-{self.num_samples} metrics of the generated MoMaps vs GT (also .csv)")
+            )
+            print(md_path.read_text())
         if any(path.suffix == ".html" for path, _ in listing):
             listing.append((self.out / "plotly.min.js", "plotly.js for the .html files (they work offline)"))
         readme = self.out / "README.txt"
@@ -72,6 +103,51 @@ class DemoConfig:
 
 
 _FIGURES_PER_CLIP = 6
+_GENERATED_PER_CLIP = 3
+
+
+def _write_samples(panel, clip: Clip, stem: Path, config: DemoConfig, progress: tqdm):
+    """Samples futures of ``clip`` with the panel's pipeline; writes figures; returns (result, listing)."""
+    from momaplib.widgets import figure_3d, sample_image_grid
+
+    result = panel.generate(
+        clip, num_samples=config.num_samples, num_inference_steps=config.num_inference_steps,
+        guidance_scale=config.guidance_scale, seed=config.seed,
+    )  # fmt: skip
+    progress.update()
+    context = f"{clip.family}: {clip.prompt!r}; {result.describe()}"
+    written = []
+    paths = viz.save_figure(sample_image_grid(result), f"{stem}_generated_grid.png", close=True)
+    written += [(path, f"GT and generated MoMaps as trajectory images ({context})") for path in paths]
+    progress.update()
+    paths = viz.save_figure(figure_3d(result), f"{stem}_generated_3d.html", include_plotlyjs="directory")
+    written += [(path, f"GT and generated 3D trajectories, time slider ({context})") for path in paths]
+    gif = _samples_gif(result, Path(f"{stem}_generated.gif"), config)
+    written.append((gif, f"animation: GT | best sample | other samples, XYZ as colour ({context})"))
+    progress.update()
+    return result, written
+
+
+def _samples_gif(result, path: Path, config: DemoConfig) -> Path:
+    """Writes an animated GIF of GT and samples side by side, XYZ in the reference frame as colour."""
+    import numpy as np
+    from PIL import Image
+
+    gt = result.scene.xyz
+    order = [result.best, *[i for i in range(result.num_samples) if i != result.best][:2]]
+    panels = [gt, *(result.xyz[i] for i in order)]  # each (T, H, W, 3)
+    valid = result.scene.valid
+    points = gt[:, valid].reshape(-1, 3)
+    lo = np.percentile(points, 1, axis=0)
+    hi = np.percentile(points, 99, axis=0)
+    frames = []
+    for t in range(gt.shape[0]):
+        row = [np.where(valid[..., None], np.clip((p[t] - lo) / (hi - lo + 1e-9), 0, 1), 0.0) for p in panels]
+        image = (np.concatenate(row, axis=1) * 255).astype(np.uint8)
+        image = image.repeat(config.upscale, 0).repeat(config.upscale, 1)
+        frames.append(Image.fromarray(image))
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / config.fps), loop=0)
+    return path
 
 
 def _write_figures(clip: Clip, stem: Path, config: DemoConfig, progress: tqdm) -> list[tuple[Path, str]]:
@@ -114,7 +190,7 @@ def _readme(config: DemoConfig, listing: list[tuple[Path, str]]) -> str:
         "32x32, T = 8 (smoke)" if config.smoke else f"{config.height}x{config.width}, T = {config.num_frames}"
     )
     lines = [
-        "momaplib demo: MoMap-Sim clips and their ground-truth MoMaps",
+        "momaplib demo: MoMap-Sim scenes, their ground-truth MoMaps and generated MoMaps",
         f"written by `python -m momaplib.demo`; seed {config.seed}, {size}",
         "",
     ]

@@ -261,3 +261,17 @@ def test_demo_writes_every_visualisation(tmp_path):
     assert all(path.is_file() and path.stat().st_size > 0 for path in paths)
     readme = (tmp_path / "README.txt").read_text()
     assert all(name in readme for name in expected[1:])
+
+
+def test_demo_samples_the_bundled_model_and_writes_a_metrics_table(tmp_path):
+    paths = demo_main(
+        ["--out", str(tmp_path), "--families", "tabletop", "--num-samples", "2", "--num-inference-steps", "2"]
+    )
+    names = {path.name for path in paths}
+    assert {"tabletop_seed0_generated_grid.png", "tabletop_seed0_generated.gif", "metrics.md"} <= names
+    table = (tmp_path / "metrics.md").read_text()
+    assert "fg_mask_iou" in table and "ate_dtw" in table
+    from PIL import Image
+
+    with Image.open(tmp_path / "tabletop_seed0_generated.gif") as gif:
+        assert gif.n_frames == 32  # one frame per MoMap time step
