@@ -621,15 +621,6 @@ def plot_trajectories_3d(
                 {"type": "scatter3d", "x": frustums[t][:, 0], "y": frustums[t][:, 1], "z": frustums[t][:, 2]}
             )
         frames.append(go.Frame(data=data, traces=[2, 3] if show_camera else [2], name=str(t)))
-    play = {"frame": {"duration": 120, "redraw": True}, "transition": {"duration": 0}, "fromcurrent": True}
-    steps = [
-        {
-            "label": str(t),
-            "method": "animate",
-            "args": [[str(t)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}],
-        }
-        for t in shown
-    ]
     fig = go.Figure(data=traces, frames=frames)
     fig.update_layout(
         title=title if title is not None else momap.prompt,
@@ -644,27 +635,33 @@ def plot_trajectories_3d(
             # behind and above the reference camera, image "up" (-y) on screen up
             "camera": {"up": {"x": 0, "y": -1, "z": 0}, "eye": {"x": 0.25, "y": -0.9, "z": -1.7}},
         },
-        updatemenus=[
-            {
-                "type": "buttons",
-                "showactive": False,
-                "x": 0.0,
-                "y": 0.0,
-                "xanchor": "left",
-                "yanchor": "top",
-                "buttons": [
-                    {"label": "▶ play", "method": "animate", "args": [None, play]},
-                    {
-                        "label": "❚❚ pause",
-                        "method": "animate",
-                        "args": [[None], {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}],
-                    },
-                ],
-            }
-        ],
-        sliders=[{"active": 0, "currentvalue": {"prefix": "t = "}, "pad": {"t": 30}, "steps": steps}],
+        **time_controls([str(t) for t in shown]),
     )
     return fig
+
+
+def time_controls(frame_names: Sequence[str]) -> dict[str, list]:
+    """Returns plotly layout entries (``updatemenus``, ``sliders``): play/pause buttons and a
+    ``t = ...`` slider over the figure's frames named ``frame_names``."""
+    play = {"frame": {"duration": 120, "redraw": True}, "transition": {"duration": 0}, "fromcurrent": True}
+    pause = {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}
+    steps = [
+        {
+            "label": name,
+            "method": "animate",
+            "args": [[name], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}],
+        }
+        for name in frame_names
+    ]
+    buttons = [
+        {"label": "▶ play", "method": "animate", "args": [None, play]},
+        {"label": "❚❚ pause", "method": "animate", "args": [[None], pause]},
+    ]
+    menu = {"type": "buttons", "showactive": False, "x": 0.0, "y": 0.0, "xanchor": "left", "yanchor": "top"}
+    return {
+        "updatemenus": [{**menu, "buttons": buttons}],
+        "sliders": [{"active": 0, "currentvalue": {"prefix": "t = "}, "pad": {"t": 30}, "steps": steps}],
+    }
 
 
 # ----------------------------------------------------------------------------- animation and saving

@@ -45,7 +45,7 @@ from momaplib.evaluation import CLIPS_ROW, format_table, select_best, style_tabl
 from momaplib.metrics import MetricConfig, sample_metrics
 from momaplib.momap import MOMAP_KEYS, TAU_MOVE, MoMap, moving_mask
 from momaplib.sim import FAMILIES, SimConfig, generate_clip
-from momaplib.viz import XYZ_PERCENTILES, xyz_color_range, xyz_to_rgb
+from momaplib.viz import XYZ_PERCENTILES, time_controls, xyz_color_range, xyz_to_rgb
 
 #: Folder of the bundled example clips offered next to the simulated scenes.
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "examples"
@@ -611,36 +611,12 @@ def figure_3d(
         "camera": {"up": {"x": 0, "y": -1, "z": 0}, "eye": {"x": 0.25, "y": -0.9, "z": -1.7}},
     }
     fig.update_layout({f"scene{k + 1 if k else ''}": view for k in range(len(curves))})
-    play = {"frame": {"duration": 120, "redraw": True}, "transition": {"duration": 0}, "fromcurrent": True}
-    pause = {"mode": "immediate", "frame": {"duration": 0, "redraw": False}}
-    steps = [
-        {
-            "label": str(t),
-            "method": "animate",
-            "args": [[str(t)], {"mode": "immediate", "frame": {"duration": 0, "redraw": True}}],
-        }
-        for t in range(T)
-    ]
     fig.update_layout(
         title=f"{result.prompt or '(no text)'!r}: {len(shown)} MoMaps of the same input",
         height=view_height,
         margin={"l": 0, "r": 0, "t": 60, "b": 0},
         legend={"orientation": "h", "x": 0.0, "y": -0.02},
-        updatemenus=[
-            {
-                "type": "buttons",
-                "showactive": False,
-                "x": 0.0,
-                "y": 0.0,
-                "xanchor": "left",
-                "yanchor": "top",
-                "buttons": [
-                    {"label": "▶ play", "method": "animate", "args": [None, play]},
-                    {"label": "❚❚ pause", "method": "animate", "args": [[None], pause]},
-                ],
-            }
-        ],
-        sliders=[{"active": 0, "currentvalue": {"prefix": "t = "}, "pad": {"t": 30}, "steps": steps}],
+        **time_controls([str(t) for t in range(T)]),
     )
     return fig
 
