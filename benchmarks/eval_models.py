@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from momaplib.baselines.simple import get_predictor
 from momaplib.data import clip_id, split_of
 from momaplib.diffusion.objectives import pipeline_predictor
 from momaplib.diffusion.pipeline import load_pipeline
@@ -62,14 +63,11 @@ def main() -> None:
         pipeline.set_progress_bar_config(disable=True)
     options = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
     methods = {
-        "static": "static",
+        "static": get_predictor("static"),
         "MoMap-VAE": pipeline_predictor(baseline, use_text=True),
         "Ours (text)": pipeline_predictor(ours, use_text=True, **options),
         "Ours (no text)": pipeline_predictor(ours, use_text=False, **options),
     }
-    from momaplib.baselines.simple import get_predictor
-
-    methods["static"] = get_predictor("static")
     results, rows = {}, []
     for family in ("tabletop", "egocentric"):
         clips = test_clips(family, args.clips)

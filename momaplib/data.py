@@ -552,6 +552,24 @@ class VerifyReport:
     seconds: float  # wall-clock time of the check
 
 
+def check_clip_file(root: Path, entry: dict) -> tuple[str | None, int]:
+    """Returns ``(problem or None, bytes on disk)`` of the file of one manifest line.
+
+    A problem names the clip: its file is missing, or its size or sha256 differs from the line.
+    """
+    file = root / entry["file"]
+    if not file.is_file():
+        return f"clip {entry['id']}: file {file} is missing", 0
+    size, sha256 = file.stat().st_size, sha256_file(file)
+    if sha256 != entry["sha256"] or size != entry["bytes"]:
+        return (
+            f"clip {entry['id']}: {file} has sha256 {sha256} ({size} bytes) but the manifest says "
+            f"sha256 {entry['sha256']} ({entry['bytes']} bytes); the file is truncated, corrupted or was "
+            "changed after writing"
+        ), size
+    return None, size
+
+
 def verify_dataset(root: str | os.PathLike, progress: bool = False) -> VerifyReport:
     """Returns a ``VerifyReport`` after checking every clip file against its manifest line.
 
@@ -580,18 +598,10 @@ def verify_dataset(root: str | os.PathLike, progress: bool = False) -> VerifyRep
         if problem:
             problems.append(problem)
             continue
-        file = root / entry["file"]
-        if not file.is_file():
-            problems.append(f"clip {entry['id']}: file {file} is missing")
-            continue
-        size, sha256 = file.stat().st_size, sha256_file(file)
+        problem, size = check_clip_file(root, entry)
         total_bytes += size
-        if sha256 != entry["sha256"] or size != entry["bytes"]:
-            problems.append(
-                f"clip {entry['id']}: {file} has sha256 {sha256} ({size} bytes) but the manifest says "
-                f"sha256 {entry['sha256']} ({entry['bytes']} bytes); the file is truncated, corrupted or was "
-                "changed after writing"
-            )
+        if problem:
+            problems.append(problem)
     expected = {clip_id(settings["sim"]["family"], i) for i in range(settings["num_clips"])}
     missing = sorted(expected - seen)
     if missing:

@@ -133,16 +133,13 @@ def _samples_gif(result, path: Path, config: DemoConfig) -> Path:
     import numpy as np
     from PIL import Image
 
-    gt = result.scene.xyz
+    gt, valid = result.scene.xyz, result.scene.valid
     order = [result.best, *[i for i in range(result.num_samples) if i != result.best][:2]]
     panels = [gt, *(result.xyz[i] for i in order)]  # each (T, H, W, 3)
-    valid = result.scene.valid
-    points = gt[:, valid].reshape(-1, 3)
-    lo = np.percentile(points, 1, axis=0)
-    hi = np.percentile(points, 99, axis=0)
+    color_range = viz.xyz_color_range(gt, valid)  # one range: colours are comparable across panels
     frames = []
     for t in range(gt.shape[0]):
-        row = [np.where(valid[..., None], np.clip((p[t] - lo) / (hi - lo + 1e-9), 0, 1), 0.0) for p in panels]
+        row = [viz.xyz_to_rgb(p[t], valid, color_range) for p in panels]
         image = (np.concatenate(row, axis=1) * 255).astype(np.uint8)
         image = image.repeat(config.upscale, 0).repeat(config.upscale, 1)
         frames.append(Image.fromarray(image))

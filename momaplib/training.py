@@ -424,6 +424,24 @@ def load_training_data(
     return loaded
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {key: _plain(v) for key, v in value.__dict__.items()}
+    return value
+
+
+def save_job_settings(job: Any, output_dir: str | os.PathLike) -> Path:
+    """Writes a job dataclass (nested configs included) as ``output_dir/train_config.json``."""
+    path = Path(output_dir) / "train_config.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(_plain(job), indent=2) + "\n")
+    return path
+
+
 # ----------------------------------------------------------------------------- checkpoints and logs
 def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
     """Returns ``output_dir/checkpoints/step_XXXXXXX``."""
@@ -787,6 +805,7 @@ __all__ = [
     "resume_step",
     "save_bundle",
     "save_checkpoint",
+    "save_job_settings",
     "save_model",
     "to_device",
 ]

@@ -21,9 +21,8 @@ weights tabletop and egocentric scenes alike.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +32,6 @@ from diffusers import AutoencoderKL
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from momaplib.storage import atomic_write_text
 from momaplib.training import (
     TrainConfig,
     build_accelerator,
@@ -44,6 +42,7 @@ from momaplib.training import (
     load_training_data,
     open_datasets,
     save_bundle,
+    save_job_settings,
     save_model,
     to_device,
 )
@@ -152,20 +151,6 @@ def _smoke_train(config: TrainConfig) -> TrainConfig:
     )
 
 
-def _write_settings(job: Any, output_dir: Path) -> None:
-    def plain(value: Any) -> Any:
-        if isinstance(value, Path):
-            return str(value)
-        if isinstance(value, tuple | list):
-            return [plain(v) for v in value]
-        if hasattr(value, "__dataclass_fields__"):
-            return {k: plain(v) for k, v in value.__dict__.items()}
-        return value
-
-    output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "train_config.json", json.dumps(plain(job), indent=2) + "\n")
-
-
 @dataclass
 class TrainImageVAEJob:
     """Trains the RGB ``AutoencoderKL`` on reference frames and reference XYZ maps of MoMap-Sim.
@@ -222,7 +207,7 @@ class TrainImageVAEJob:
         optimizer = build_optimizer(model.parameters(), config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)
-        _write_settings(job, config.output_dir)
+        save_job_settings(job, config.output_dir)
 
         def loss_fn(model: AutoencoderKL, batch: dict[str, Any], step: int):
             images = torch.cat([batch["rgb"], batch["xyz0"]])
@@ -348,7 +333,7 @@ class TrainVAEJob:
         optimizer = build_optimizer(model.parameters(), config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)
-        _write_settings(job, config.output_dir)
+        save_job_settings(job, config.output_dir)
         loss_fn = momap_vae_loss(job.visible_weight, job.velocity_weight, job.kl_weight)
         val = open_datasets(job.datasets, "val")
 
@@ -404,22 +389,10 @@ def momap_vae_loss(visible_weight: float = 1.0, velocity_weight: float = 0.0, kl
     return loss_fn
 
 
-def compare_runs(folders: Sequence[Path | str], names: Sequence[str] | None = None) -> dict[str, list[float]]:
-    """Returns ``{name: [val/epe_median per validation step]}`` of VAE runs (for curves in notebooks)."""
-    from momaplib.training import read_metrics
-
-    out = {}
-    for i, folder in enumerate(folders):
-        records = [r for r in read_metrics(folder) if "val/epe_median" in r]
-        out[names[i] if names else Path(folder).name] = [r["val/epe_median"] for r in records]
-    return out
-
-
 __all__ = [
     "MODEL_DIR",
     "TrainImageVAEJob",
     "TrainVAEJob",
-    "compare_runs",
     "evaluate_reconstruction",
     "image_vae_errors",
     "latent_scaling_factor",

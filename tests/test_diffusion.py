@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler
+from diffusers import DDIMScheduler
 
 from momaplib.diffusion.conditioning import condition_latents, instance_colors
 from momaplib.diffusion.text import load_text_encoder
 from momaplib.diffusion.unet import build_unet, inflate_unet
+from momaplib.vae import build_image_vae
 
 TINY_UNET = {
     "block_out_channels": (32, 32),
@@ -17,6 +18,11 @@ TINY_UNET = {
     "norm_num_groups": 8,
     "attention_head_dim": 4,
 }
+
+
+def tiny_image_vae():
+    """A random 3 -> 4 channel image VAE that downsamples by 8."""
+    return build_image_vae(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4)
 
 
 def tiny_image_unet(cross_attention_dim: int = 16):
@@ -84,14 +90,7 @@ def test_instance_colors_paint_each_id_one_colour_and_check_dtype():
 
 def test_condition_latents_stack_three_image_latents():
     torch.manual_seed(0)
-    image_vae = AutoencoderKL(
-        block_out_channels=(8, 8, 8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        norm_num_groups=4,
-        layers_per_block=1,
-        latent_channels=4,
-    )
+    image_vae = tiny_image_vae()
     rgb, xyz = torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 3, 16, 16)
     instance = torch.randint(0, 3, (2, 16, 16))
     latents = condition_latents(image_vae, rgb, instance, xyz, torch.Generator().manual_seed(0))
@@ -138,14 +137,7 @@ def tiny_pipeline():
         layers_per_block=1,
         norm_num_groups=4,
     )
-    image_vae = AutoencoderKL(
-        block_out_channels=(8, 8, 8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        norm_num_groups=4,
-        layers_per_block=1,
-        latent_channels=4,
-    )
+    image_vae = tiny_image_vae()
     unet = build_unet(latent_channels=8, condition_channels=12, cross_attention_dim=16, **TINY_UNET)
     randomize_(unet, seed=3)
     scheduler = DDIMScheduler(

@@ -38,26 +38,6 @@ class LatentSet:
     def __len__(self) -> int:
         return self.latents.shape[0]
 
-    def to(self, device: torch.device | str) -> LatentSet:
-        return LatentSet(
-            self.latents.to(device),
-            self.condition.to(device),
-            self.prompt_index.to(device),
-            self.prompts,
-            self.text.to(device),
-            self.ids,
-        )
-
-    def batch(self, index: Tensor, text_dropout: float = 0.0, generator: torch.Generator | None = None):
-        """Returns (latents, condition, text) of clips ``index``; text is dropped to ``""`` with
-        probability ``text_dropout`` (classifier-free guidance training)."""
-        prompt_index = self.prompt_index[index]
-        if text_dropout > 0:
-            device = generator.device if generator is not None else torch.device("cpu")
-            drop = torch.rand(len(index), generator=generator, device=device).to(prompt_index.device)
-            prompt_index = torch.where(drop < text_dropout, 0, prompt_index)
-        return self.latents[index], self.condition[index], self.text[prompt_index]
-
 
 @torch.no_grad()
 def encode_datasets(

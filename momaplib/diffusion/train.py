@@ -43,6 +43,7 @@ from momaplib.training import (
     build_optimizer,
     build_scheduler,
     fit,
+    save_job_settings,
 )
 from momaplib.training import (
     read_metrics as read_metric_records,
@@ -329,9 +330,8 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
         ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=job.ema_decay)
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
-    settings = json.dumps(_plain(job), indent=2)
     if accelerator.is_main_process:
-        atomic_write_text(config.output_dir / "train_config.json", settings + "\n")
+        save_job_settings(job, config.output_dir)
 
     def after_step(model, step: int) -> None:
         if ema is not None:
@@ -396,16 +396,6 @@ def _modules(pipeline) -> list[tuple[str, torch.nn.Module]]:
     return [
         (name, module) for name, module in pipeline.components.items() if isinstance(module, torch.nn.Module)
     ]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {key: _plain(v) for key, v in value.__dict__.items()}
-    return value
 
 
 def read_metrics(output_dir: str | Path) -> pd.DataFrame:

@@ -47,6 +47,7 @@ from momaplib.data import (
     _library_versions,
     _manifest_line,
     _read_manifest,
+    check_clip_file,
     load_settings,
     split_of,
 )
@@ -57,7 +58,7 @@ from momaplib.recon.poses import PoseConfig, TrackletBundleAdjustment
 from momaplib.recon.segmentation import GivenSegmentation, MotionSegmentation
 from momaplib.recon.tracking import FlowChainConfig, FlowChainTracker, ImportedTracks, ImportedTracksConfig
 from momaplib.recon.video import list_videos, load_video, resize_video
-from momaplib.storage import DataFormatError, atomic_write_text, save_npz, sha256_file
+from momaplib.storage import DataFormatError, atomic_write_text, save_npz
 
 SHARDS_DIR = "shards"
 MERGE_LOCK_FILE = ".merge.lock"
@@ -473,17 +474,10 @@ def verify_recon_dataset(root: str | os.PathLike) -> tuple[int, int]:
         if entry["id"] in seen:
             problems.append(f"clip {entry['id']}: appears more than once in the manifest")
         seen.add(entry["id"])
-        file = root / entry["file"]
-        if not file.is_file():
-            problems.append(f"clip {entry['id']}: file {file} is missing")
-            continue
-        size, sha256 = file.stat().st_size, sha256_file(file)
+        problem, size = check_clip_file(root, entry)
         total += size
-        if sha256 != entry["sha256"] or size != entry["bytes"]:
-            problems.append(
-                f"clip {entry['id']}: {file} has sha256 {sha256} ({size} bytes) but the manifest says "
-                f"{entry['sha256']} ({entry['bytes']} bytes)"
-            )
+        if problem:
+            problems.append(problem)
     if problems:
         raise DataFormatError(f"{root}: {len(problems)} problem(s):\n  - " + "\n  - ".join(problems[:20]))
     return len(entries), total
