@@ -103,7 +103,7 @@ class TrainConfig:
     keep_checkpoints: int = 2
     """Checkpoints kept on disk (the latest ones)."""
     validate_every: int = 500
-    """Run validation every this many steps (and at the end); 0: only at the end."""
+    """Run validation every this many steps and at the end (also on a time-limit stop); 0: only at the end."""
     resume: bool = True
     """Continue from the latest checkpoint in output_dir; False refuses a folder that has one."""
     num_workers: int = 4
@@ -688,16 +688,15 @@ def fit(
         record.update({key: _mean(accelerator, value / accumulation) for key, value in log_sums.items()})
         pending.append(record)
         last = done == config.max_steps
-        if validate is not None and (last or (config.validate_every and done % config.validate_every == 0)):
+        out_of_time = _out_of_time(accelerator, config, started)
+        periodic = bool(config.validate_every) and done % config.validate_every == 0
+        if validate is not None and (last or out_of_time or periodic):
             model.eval()
             devices = [accelerator.device] if accelerator.device.type == "cuda" else []
             with torch.random.fork_rng(devices=devices), torch.no_grad():
                 result.validation = {key: float(value) for key, value in validate(model, done).items()}
             model.train()
             record.update(result.validation)
-        out_of_time = (
-            bool(config.time_limit_minutes) and time.perf_counter() - started > 60 * config.time_limit_minutes
-        )
         checkpoint = last or out_of_time or done % config.checkpoint_every == 0
         if checkpoint or len(pending) >= LOG_FLUSH_STEPS:
             flush()
@@ -713,6 +712,18 @@ def fit(
     accelerator.wait_for_everyone()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _out_of_time(accelerator: Accelerator, config: TrainConfig, started: float) -> bool:
+    """Whether the run is past its time limit; with several processes, as soon as any one is
+    (all processes must agree, or one would wait forever in the next collective)."""
+    if not config.time_limit_minutes:
+        return False
+    late = time.perf_counter() - started > 60 * config.time_limit_minutes
+    if accelerator.num_processes > 1:
+        flag = torch.tensor(float(late), device=accelerator.device)
+        late = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+    return late
 
 
 def _mean(accelerator: Accelerator, value: Tensor | float) -> Tensor | float:

@@ -34,6 +34,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=16)
     parser.add_argument("--minutes", type=float, default=1.0, help="scale of the per-stage time limits")
     parser.add_argument("--eval-clips", type=int, default=100, help="test clips per family in the table")
+    parser.add_argument(
+        "--vae", help="use this MoMap VAE (folder or bundled name, e.g. momap-vae) and skip the VAE stages"
+    )
+    parser.add_argument("--image-vae", default="image-vae", help="image VAE that goes with --vae")
+    parser.add_argument("--batch-size", type=int, default=128, help="batch of the generator runs")
+    parser.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of those runs")
+    parser.add_argument("--diffusion-steps", type=int, default=4000)
+    parser.add_argument("--baseline-steps", type=int, default=3000)
+    parser.add_argument("--diffusion-minutes", type=float, help="time limit (default 6 x --minutes)")
+    parser.add_argument("--baseline-minutes", type=float, help="time limit (default 2.5 x --minutes)")
+    parser.add_argument("--init-diffusion", help="continue from this MoMapPipeline (folder or bundled name)")
+    parser.add_argument("--init-baseline", help="continue from this MoMapVAEPipeline instead of scratch")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
 
@@ -56,7 +68,7 @@ def main() -> None:
         print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
 
     def minutes(value: float) -> float:
-        return 0.0 if args.smoke else value * args.minutes
+        return value * args.minutes
 
     def train_config(name: str, steps: int, batch: int, lr: float, limit: float, **extra) -> TrainConfig:
         if args.smoke:
@@ -65,7 +77,7 @@ def main() -> None:
         return TrainConfig(
             runs / name, max_steps=steps, batch_size=batch, learning_rate=lr, seed=0,
             mixed_precision="bf16" if cuda else "no", progress=False,
-            time_limit_minutes=minutes(limit), **{**defaults, **extra},
+            time_limit_minutes=0.0 if args.smoke else limit, **{**defaults, **extra},
         )  # fmt: skip
 
     small = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4) if args.smoke else {}
@@ -87,17 +99,20 @@ def main() -> None:
     )  # fmt: skip
     stamp(f"{len(memory)} clips in memory ({memory.nbytes / 2**30:.1f} GiB)")
 
-    # 3. image VAE
-    if not (runs / "image-vae/model").is_dir():
+    # 3. image VAE (stages 3-4 are skipped with --vae)
+    vae_folder, image_vae_folder = str(runs / "momap-vae/model"), str(runs / "image-vae/model")
+    if args.vae:
+        vae_folder, image_vae_folder = args.vae, args.image_vae
+    elif not (runs / "image-vae/model").is_dir():
         stamp("image VAE")
-        TrainImageVAEJob(sets, train_config("image-vae", 2200, 32, 4e-4, 2.2), **small).run(memory)
+        TrainImageVAEJob(sets, train_config("image-vae", 2200, 32, 4e-4, minutes(2.2)), **small).run(memory)
     # 4. MoMap VAE: inflated (kept) and scratch (ablation), the same step budget
     for name, init in (("momap-vae", "inflate"), ("momap-vae-scratch", "scratch")):
-        if not (runs / name / "model").is_dir():
+        if not args.vae and not (runs / name / "model").is_dir():
             stamp(f"MoMap VAE ({init})")
-            config = train_config(name, 2000, 32, 4e-4, 2.6, validate_every=500)
+            config = train_config(name, 2000, 32, 4e-4, minutes(2.6), validate_every=500)
             TrainVAEJob(sets, config, init=init, image_vae=str(runs / "image-vae/model"), **small).run(memory)
-    if not (runs / "vae_eval.json").is_file():
+    if not args.vae and not (runs / "vae_eval.json").is_file():
         stamp("VAE reconstruction on the test split")
         test = open_datasets(sets, "test")
         scores = {}
@@ -112,7 +127,7 @@ def main() -> None:
 
     # 5. diffusion UNet and the MoMap-VAE baseline, sharing the pre-encoded latents
     frozen = dict(
-        vae=str(runs / "momap-vae/model"), image_vae=str(runs / "image-vae/model"),
+        vae=vae_folder, image_vae=image_vae_folder,
         text_encoder=args.text_encoder, pipeline_text_encoder="minilm",
     )  # fmt: skip
     unet_small = (
@@ -121,9 +136,11 @@ def main() -> None:
         else {}
     )
     jobs = {
-        "diffusion": dict(model="diffusion", steps=4000, limit=6.0, bundle="momap-diffusion"),
-        "baseline": dict(model="momap-vae", steps=3000, limit=2.5, bundle="momap-vae-baseline",
-                         block_out_channels=(64, 128, 128)),
+        "diffusion": dict(model="diffusion", steps=args.diffusion_steps, bundle="momap-diffusion",
+                          limit=args.diffusion_minutes or 6.0 * args.minutes, init=args.init_diffusion),
+        "baseline": dict(model="momap-vae", steps=args.baseline_steps, bundle="momap-vae-baseline",
+                         limit=args.baseline_minutes or 2.5 * args.minutes, block_out_channels=(64, 128, 128),
+                         init=args.init_baseline),
     }  # fmt: skip
     for name, spec in jobs.items():
         if (runs / name / "pipeline").is_dir():
@@ -134,9 +151,12 @@ def main() -> None:
                 shutil.copy(file, runs / name / file.name)
         stamp(f"train {name}")
         config = train_config(
-            name, spec["steps"], 128, 3e-4, spec["limit"], validate_every=2000, lr_warmup_steps=300
-        )
+            name, spec["steps"], args.batch_size, args.lr, spec["limit"], validate_every=2000,
+            lr_warmup_steps=300,
+        )  # fmt: skip
         extra = {"block_out_channels": spec["block_out_channels"]} if "block_out_channels" in spec else {}
+        if spec["init"]:
+            extra.update(init="pretrained", pretrained=spec["init"])
         job = TrainDiffusionJob(
             sets, config, model=spec["model"], bundle_dir=bundles / spec["bundle"], num_val_clips=4,
             **frozen, **{**extra, **unet_small},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -259,3 +261,86 @@ def test_pipeline_bad_inputs_give_clear_errors(tiny_pipeline):
         call(image=image[:12, :12], xyz=xyz[:12, :12], instance_map=instance[:12, :12])
     with pytest.raises(ValueError, match="scheduler"):
         call(scheduler="heun")
+
+
+# ----------------------------------------------------------------------------- training
+def test_one_batch_overfitting_drives_the_denoising_loss_down():
+    from diffusers import DDPMScheduler
+
+    from momaplib.diffusion.objectives import diffusion_loss
+
+    torch.manual_seed(0)
+    unet = build_unet(latent_channels=8, condition_channels=12, cross_attention_dim=16, **TINY_UNET)
+    scheduler = DDPMScheduler(num_train_timesteps=100, prediction_type="v_prediction")
+    g = torch.Generator().manual_seed(1)
+    latents, condition = torch.randn(4, 8, 8, 8, generator=g), torch.randn(4, 12, 8, 8, generator=g)
+    text = torch.randn(4, 3, 16, generator=g)
+
+    def loss(seed: int) -> torch.Tensor:  # the batch with the noise and timesteps of ``seed``
+        return diffusion_loss(unet, scheduler, latents, condition, text, torch.Generator().manual_seed(seed))
+
+    with torch.no_grad():
+        before = torch.stack([loss(seed) for seed in range(4)]).mean()
+    optimizer = torch.optim.Adam(unet.parameters(), lr=2e-3)
+    for step in range(150):
+        optimizer.zero_grad()
+        loss(step % 4).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = torch.stack([loss(seed) for seed in range(4)]).mean()
+    assert after < before / 5, f"denoising loss {before:.4f} -> {after:.4f}"
+
+
+def _tiny_frozen_models(tmp_path, num_frames: int):
+    from momaplib.vae import MoMapVAE
+
+    torch.manual_seed(0)
+    vae = MoMapVAE.build(
+        num_frames=num_frames, latent_channels=8, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        norm_num_groups=4,
+    )  # fmt: skip
+    vae.save_pretrained(tmp_path / "vae")
+    tiny_image_vae().save_pretrained(tmp_path / "image_vae")
+    return str(tmp_path / "vae"), str(tmp_path / "image_vae")
+
+
+def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
+    from momaplib.data import write_dataset
+    from momaplib.diffusion.pipeline import MoMapPipeline
+    from momaplib.diffusion.train import TrainDiffusionJob, _build_model
+    from momaplib.sim import SimConfig, simulate
+    from momaplib.training import TrainConfig
+
+    sim = SimConfig().smoke()
+    write_dataset(tmp_path / "data", sim, num_clips=6, workers=0, progress=False)
+    vae, image_vae = _tiny_frozen_models(tmp_path, sim.num_frames)
+    common = dict(
+        datasets=(tmp_path / "data",), vae=vae, image_vae=image_vae, text_encoder="none:16", smoke=True
+    )
+    folder = TrainDiffusionJob(
+        train=TrainConfig(tmp_path / "first", progress=False, num_workers=0), **common
+    ).run()
+    pipeline = MoMapPipeline.from_pretrained(folder)
+    gt = simulate(0, sim).clip.momap
+    output = pipeline(
+        gt.rgb, xyz=gt.xyz[0], instance_map=gt.instance, K=gt.K, num_samples=2, num_inference_steps=2,
+        progress=False,
+    )  # fmt: skip
+    assert output.xyz.shape == (2, sim.num_frames, sim.height, sim.width, 3) and np.isfinite(output.xyz).all()
+
+    # --init pretrained starts from exactly the saved (EMA) weights, whatever the width settings say
+    second = TrainDiffusionJob(
+        train=TrainConfig(tmp_path / "second", progress=False, num_workers=0), init="pretrained",
+        pretrained=str(folder), block_out_channels=(64, 64), **common,
+    ).resolved()  # fmt: skip
+    model = _build_model(second, 8, 16, sim.height // 8)
+    saved = pipeline.unet.state_dict()
+    assert model.state_dict().keys() == saved.keys()
+    assert all(torch.equal(value, saved[key]) for key, value in model.state_dict().items())
+    continued = MoMapPipeline.from_pretrained(second.run())
+    assert continued.unet.config.block_out_channels == pipeline.unet.config.block_out_channels
+
+    with pytest.raises(ValueError, match=r"pretrained: .* has no 'cvae' folder"):
+        _build_model(replace(second, model="momap-vae"), 8, 16, 4)
+    with pytest.raises(ValueError, match=r"pretrained: .* 16-d text, but .* 32-d tokens"):
+        _build_model(second, 8, 32, 4)

@@ -15,6 +15,7 @@ from momaplib.training import (
     build_accelerator,
     build_optimizer,
     build_scheduler,
+    checkpoint_dir,
     fit,
 )
 from momaplib.vae import MoMapVAE, build_image_vae, inflate_from_image_vae
@@ -110,10 +111,11 @@ def _batch(seed: int = 0, B: int = 4, T: int = 4, H: int = 16):
     }
 
 
-def _fit(tmp_path, steps: int, stop_after=None, lr: float = 3e-3):
+def _fit(tmp_path, steps: int, stop_after=None, lr: float = 3e-3, validate=None, **overrides):
     config = TrainConfig(
         output_dir=tmp_path, max_steps=steps, batch_size=4, learning_rate=lr, lr_warmup_steps=0,
-        lr_schedule="constant", checkpoint_every=5, validate_every=0, num_workers=0, progress=False,
+        lr_schedule="constant", checkpoint_every=5, num_workers=0, progress=False,
+        **{"validate_every": 0, **overrides},
     )  # fmt: skip
     accelerator = build_accelerator(config)
     torch.manual_seed(0)
@@ -122,7 +124,10 @@ def _fit(tmp_path, steps: int, stop_after=None, lr: float = 3e-3):
     model, optimizer = accelerator.prepare(model, optimizer)
     scheduler = build_scheduler(optimizer, config)
     data = InMemoryDataset(_batch())
-    fit(accelerator, config, model, optimizer, scheduler, data, momap_vae_loss(), stop_after=stop_after)
+    fit(
+        accelerator, config, model, optimizer, scheduler, data, momap_vae_loss(), stop_after=stop_after,
+        validate=validate,
+    )  # fmt: skip
     return accelerator.unwrap_model(model), [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
 
 
@@ -148,6 +153,20 @@ def test_resume_after_interruption_reproduces_the_loss_curve_exactly(tmp_path):
     _, resumed = _fit(tmp_path / "resumed", steps=12)
     assert [r["step"] for r in resumed] == list(range(1, 13))
     np.testing.assert_array_equal([r["loss"] for r in resumed], [r["loss"] for r in straight])
+
+
+def test_time_limit_stop_validates_and_checkpoints_the_last_step(tmp_path):
+    calls = []
+
+    def validate(model, step):
+        calls.append(step)
+        return {"val/steps_seen": step}
+
+    # a limit far below one step's time: the run stops after its first step, before max_steps
+    _, records = _fit(tmp_path, steps=50, validate=validate, time_limit_minutes=1e-9, validate_every=20)
+    assert calls == [1]
+    assert [r["step"] for r in records] == [1] and records[0]["val/steps_seen"] == 1
+    assert checkpoint_dir(tmp_path, 1).is_dir()
 
 
 def test_checkpoint_resolver_bundled_names_env_override_and_errors(tmp_path, monkeypatch):

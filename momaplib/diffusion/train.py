@@ -79,10 +79,15 @@ class TrainDiffusionJob:
     pipeline_text_encoder: str | None = None
     """Text encoder spec written into the saved pipeline (None: --text-encoder); e.g. "minilm" when
     training read MiniLM from a local copy with "minilm:/path"."""
-    init: Literal["scratch", "inflate"] = "scratch"
-    """UNet initialisation: random, or inflated from --image-unet (a pretrained image UNet)."""
+    init: Literal["scratch", "inflate", "pretrained"] = "scratch"
+    """Initialisation: random; inflated from --image-unet (a pretrained image UNet); or the weights
+    of a trained pipeline of the same kind (--pretrained), to fine-tune or continue training."""
     image_unet: str | None = None
     """Image UNet2DConditionModel to inflate (folder/hub id; a 'unet' subfolder is used if present)."""
+    pretrained: str | None = None
+    """With --init pretrained: a MoMapPipeline (--model diffusion) or MoMapVAEPipeline
+    (--model momap-vae) folder, bundled name or hub id whose UNet / conditional VAE starts training
+    (its architecture replaces --block-out-channels and --layers-per-block)."""
     block_out_channels: tuple[int, ...] = (64, 128, 192)
     """UNet widths per level (latents are 1/8 of the image, so 3 levels reach 4x4 at 128 px)."""
     layers_per_block: int = 2
@@ -184,6 +189,8 @@ def _latent_cache(
 
 
 def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, latent_size: int):
+    if job.init == "pretrained":
+        return _pretrained_model(job, latent_channels, text_dim)
     if job.model == "momap-vae":
         return ConditionalMoMapVAE(
             latent_channels=latent_channels,
@@ -212,6 +219,29 @@ def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, la
         norm_num_groups=min(32, *job.block_out_channels),
         sample_size=latent_size,
     )
+
+
+def _pretrained_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int) -> torch.nn.Module:
+    """Returns the float32 generator of the pipeline ``job.pretrained``, checked against the data."""
+    if job.pretrained is None:
+        raise ValueError("pretrained: --init pretrained needs --pretrained (a pipeline folder or name)")
+    folder = resolve_checkpoint(job.pretrained)
+    part, cls = ("cvae", ConditionalMoMapVAE) if job.model == "momap-vae" else ("unet", UNet2DConditionModel)
+    if not (folder / part).is_dir():
+        raise ValueError(
+            f"pretrained: {folder} has no '{part}' folder; --model {job.model} needs a "
+            f"{'MoMapVAEPipeline' if part == 'cvae' else 'MoMapPipeline'} folder"
+        )
+    model = cls.from_pretrained(folder / part, torch_dtype=torch.float32)
+    config = model.config
+    got_latent = config.latent_channels if part == "cvae" else config.out_channels
+    got_text = config.cross_attention_dim
+    if got_latent != latent_channels or got_text != text_dim:
+        raise ValueError(
+            f"pretrained: {folder / part} expects {got_latent} latent channels and {got_text}-d text, but "
+            f"the MoMap VAE gives {latent_channels} channels and the text encoder {text_dim}-d tokens"
+        )
+    return model
 
 
 def noise_scheduler_for(job: TrainDiffusionJob) -> DDPMScheduler:
@@ -307,7 +337,8 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     accelerator = build_accelerator(config)
     device = accelerator.device
     vae, image_vae, text_encoder = _load_frozen(job, device)
-    train_set = _latent_cache(job, "train", vae, image_vae, text_encoder, device, dataset)
+    with accelerator.main_process_first():  # the main process encodes, the others read its cache
+        train_set = _latent_cache(job, "train", vae, image_vae, text_encoder, device, dataset)
     if job.encode_only:
         return config.output_dir / "latents_train.safetensors"
     dataset = InMemoryDataset(
@@ -327,7 +358,7 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     scheduler = build_scheduler(optimizer, config)
     ema = None
     if job.ema_decay:
-        ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=job.ema_decay)
+        ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=job.ema_decay, foreach=True)
         ema.to(device)
         accelerator.register_for_checkpointing(ema)
     if accelerator.is_main_process:
