@@ -30,14 +30,16 @@ from momaplib.sim import SimConfig, clip_seed, generate_clip
 from momaplib.storage import atomic_write_text
 
 
-def test_clips(family: str, count: int, seed: int = 0, config: SimConfig | None = None) -> list:
-    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` test-split clips of a family."""
+def test_clips(
+    family: str, count: int, seed: int = 0, config: SimConfig | None = None, split: str = "test"
+) -> list:
+    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``."""
     config = config or SimConfig(family=family)
     clips, index = [], 0
-    with tqdm(total=count, desc=f"simulate {family} test clips", leave=False) as bar:
+    with tqdm(total=count, desc=f"simulate {family} {split} clips", leave=False) as bar:
         while len(clips) < count:
             name = clip_id(family, index)
-            if split_of(name) == "test":
+            if split_of(name) == split:
                 clips.append((name, generate_clip(clip_seed(seed, index), config).momap))
                 bar.update()
             index += 1
@@ -54,6 +56,9 @@ def main() -> None:
     parser.add_argument("--baseline", default="momap-vae-baseline")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_models"))
+    parser.add_argument("--split", default="test", choices=("val", "test"), help="val: to tune settings")
+    parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
+    parser.add_argument("--rows", nargs="+", help="only these rows, e.g. 'Ours (text)' (default: all)")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -68,9 +73,14 @@ def main() -> None:
         "Ours (text)": pipeline_predictor(ours, use_text=True, **options),
         "Ours (no text)": pipeline_predictor(ours, use_text=False, **options),
     }
+    if args.rows:
+        unknown = sorted(set(args.rows) - set(methods))
+        if unknown:
+            parser.error(f"--rows: unknown {unknown}; choose from {list(methods)}")
+        methods = {name: methods[name] for name in args.rows}
     results, rows = {}, []
-    for family in ("tabletop", "egocentric"):
-        clips = test_clips(family, args.clips)
+    for family in args.families:
+        clips = test_clips(family, args.clips, split=args.split)
         results[family] = evaluate_methods(clips, methods, num_samples=args.num_samples, device=args.device)
         rows += [df.assign(dataset=family, method=name) for name, df in results[family].items()]
     table = format_table(results)
@@ -80,6 +90,7 @@ def main() -> None:
     atomic_write_text(args.out / "per_clip.csv", pd.concat(rows, ignore_index=True).to_csv(index=False))
     summary = {
         "clips_per_family": args.clips,
+        "split": args.split,
         "num_samples": args.num_samples,
         "steps": args.steps,
         "guidance": args.guidance,

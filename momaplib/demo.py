@@ -1,10 +1,13 @@
-"""``python -m momaplib.demo`` (what ``make demo`` runs): simulate clips and draw their MoMaps.
+"""``python -m momaplib.demo`` (what ``make demo`` runs): generate MoMaps for example scenes.
 
-Until the MoMap diffusion model exists, the demo shows the data it will learn from: one MoMap-Sim
-clip per scene family and the ``momaplib.viz`` figures of its ground-truth MoMap, written under
-``--out`` (default ``outputs/demo/``) with a ``README.txt`` that lists every file.
+The example scenes are MoMap-Sim clips fixed by their seed (one per scene family; a clip is a
+function of its config and seed, so the examples need no files). For each, the demo draws the
+``momaplib.viz`` figures of the ground-truth MoMap, samples ``--num-samples`` futures from the
+bundled ``momap-diffusion`` pipeline with the clip's prompt, draws them (trajectory images, a GIF,
+a 3D plot) and writes the best-of-N metrics table, all under ``--out`` (default
+``outputs/demo/``) with a ``README.txt`` that lists every file.
 
-    python -m momaplib.demo                 # 128x128, T = 32, both families (well under a minute on CPU)
+    python -m momaplib.demo                 # 128x128, T = 32, both families (about a minute on CPU)
     python -m momaplib.demo --smoke         # 32x32, T = 8, a few seconds
     python -m momaplib.demo --seed 3 --out outputs/demo_seed3
 """

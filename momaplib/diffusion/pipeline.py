@@ -248,11 +248,11 @@ class MoMapPipeline(DiffusionPipeline):
         self, latents: Tensor, scene: dict, prompts: list[str], meta: dict
     ) -> MoMapPipelineOutput:
         """Returns the output of (N, C, h, w) MoMap latents: decoded, de-normalised MoMap records."""
-        valid = torch.from_numpy(scene["valid"])
-        (H, W), T = valid.shape, self.num_frames
-        channels = self.vae.decode_channels(latents.to(self.vae.dtype)).float().cpu()  # (N, 3T, H, W)
+        (H, W), T = scene["valid"].shape, self.num_frames
+        channels = self.vae.decode_channels(latents.to(self.vae.dtype)).float()  # (N, 3T, H, W)
         xyz_out = denormalize_xyz(channels_to_xyz(channels), scene["center"], scene["scale"])
-        xyz_out = torch.where(valid[None, None, ..., None], xyz_out, 0.0).numpy()  # (N, T, H, W, 3)
+        valid = torch.from_numpy(scene["valid"]).to(xyz_out.device)
+        xyz_out = torch.where(valid[None, None, ..., None], xyz_out, 0.0).cpu().numpy()  # (N, T, H, W, 3)
         momaps = [
             MoMap(
                 xyz=xyz_out[i],
