@@ -64,8 +64,11 @@ METRICS_FILE = "metrics.jsonl"
 STATE_FILE = "state.json"
 #: Losses are fetched from the device and written every this many steps (and at checkpoints).
 LOG_FLUSH_STEPS = 20
-#: Default largest safetensors shard of bundled weights (a repository-friendly file size).
+#: Default largest safetensors file of bundled weights (a repository-friendly file size).
 BUNDLE_SHARD_BYTES = 15 * 2**20
+#: Room kept for a shard's safetensors header: diffusers splits shards by tensor bytes alone, so
+#: shards are planned this much below the file-size limit.
+SHARD_HEADER_ROOM = 2**19
 
 
 class ResumeError(ValueError):
@@ -768,11 +771,9 @@ def save_bundle(
 
     Returns the written files. ``from_pretrained`` loads them back as float32 by default.
     """
-    folder = save_model(model, folder, dtype=torch.float16, max_shard_size=max_shard_size)
+    folder = save_model(model, folder, dtype=torch.float16, max_shard_size=max_shard_size - SHARD_HEADER_ROOM)
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    too_big = [
-        p.name for p in files if p.suffix == ".safetensors" and p.stat().st_size > max_shard_size + 2**16
-    ]
+    too_big = [p.name for p in files if p.suffix == ".safetensors" and p.stat().st_size > max_shard_size]
     if too_big:  # a single tensor larger than the limit ends up alone in an oversized shard
         raise ValueError(
             f"save_bundle: shards {too_big} exceed {max_shard_size} bytes (one tensor is too large)"
@@ -794,6 +795,7 @@ __all__ = [
     "BUNDLE_SHARD_BYTES",
     "CHECKPOINTS_DIR",
     "METRICS_FILE",
+    "SHARD_HEADER_ROOM",
     "FitResult",
     "InMemoryDataset",
     "MetricsLog",

@@ -1,7 +1,8 @@
 """Reproduces the bundled checkpoints and the model table on one GPU, in one process.
 
-    python scripts/train_checkpoints.py                  # full run (about 40 min on one H100)
+    python scripts/train_checkpoints.py                  # full run (about 45 min on one H100)
     python scripts/train_checkpoints.py --vae momap-vae  # keep the bundled VAEs: data + generators
+    python scripts/train_checkpoints.py --vae momap-vae --new-image-vae  # new condition encoder too
     python scripts/train_checkpoints.py --smoke          # every stage at toy size on a CPU
 
 Stages: MoMap-Sim data of both families -> the training clips loaded once into (GPU) memory ->
@@ -39,6 +40,14 @@ def main() -> None:
         "--vae", help="use this MoMap VAE (folder or bundled name, e.g. momap-vae) and skip the VAE stages"
     )
     parser.add_argument("--image-vae", default="image-vae", help="image VAE that goes with --vae")
+    parser.add_argument(
+        "--new-image-vae",
+        action="store_true",
+        help="with --vae: train a new image VAE for the condition latents instead of taking --image-vae",
+    )
+    parser.add_argument("--image-vae-steps", type=int, default=6000)
+    parser.add_argument("--image-vae-batch", type=int, default=64)
+    parser.add_argument("--image-vae-minutes", type=float, help="time limit (default 5 x --minutes)")
     parser.add_argument("--batch-size", type=int, default=1024, help="batch of the generator runs")
     parser.add_argument("--lr", type=float, default=4e-4, help="peak learning rate of those runs")
     parser.add_argument("--diffusion-steps", type=int, default=6500)
@@ -101,13 +110,16 @@ def main() -> None:
     )  # fmt: skip
     stamp(f"{len(memory)} clips in memory ({memory.nbytes / 2**30:.1f} GiB)")
 
-    # 3. image VAE (stages 3-4 are skipped with --vae)
+    # 3. image VAE (skipped with --vae unless --new-image-vae) and 4. MoMap VAEs (skipped with --vae)
     vae_folder, image_vae_folder = str(runs / "momap-vae/model"), str(runs / "image-vae/model")
     if args.vae:
-        vae_folder, image_vae_folder = args.vae, args.image_vae
-    elif not (runs / "image-vae/model").is_dir():
+        vae_folder = args.vae
+        image_vae_folder = image_vae_folder if args.new_image_vae else args.image_vae
+    if (not args.vae or args.new_image_vae) and not (runs / "image-vae/model").is_dir():
         stamp("image VAE")
-        TrainImageVAEJob(sets, train_config("image-vae", 2200, 32, 4e-4, minutes(2.2)), **small).run(memory)
+        limit = args.image_vae_minutes or minutes(5.0)
+        config = train_config("image-vae", args.image_vae_steps, args.image_vae_batch, 4e-4, limit)
+        TrainImageVAEJob(sets, config, **small).run(memory)
     # 4. MoMap VAE: inflated (kept) and scratch (ablation), the same step budget
     for name, init in (("momap-vae", "inflate"), ("momap-vae-scratch", "scratch")):
         if not args.vae and not (runs / name / "model").is_dir():

@@ -41,3 +41,20 @@ def test_environment_yml_lists_every_dependency_with_the_same_bounds():
             assert listed[name] == bound, (
                 f"{name}: pyproject says {bound}, environment.yml says {listed[name]}"
             )
+
+
+def test_bundled_weights_are_fp16_shards_within_the_size_limits():
+    from safetensors import safe_open
+
+    files = sorted((ROOT / "checkpoints").rglob("*.safetensors"))
+    assert files, "no bundled weights under checkpoints/"
+    sizes = {path.relative_to(ROOT).as_posix(): path.stat().st_size for path in files}
+    too_big = {name: size for name, size in sizes.items() if size > 15 * 2**20}
+    assert not too_big, too_big
+    assert sum(sizes.values()) <= 60 * 2**20, sum(sizes.values())
+    for path in files:
+        with safe_open(path, "pt") as weights:
+            dtypes = {str(weights.get_slice(key).get_dtype()) for key in weights.keys()}
+        assert dtypes <= {"F16", "I64"}, (path.name, dtypes)
+    for config in (ROOT / "checkpoints").rglob("config.json"):
+        assert "_name_or_path" not in config.read_text(), f"{config}: a training machine's path"

@@ -202,3 +202,24 @@ def test_vae_jobs_smoke_end_to_end(tmp_path):
     assert vae.num_frames == SimConfig().smoke().num_frames
     assert vae.config.scaling_factor != 1.0  # re-estimated from training latents
     assert (tmp_path / "vae" / "checkpoints").is_dir() and (tmp_path / "vae" / "metrics.jsonl").is_file()
+
+
+def test_object_color_error_known_answers():
+    from momaplib.vae_train import object_color_error
+
+    rgb = torch.zeros(2, 3, 8, 8)
+    instance = torch.zeros(2, 8, 8, dtype=torch.long)
+    instance[0, :2, :2] = 1  # object 1: 4 pixels
+    instance[0, 4:, 4:] = 2  # object 2: 16 pixels
+    decoded = rgb.clone()
+    decoded[0, 1, :2, :2] = 0.3  # object 1: green off by 0.3 -> L1 over channels 0.1
+    decoded[0, :, 4:6, 4:] = 0.2  # half of object 2 off by 0.2 in every channel -> 0.1
+    decoded[0, :, 2:4, :] = 5.0  # background errors do not count
+    decoded[1] = 1.0  # clip without objects -> 0
+    error = object_color_error(decoded, rgb, instance)
+    torch.testing.assert_close(error, torch.tensor([0.1, 0.0]))
+    # a colour shift inside an object that averages out leaves its mean colour (the metric) unchanged
+    balanced = rgb.clone()
+    balanced[0, 0, 4:6, 4:] = 0.5
+    balanced[0, 0, 6:, 4:] = -0.5
+    torch.testing.assert_close(object_color_error(balanced, rgb, instance), torch.zeros(2))

@@ -404,7 +404,7 @@ def ema_weights(model: torch.nn.Module, ema: EMAModel | None) -> Iterator[torch.
 
 def _save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
     """Writes ``pipeline.save_pretrained`` atomically; ``bundle``: fp16 shards <= 15 MiB."""
-    from momaplib.training import BUNDLE_SHARD_BYTES
+    from momaplib.training import BUNDLE_SHARD_BYTES, SHARD_HEADER_ROOM
 
     folder = Path(folder)
     partial = folder.with_name(folder.name + ".partial")
@@ -413,7 +413,8 @@ def _save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
         dtypes = {name: next(module.parameters()).dtype for name, module in _modules(pipeline)}
         pipeline.to(torch.float16)
         try:
-            pipeline.save_pretrained(partial, safe_serialization=True, max_shard_size=BUNDLE_SHARD_BYTES)
+            shard = BUNDLE_SHARD_BYTES - SHARD_HEADER_ROOM  # diffusers counts tensor bytes, not headers
+            pipeline.save_pretrained(partial, safe_serialization=True, max_shard_size=shard)
         finally:
             for name, module in _modules(pipeline):
                 module.to(dtypes[name])
