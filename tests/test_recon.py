@@ -52,9 +52,15 @@ from momaplib.recon import (
     save_tracks,
     tracks_from_momap,
 )
-from momaplib.recon.runner import ReconJob, ReconSettingsError, parse_shard
+from momaplib.recon.runner import (
+    ReconJob,
+    ReconSettingsError,
+    merge_manifests,
+    parse_shard,
+    verify_recon_dataset,
+)
 from momaplib.recon.video import resize_video
-from momaplib.storage import DataFormatError
+from momaplib.storage import DataFormatError, sha256_file
 from tests.conftest import tiny_simulation
 
 H = W = 48
@@ -487,6 +493,27 @@ def test_recon_job_shards_resume_and_write_a_dataset(tmp_path):
     # Other settings in the same folder are refused, naming the field.
     with pytest.raises(ValueError, match="t0"):
         ReconJob(**job, t0=1, num_frames=7).run()
+
+
+def test_a_clip_redone_with_other_bytes_replaces_its_line_in_every_manifest(tmp_path):
+    """A lost clip redone without --shard may differ bit for bit (threads, libraries); the shard
+    manifest that listed the first file must not win the merge over the new line."""
+    videos, out = _video_folder(tmp_path), tmp_path / "out"
+    for shard in ("0/2", "1/2"):
+        ReconJob(videos=videos, out=out, progress=False, shard=shard).run()
+    file = out / "clips" / "ego_1.npz"
+    data = bytearray(file.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes: what a non-bit-identical redo writes
+    file.write_bytes(bytes(data))
+    entry = next(e for e in load_manifest(out) if e["id"] == "ego_1")
+    redone = {**entry, "sha256": sha256_file(file)}
+    with open(out / "manifest.jsonl", "a") as manifest:  # the rerun appends its line here
+        manifest.write(json.dumps(redone) + "\n")
+    assert merge_manifests(out, ["ego_0", "ego_1", "ego_2"]) == 3
+    assert next(e for e in load_manifest(out) if e["id"] == "ego_1")["sha256"] == redone["sha256"]
+    assert verify_recon_dataset(out)[0] == 3
+    file.write_bytes(b"\0" * len(data))  # matching neither line: the clip is not done
+    assert merge_manifests(out, ["ego_0", "ego_1", "ego_2"]) == 2
 
 
 def test_recon_job_reports_bad_settings_and_videos(tmp_path, capsys):

@@ -176,7 +176,7 @@ def test_background_is_static_in_the_momap_even_when_the_camera_moves():
     assert curves["camera_frame"][-1] > 0.005 and curves["camera_translation"][-1] > 0.005
     assert curves["foreground"].max() > 0.01
     static_camera = viz.camera_disentanglement(_clip("tabletop"))
-    assert static_camera["camera_frame"].max() < 1e-6 and static_camera["camera_translation"].max() == 0
+    assert static_camera["camera_frame"].max() < 1e-6 and static_camera["camera_translation"].max() < 1e-9
 
     fig = viz.plot_camera_disentanglement(_clip("egocentric"), t=3)
     assert len(fig.axes) == 4  # curves, two displacement images, their colour bar

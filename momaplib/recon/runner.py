@@ -58,7 +58,7 @@ from momaplib.recon.poses import PoseConfig, TrackletBundleAdjustment
 from momaplib.recon.segmentation import GivenSegmentation, MotionSegmentation
 from momaplib.recon.tracking import FlowChainConfig, FlowChainTracker, ImportedTracks, ImportedTracksConfig
 from momaplib.recon.video import list_videos, load_video, resize_video
-from momaplib.storage import DataFormatError, atomic_write_text, save_npz
+from momaplib.storage import DataFormatError, atomic_write_text, save_npz, sha256_file
 
 SHARDS_DIR = "shards"
 MERGE_LOCK_FILE = ".merge.lock"
@@ -428,17 +428,28 @@ def _finished_entries(root: Path) -> dict[str, dict]:
     mid-append) is skipped. A shard manifest whose last line lacks its newline gets one, so the
     next append does not glue onto it.
     """
-    done: dict[str, dict] = {}
+    candidates: dict[str, dict[str, dict]] = {}  # id -> sha256 -> entry
     for path in _manifest_files(root):
         entries, torn = _read_manifest(path, tolerate_torn=True)
         for entry in entries:
             file = root / entry["file"]
             if file.is_file() and file.stat().st_size == entry["bytes"]:
-                done[entry["id"]] = entry
+                candidates.setdefault(entry["id"], {})[entry["sha256"]] = entry
         data = path.read_bytes()
         if torn or (data and not data.endswith(b"\n")):
-            kept = [entry for entry in entries if entry["id"] in done]
+            kept = [entry for entry in entries if entry["id"] in candidates]
             atomic_write_text(path, "".join(_manifest_line(entry) for entry in kept))
+    done: dict[str, dict] = {}
+    for clip_id, by_hash in candidates.items():
+        if len(by_hash) == 1:
+            done[clip_id] = next(iter(by_hash.values()))
+            continue
+        # Manifests disagree: the clip was redone after its file was lost (a reconstruction need
+        # not be bit-identical), and an older manifest still lists the first file. The file decides.
+        entry = next(iter(by_hash.values()))
+        actual = by_hash.get(sha256_file(root / entry["file"]))
+        if actual is not None:
+            done[clip_id] = actual
     return done
 
 
