@@ -773,12 +773,19 @@ def save_bundle(
     """
     folder = save_model(model, folder, dtype=torch.float16, max_shard_size=max_shard_size - SHARD_HEADER_ROOM)
     files = sorted(p for p in folder.iterdir() if p.is_file())
-    too_big = [p.name for p in files if p.suffix == ".safetensors" and p.stat().st_size > max_shard_size]
-    if too_big:  # a single tensor larger than the limit ends up alone in an oversized shard
-        raise ValueError(
-            f"save_bundle: shards {too_big} exceed {max_shard_size} bytes (one tensor is too large)"
-        )
+    check_shard_sizes(folder, max_shard_size)
     return files
+
+
+def check_shard_sizes(folder: str | os.PathLike, max_shard_size: int = BUNDLE_SHARD_BYTES) -> None:
+    """Raises ``ValueError`` naming every safetensors file under ``folder`` larger than ``max_shard_size``."""
+    too_big = [
+        p.relative_to(folder).as_posix()
+        for p in sorted(Path(folder).rglob("*.safetensors"))
+        if p.stat().st_size > max_shard_size
+    ]
+    if too_big:  # a single tensor larger than the limit ends up alone in an oversized shard
+        raise ValueError(f"bundle: shards {too_big} exceed {max_shard_size} bytes (one tensor is too large)")
 
 
 def _copy_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -806,6 +813,7 @@ __all__ = [
     "build_accelerator",
     "build_optimizer",
     "build_scheduler",
+    "check_shard_sizes",
     "checkpoint_dir",
     "dataset_shape",
     "fit",

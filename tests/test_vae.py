@@ -223,3 +223,16 @@ def test_object_color_error_known_answers():
     balanced[0, 0, 4:6, 4:] = 0.5
     balanced[0, 0, 6:, 4:] = -0.5
     torch.testing.assert_close(object_color_error(balanced, rgb, instance), torch.zeros(2))
+
+
+def test_bundles_are_planned_below_the_file_limit_and_oversized_shards_are_named(tmp_path):
+    from momaplib.training import SHARD_HEADER_ROOM, check_shard_sizes, save_bundle
+
+    model = build_image_vae(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4)
+    limit = SHARD_HEADER_ROOM + 2**16  # tensors planned at 64 KiB per shard: several shards
+    files = save_bundle(model, tmp_path / "bundle", max_shard_size=limit)
+    shards = [p for p in files if p.suffix == ".safetensors"]
+    assert len(shards) > 1 and max(p.stat().st_size for p in shards) <= limit
+    check_shard_sizes(tmp_path / "bundle", limit)
+    with pytest.raises(ValueError, match=r"shards \['diffusion_pytorch_model-00001-of-"):
+        check_shard_sizes(tmp_path / "bundle", 1000)

@@ -404,7 +404,7 @@ def ema_weights(model: torch.nn.Module, ema: EMAModel | None) -> Iterator[torch.
 
 def _save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
     """Writes ``pipeline.save_pretrained`` atomically; ``bundle``: fp16 shards <= 15 MiB."""
-    from momaplib.training import BUNDLE_SHARD_BYTES, SHARD_HEADER_ROOM
+    from momaplib.training import BUNDLE_SHARD_BYTES, SHARD_HEADER_ROOM, check_shard_sizes
 
     folder = Path(folder)
     partial = folder.with_name(folder.name + ".partial")
@@ -418,6 +418,7 @@ def _save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
         finally:
             for name, module in _modules(pipeline):
                 module.to(dtypes[name])
+        check_shard_sizes(partial, BUNDLE_SHARD_BYTES)
     else:
         pipeline.save_pretrained(partial, safe_serialization=True)
     shutil.rmtree(folder, ignore_errors=True)
