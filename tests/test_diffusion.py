@@ -293,7 +293,7 @@ def test_one_batch_overfitting_drives_the_denoising_loss_down():
 
 def test_training_teaches_the_unet_to_tell_futures_apart_by_the_prompt_alone():
     """One scene (the same condition latents), two futures, two prompts: only cross-attention can
-    tell which future to denoise towards, so after training the right prompt must fit far better
+    tell which future to denoise towards, so after training the right prompt must fit clearly better
     than the swapped one (the path text -> cross-attention -> motion carries information)."""
     from diffusers import DDPMScheduler
 
