@@ -1,15 +1,24 @@
 """``python -m momaplib.demo`` (what ``make demo`` runs): generate MoMaps for example scenes.
 
-The example scenes are MoMap-Sim clips fixed by their seed (one per scene family; a clip is a
-function of its config and seed, so the examples need no files). For each, the demo draws the
-``momaplib.viz`` figures of the ground-truth MoMap, samples ``--num-samples`` futures from the
-bundled ``momap-diffusion`` pipeline with the clip's prompt, draws them (trajectory images, a GIF,
-a 3D plot) and writes the best-of-N metrics table, all under ``--out`` (default
-``outputs/demo/``) with a ``README.txt`` that lists every file.
+The scenes are the example folders of ``--examples`` (default ``data/examples/``, three bundled
+MoMap-Sim scenes, two tabletop and one egocentric, 128x128, T = 32): each holds what a user gives
+for their own image (reference image, depth, instance map, K, prompt; layout in
+``momaplib.examples`` and ``data/README.md``) and, optionally, the ground-truth (GT) MoMap. For
+each scene the demo draws the reference image with its instances and the GT MoMap's
+``momaplib.viz`` figures, samples ``--num-samples`` futures from the bundled ``momap-diffusion``
+pipeline with the scene's prompt, draws them (trajectory images, a GIF, a 3D plot) and writes the
+best-of-N metrics table of the scenes with a GT, all under ``--out`` (default ``outputs/demo/``)
+with a ``README.txt`` that lists every file.
 
-    python -m momaplib.demo                 # 128x128, T = 32, both families (about a minute on CPU)
-    python -m momaplib.demo --smoke         # 32x32, T = 8, a few seconds
-    python -m momaplib.demo --seed 3 --out outputs/demo_seed3
+With ``--smoke``, ``--pipeline None``, ``--examples None`` or no example folder, the scenes are
+MoMap-Sim clips simulated from ``--seed`` instead (one per family of ``--families``; a clip is a
+function of its config and seed, so they need no files), drawn with the video figures too (frames,
+depth, camera motion).
+
+    python -m momaplib.demo                 # the bundled examples (about 80 s on a 2-core CPU)
+    python -m momaplib.demo --examples my_scenes --scenes kitchen   # your own example folder
+    python -m momaplib.demo --examples None --seed 3 --out outputs/demo_seed3   # simulated scenes
+    python -m momaplib.demo --smoke         # simulated, 32x32, T = 8, no model: a few seconds
 """
 
 from __future__ import annotations
@@ -24,27 +33,36 @@ import tyro
 from tqdm.auto import tqdm
 
 from momaplib import viz
+from momaplib.examples import Example, find_examples, load_example
+from momaplib.momap import MoMap
 from momaplib.sim import Clip, SimConfig, generate_clip
 
 
 @dataclass
 class DemoConfig:
-    """What the demo simulates and draws; every field is also a command-line flag."""
+    """What the demo runs and draws; every field is also a command-line flag."""
 
     out: Path = Path("outputs/demo")
     """Folder the figures, animations and README.txt are written to (created if missing)."""
     smoke: bool = False
-    """Tiny clips (32x32, T = 8, ``SimConfig.smoke``) for a quick check."""
+    """Tiny simulated clips (32x32, T = 8, ``SimConfig.smoke``) and no model, for a quick check."""
+    examples: Path | None = Path("data/examples")
+    """Folder of example scenes (``momaplib.examples``: one sub-folder per scene), relative to the
+    working directory. Used when it holds any and the model is sampled; None, a missing or empty
+    folder, --smoke or --pipeline None: simulated scenes instead."""
+    scenes: tuple[str, ...] = ()
+    """Example folders to run, by name (default: every one in --examples)."""
     families: tuple[Literal["tabletop", "egocentric"], ...] = ("tabletop", "egocentric")
-    """Scene families to simulate, one clip each."""
+    """Scene families to simulate, one clip each (when no examples are used)."""
     seed: int = 0
-    """Seed of every clip (a clip is a function of its config and seed)."""
+    """Seed of the simulated clips (a clip is a function of its config and seed) and of the
+    sampling noise."""
     height: int = 128
-    """Image height in pixels (ignored with --smoke)."""
+    """Image height in pixels of simulated scenes (ignored with --smoke)."""
     width: int = 128
-    """Image width in pixels (ignored with --smoke)."""
+    """Image width in pixels of simulated scenes (ignored with --smoke)."""
     num_frames: int = 32
-    """Frames T per clip and MoMap (ignored with --smoke)."""
+    """Frames T per simulated clip and MoMap (ignored with --smoke)."""
     num_points: int = 800
     """Trajectories drawn in the 3D view (half of them on moving pixels when enough move)."""
     fps: float = 10.0
@@ -66,33 +84,61 @@ class DemoConfig:
         config = SimConfig(family=family, height=self.height, width=self.width, num_frames=self.num_frames)
         return config.smoke() if self.smoke else config
 
+    def example_folders(self) -> dict[str, Path]:
+        """Returns ``{name: folder}`` of the example scenes the demo runs ({}: it simulates)."""
+        if self.examples is None or self.smoke or self.pipeline is None:
+            return {}
+        folders = find_examples(self.examples)
+        unknown = [name for name in self.scenes if name not in folders]
+        if unknown:
+            raise ValueError(
+                f"--scenes {unknown}: not example folders of {self.examples}; found {sorted(folders)}"
+            )
+        return {name: folders[name] for name in self.scenes} if self.scenes else folders
+
     def run(self) -> list[Path]:
-        """Simulates one clip per family, writes its figures and a README.txt; returns the paths."""
+        """Runs the example scenes (or simulates one clip per family); returns the written paths.
+
+        Writes each scene's figures, its generated samples when the model is sampled, the
+        best-of-N metrics table of the scenes with a GT and a README.txt listing every file.
+        """
         self.out.mkdir(parents=True, exist_ok=True)
         listing: list[tuple[Path, str]] = []
         generate = self.pipeline is not None and not self.smoke
-        per_clip = 1 + _FIGURES_PER_CLIP + (_GENERATED_PER_CLIP if generate else 0)
+        examples = self.example_folders()
+        names = list(examples) if examples else list(self.families)
+        per_scene = 1 + (_FIGURES_PER_EXAMPLE if examples else _FIGURES_PER_CLIP)
+        per_scene += _GENERATED_PER_CLIP if generate else 0
         panel, runs = None, {}
-        with tqdm(total=len(self.families) * per_clip, desc="demo", unit="step") as progress:
-            for family in self.families:
-                progress.set_postfix_str(f"{family}: simulate")
-                clip = generate_clip(self.seed, self.sim_config(family))
-                progress.update()
-                stem = self.out / f"{family}_seed{self.seed}"
-                listing += _write_figures(clip, stem, self, progress)
+        with tqdm(total=len(names) * per_scene, desc="demo", unit="step") as progress:
+            for name in names:
+                if examples:
+                    progress.set_postfix_str(f"{name}: load")
+                    example = load_example(examples[name])
+                    scene: MoMap | Clip = example.momap()
+                    stem = self.out / name
+                    progress.update()
+                    listing += _write_example_figures(example, stem, self, progress)
+                else:
+                    progress.set_postfix_str(f"{name}: simulate")
+                    scene = generate_clip(self.seed, self.sim_config(name))
+                    progress.update()
+                    stem = self.out / f"{name}_seed{self.seed}"
+                    listing += _write_figures(scene, stem, self, progress)
                 if generate:
                     if panel is None:
                         from momaplib.widgets import SamplingPanel
 
                         panel = SamplingPanel(self.pipeline)
-                    progress.set_postfix_str(f"{family}: sample {self.num_samples} futures")
-                    runs[family], written = _write_samples(panel, clip, stem, self, progress)
+                    progress.set_postfix_str(f"{name}: sample {self.num_samples} futures")
+                    runs[name], written = _write_samples(panel, scene, name, stem, self, progress)
                     listing += written
-        if runs:
+        scored = {name: run for name, run in runs.items() if run.metrics is not None}
+        if scored:
             from momaplib.evaluation import write_table
             from momaplib.widgets import best_of_n_table
 
-            table = best_of_n_table(runs)
+            table = best_of_n_table(scored)
             _, md_path = write_table(table, self.out / "metrics")
             listing.append(
                 (md_path, f"best-of-{self.num_samples} metrics of the generated MoMaps vs GT (also .csv)")
@@ -101,24 +147,25 @@ class DemoConfig:
         if any(path.suffix == ".html" for path, _ in listing):
             listing.append((self.out / "plotly.min.js", "plotly.js for the .html files (they work offline)"))
         readme = self.out / "README.txt"
-        readme.write_text(_readme(self, listing))
+        readme.write_text(_readme(self, listing, bool(examples)))
         return [readme, *(path for path, _ in listing)]
 
 
 _FIGURES_PER_CLIP = 6
+_FIGURES_PER_EXAMPLE = 1
 _GENERATED_PER_CLIP = 3
 
 
-def _write_samples(panel, clip: Clip, stem: Path, config: DemoConfig, progress: tqdm):
-    """Samples futures of ``clip`` with the panel's pipeline; writes figures; returns (result, listing)."""
+def _write_samples(panel, scene: MoMap | Clip, name: str, stem: Path, config: DemoConfig, progress: tqdm):
+    """Samples futures of ``scene`` with the panel's pipeline; writes figures; returns (result, listing)."""
     from momaplib.widgets import figure_3d, sample_image_grid
 
     result = panel.generate(
-        clip, num_samples=config.num_samples, num_inference_steps=config.num_inference_steps,
+        scene, num_samples=config.num_samples, num_inference_steps=config.num_inference_steps,
         guidance_scale=config.guidance_scale, seed=config.seed,
     )  # fmt: skip
     progress.update()
-    context = f"{clip.family}: {clip.prompt!r}; {result.describe()}"
+    context = f"{name}: {result.prompt!r}; {result.describe()}"
     written = []
     paths = viz.save_figure(sample_image_grid(result), f"{stem}_generated_grid.png", close=True)
     written += [(path, f"GT and generated MoMaps as trajectory images ({context})") for path in paths]
@@ -126,28 +173,70 @@ def _write_samples(panel, clip: Clip, stem: Path, config: DemoConfig, progress: 
     paths = viz.save_figure(figure_3d(result), f"{stem}_generated_3d.html", include_plotlyjs="directory")
     written += [(path, f"GT and generated 3D trajectories, time slider ({context})") for path in paths]
     gif = _samples_gif(result, Path(f"{stem}_generated.gif"), config)
-    written.append((gif, f"animation: GT | best sample | other samples, XYZ as colour ({context})"))
+    panels = "GT | best sample | other samples" if result.has_ground_truth else "three samples"
+    written.append((gif, f"animation: {panels}, XYZ as colour ({context})"))
     progress.update()
     return result, written
 
 
 def _samples_gif(result, path: Path, config: DemoConfig) -> Path:
-    """Writes an animated GIF of GT and samples side by side, XYZ in the reference frame as colour."""
+    """Writes an animated GIF of GT and samples side by side, XYZ in the reference frame as colour.
+
+    With a GT: GT | best sample | two others; without: the first three samples.
+    """
     import numpy as np
     from PIL import Image
 
-    gt, valid = result.scene.xyz, result.scene.valid
-    order = [result.best, *[i for i in range(result.num_samples) if i != result.best][:2]]
-    panels = [gt, *(result.xyz[i] for i in order)]  # each (T, H, W, 3)
-    color_range = viz.xyz_color_range(gt, valid)  # one range: colours are comparable across panels
+    valid = result.scene.valid
+    if result.has_ground_truth:
+        order = [result.best, *[i for i in range(result.num_samples) if i != result.best][:2]]
+        panels = [result.scene.xyz, *(result.xyz[i] for i in order)]  # each (T, H, W, 3)
+    else:
+        panels = list(result.xyz[:3])
+    color_range = viz.xyz_color_range(result.scene.xyz, valid)  # one range: colours compare across panels
     frames = []
-    for t in range(gt.shape[0]):
+    for t in range(panels[0].shape[0]):
         row = [viz.xyz_to_rgb(p[t], valid, color_range) for p in panels]
         image = (np.concatenate(row, axis=1) * 255).astype(np.uint8)
         image = image.repeat(config.upscale, 0).repeat(config.upscale, 1)
         frames.append(Image.fromarray(image))
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / config.fps), loop=0)
     return path
+
+
+def _write_example_figures(
+    example: Example, stem: Path, config: DemoConfig, progress: tqdm
+) -> list[tuple[Path, str]]:
+    """Writes the figures of one example scene as ``{stem}_*``; returns (path, description) pairs.
+
+    The reference image with its instances, and with a GT the GT MoMap's trajectory image and
+    3D trajectories (an example has no video, so no frame, depth or camera figures).
+    """
+    context = f"{example.name}: {example.prompt!r}"
+    overlay = viz.instance_overlay(
+        example.image, example.instance, example.instance_names, title=example.prompt
+    )
+    paths = viz.save_figure(overlay, f"{stem}_instances.png", close=True)
+    written = [(path, f"reference image with instance masks and names ({context})") for path in paths]
+    if example.gt is not None:
+        paths = viz.save_figure(
+            viz.trajectory_image_grid(example.gt), f"{stem}_trajectory_grid.png", close=True
+        )
+        written += [
+            (path, f"GT MoMap as a trajectory image: XYZ as colour over time (paper Fig. 2-A) ({context})")
+            for path in paths
+        ]
+        fig_3d = viz.plot_trajectories_3d(example.gt, num_points=config.num_points)
+        paths = viz.save_figure(fig_3d, f"{stem}_trajectories_3d.html", include_plotlyjs="directory")
+        written += [
+            (
+                path,
+                f"interactive 3D trajectories of the GT with a time slider (open in a browser) ({context})",
+            )
+            for path in paths
+        ]
+    progress.update()
+    return written
 
 
 def _write_figures(clip: Clip, stem: Path, config: DemoConfig, progress: tqdm) -> list[tuple[Path, str]]:
@@ -185,15 +274,24 @@ def _write_figures(clip: Clip, stem: Path, config: DemoConfig, progress: tqdm) -
     return written
 
 
-def _readme(config: DemoConfig, listing: list[tuple[Path, str]]) -> str:
-    size = (
-        "32x32, T = 8 (smoke)" if config.smoke else f"{config.height}x{config.width}, T = {config.num_frames}"
-    )
-    lines = [
-        "momaplib demo: MoMap-Sim scenes, their ground-truth MoMaps and generated MoMaps",
-        f"written by `python -m momaplib.demo`; seed {config.seed}, {size}",
-        "",
-    ]
+def _readme(config: DemoConfig, listing: list[tuple[Path, str]], examples: bool) -> str:
+    if examples:
+        header = [
+            f"momaplib demo: the example scenes of {config.examples}/, their ground-truth MoMaps "
+            "(where given) and generated MoMaps",
+            f"written by `python -m momaplib.demo`; sampling seed {config.seed}",
+        ]
+    else:
+        size = (
+            "32x32, T = 8 (smoke)"
+            if config.smoke
+            else f"{config.height}x{config.width}, T = {config.num_frames}"
+        )
+        header = [
+            "momaplib demo: MoMap-Sim scenes, their ground-truth MoMaps and generated MoMaps",
+            f"written by `python -m momaplib.demo`; seed {config.seed}, {size}",
+        ]
+    lines = [*header, ""]
     lines += [f"{path.name:<48} {description}" for path, description in listing]
     return "\n".join(lines) + "\n"
 

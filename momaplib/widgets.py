@@ -1,13 +1,13 @@
 """An interactive sampling panel for MoMap diffusion (paper §3.3.3) and figures of its samples.
 
 ``SamplingPanel`` holds a ``MoMapPipeline`` and samples MoMaps for one scene at a time: a
-freshly simulated MoMap-Sim scene or a bundled example clip (``data/examples/*.npz``, any file
-``MoMap.load`` reads). ``SamplingPanel.generate`` is plain Python (notebooks, scripts, tests)
-and returns a ``SamplingResult``: the N samples and, when the scene's MoMap has the samples'
-shape (so it is a ground truth, GT), one row of metrics per sample (``momaplib.metrics``) and
-the sample the paper reports (best of N: lowest ``ate_dtw``). ``SamplingPanel.panel()`` wraps
-the same call in an ipywidgets UI: pick a scene, edit the prompt, set samples / steps / guidance
-/ seed, press Generate.
+freshly simulated MoMap-Sim scene or a bundled example (``data/examples/``: an example folder of
+``momaplib.examples``, or any ``*.npz`` file ``MoMap.load`` reads). ``SamplingPanel.generate``
+is plain Python (notebooks, scripts, tests) and returns a ``SamplingResult``: the N samples and,
+when the scene's MoMap has the samples' shape (so it is a ground truth, GT), one row of metrics
+per sample (``momaplib.metrics``) and the sample the paper reports (best of N: lowest
+``ate_dtw``). ``SamplingPanel.panel()`` wraps the same call in an ipywidgets UI: pick a scene,
+edit the prompt, set samples / steps / guidance / seed, press Generate.
 
 Figures of a result put the GT first and then the samples side by side, like the paper's
 Fig. 5-C ("diverse generations from the same condition with different random seeds"):
@@ -42,16 +42,15 @@ from PIL import Image
 from plotly.subplots import make_subplots
 
 from momaplib.evaluation import CLIPS_ROW, format_table, select_best, style_table
+from momaplib.examples import EXAMPLES_DIR, find_examples, load_example
 from momaplib.metrics import MetricConfig, sample_metrics
 from momaplib.momap import MOMAP_KEYS, TAU_MOVE, MoMap, moving_mask
 from momaplib.sim import FAMILIES, SimConfig, generate_clip
 from momaplib.viz import XYZ_PERCENTILES, time_controls, xyz_color_range, xyz_to_rgb
 
-#: Folder of the bundled example clips offered next to the simulated scenes.
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "examples"
 #: Names of freshly simulated scenes -> their MoMap-Sim family.
 SIMULATED = {f"simulated {family}": family for family in FAMILIES}
-#: Bundled example scenes are named ``EXAMPLE_PREFIX + file stem``.
+#: Bundled example scenes are named ``EXAMPLE_PREFIX + folder name`` (or ``+ file stem``).
 EXAMPLE_PREFIX = "example: "
 #: Simulated scenes kept in memory (a 128x128, T = 32 MoMap is about 6 MB).
 SCENE_CACHE_SIZE = 8
@@ -61,13 +60,15 @@ BEST_MARK = "★"
 
 # ----------------------------------------------------------------------------- scenes
 def find_example_scenes(folder: str | os.PathLike = EXAMPLES_DIR) -> dict[str, Path]:
-    """Returns ``{scene name: path}`` of the ``*.npz`` files in ``folder`` that hold a MoMap record.
+    """Returns ``{scene name: path}`` of the example scenes in ``folder``.
 
-    Only each file's table of contents is read here (a MoMap or MoMap-Sim clip file has every
-    array of ``MOMAP_KEYS``); the arrays load when the scene is used. A missing folder gives {}.
+    Those are the example folders (``momaplib.examples.find_examples``), then the ``*.npz``
+    files that hold a MoMap record: only each file's table of contents is read here (a MoMap or
+    MoMap-Sim clip file has every array of ``MOMAP_KEYS``); the arrays load when the scene is
+    used. A missing folder gives {}.
     """
     folder = Path(folder)
-    scenes = {}
+    scenes = {EXAMPLE_PREFIX + name: path for name, path in find_examples(folder).items()}
     for path in sorted(folder.glob("*.npz")) if folder.is_dir() else []:
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -186,7 +187,8 @@ class SamplingPanel:
         """Returns the MoMap of scene ``name`` (one of ``scene_names``).
 
         ``seed`` picks the simulated scene (``generate_clip(seed, ...)``) and is ignored for
-        examples. Recent scenes are cached.
+        examples. An example folder gives its GT MoMap, or without one a one-frame MoMap of its
+        inputs (``Example.momap``), which is not scored. Recent scenes are cached.
         """
         key = (name, int(seed) if name in SIMULATED else 0)
         if key not in self._scenes:
@@ -194,7 +196,8 @@ class SamplingPanel:
                 config = replace(self.sim_config, family=SIMULATED[name])
                 momap = generate_clip(int(seed), config).momap
             elif name in self.examples:
-                momap = MoMap.load(self.examples[name])
+                path = self.examples[name]
+                momap = load_example(path).momap() if path.is_dir() else MoMap.load(path)
             else:
                 raise KeyError(f"scene {name!r}: expected one of {self.scene_names}")
             if len(self._scenes) >= SCENE_CACHE_SIZE:

@@ -16,6 +16,7 @@ from PIL import Image, ImageSequence
 
 from momaplib import viz
 from momaplib.demo import main as demo_main
+from momaplib.examples import EXAMPLES_DIR, load_example, save_example
 from tests.conftest import tiny_simulation
 
 
@@ -263,15 +264,31 @@ def test_demo_writes_every_visualisation(tmp_path):
     assert all(name in readme for name in expected[1:])
 
 
-def test_demo_samples_the_bundled_model_and_writes_a_metrics_table(tmp_path):
+def test_demo_samples_the_bundled_model_on_example_folders_and_writes_a_metrics_table(tmp_path):
+    examples = tmp_path / "examples"
+    save_example(examples / "with_gt", load_example(EXAMPLES_DIR / "tabletop_red_block_cup"))
+    save_example(
+        examples / "no_gt", load_example(EXAMPLES_DIR / "egocentric_pink_block").momap(), with_gt=False
+    )
+    out = tmp_path / "out"
     paths = demo_main(
-        ["--out", str(tmp_path), "--families", "tabletop", "--num-samples", "2", "--num-inference-steps", "2"]
+        ["--out", str(out), "--examples", str(examples), "--num-samples", "2", "--num-inference-steps", "2"]
     )
     names = {path.name for path in paths}
-    assert {"tabletop_seed0_generated_grid.png", "tabletop_seed0_generated.gif", "metrics.md"} <= names
-    table = (tmp_path / "metrics.md").read_text()
+    generated = {"generated_grid.png", "generated_3d.html", "generated.gif"}
+    assert {f"with_gt_{name}" for name in {"instances.png", "trajectory_grid.png", *generated}} <= names
+    assert {f"no_gt_{name}" for name in {"instances.png", *generated}} <= names
+    assert "no_gt_trajectory_grid.png" not in names  # no GT, no GT figures
+    assert not any("seed0" in name for name in names)  # the examples replace the simulated scenes
+    table = (out / "metrics.md").read_text()
     assert "fg_mask_iou" in table and "ate_dtw" in table
-    from PIL import Image
-
-    with Image.open(tmp_path / "tabletop_seed0_generated.gif") as gif:
+    assert "with_gt" in table and "no_gt" not in table  # only a scene with a GT is scored
+    readme = (out / "README.txt").read_text()
+    assert f"example scenes of {examples}" in readme and all(
+        name in readme for name in names - {"README.txt"}
+    )
+    with Image.open(out / "with_gt_generated.gif") as gif:
         assert gif.n_frames == 32  # one frame per MoMap time step
+        assert gif.size == (2 * 128 * 3, 2 * 128)  # GT | best | the other sample, upscaled 2x
+    with pytest.raises(ValueError, match=r"--scenes \['nope'\]: not example folders"):
+        demo_main(["--out", str(out), "--examples", str(examples), "--scenes", "nope"])

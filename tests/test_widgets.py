@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from momaplib.examples import save_example
 from momaplib.metrics import METRIC_NAMES
 from momaplib.momap import MoMap
 from momaplib.widgets import (
@@ -150,3 +151,20 @@ def test_example_scenes_are_offered_when_they_hold_momaps(tmp_path, panel):
     np.testing.assert_array_equal(loaded.xyz, gt.xyz)
     with pytest.raises(KeyError, match="expected one of"):
         with_examples.load_scene("example: nope")
+
+
+def test_example_folders_are_offered_and_one_without_gt_is_sampled_unscored(tmp_path, panel):
+    gt = panel.load_scene(SCENE)
+    save_example(tmp_path / "desk", gt)
+    save_example(tmp_path / "shelf", gt, with_gt=False)
+    gt.save(tmp_path / "kitchen.npz")
+    assert find_example_scenes(tmp_path) == {
+        EXAMPLE_PREFIX + "desk": tmp_path / "desk",
+        EXAMPLE_PREFIX + "shelf": tmp_path / "shelf",
+        EXAMPLE_PREFIX + "kitchen": tmp_path / "kitchen.npz",
+    }
+    with_examples = SamplingPanel(panel.pipeline, examples_dir=tmp_path)
+    assert with_examples.load_scene(EXAMPLE_PREFIX + "desk").xyz.shape == gt.xyz.shape
+    result = with_examples.generate(EXAMPLE_PREFIX + "shelf", **TINY)
+    assert result.scene.num_frames == 1 and not result.has_ground_truth and result.metrics is None
+    assert result.xyz.shape == (2, *gt.xyz.shape) and result.prompt == gt.prompt
