@@ -5,6 +5,12 @@
     python scripts/train_checkpoints.py --vae momap-vae --new-image-vae  # new condition encoder too
     python scripts/train_checkpoints.py --smoke          # every stage at toy size on a CPU
 
+    # the last stage of the bundled UNet (and the 23k-clip baseline of the model card): ~11.7k
+    # fresh clips per family simulated straight into latents, no dataset files
+    python scripts/train_checkpoints.py --vae momap-vae --clips 160 --init-diffusion momap-diffusion \
+        --stream-clips 25000 --stream-minutes 6.5 --sim-device cuda --compile inductor \
+        --diffusion-steps 6500 --diffusion-minutes 10.5 --baseline-steps 1400 --baseline-minutes 3.5
+
 Stages: MoMap-Sim data of both families -> the training clips loaded once into (GPU) memory ->
 image VAE -> MoMap VAE inflated from it (kept) and from scratch (the ablation, same steps) ->
 diffusion UNet and the MoMap-VAE baseline on pre-encoded latents -> VAE reconstruction error
@@ -56,9 +62,23 @@ def main() -> None:
     parser.add_argument("--baseline-minutes", type=float, help="time limit (default 4 x --minutes)")
     parser.add_argument("--init-diffusion", help="continue from this MoMapPipeline (folder or bundled name)")
     parser.add_argument("--init-baseline", help="continue from this MoMapVAEPipeline instead of scratch")
+    parser.add_argument(
+        "--stream-clips", type=int, default=0,
+        help="train the generators on this many freshly simulated clips per family, encoded as they "
+        "come (no files; momaplib.diffusion.latents.simulate_latents) instead of the --clips datasets",
+    )  # fmt: skip
+    parser.add_argument("--stream-first-index", type=int, default=0, help="first clip index streamed")
+    parser.add_argument("--stream-minutes", type=float, default=0.0, help="time limit of streaming (0: none)")
+    parser.add_argument(
+        "--sim-device", default="cpu", help="ray-casting device of streamed clips (cuda: ~2x)"
+    )
+    parser.add_argument("--motion-weight", type=float, default=0.0, help="TrainDiffusionJob.motion_weight")
+    parser.add_argument("--compile", default="", help="TrainDiffusionJob.compile of the UNet, e.g. inductor")
     parser.add_argument("--skip-eval", action="store_true", help="stop before the table")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
+
+    from diffusers import AutoencoderKL
 
     from momaplib.data import SimJob
     from momaplib.diffusion.train import TrainDiffusionJob
@@ -156,6 +176,26 @@ def main() -> None:
                          limit=args.baseline_minutes or 4.0 * args.minutes, block_out_channels=(64, 128, 128),
                          init=args.init_baseline),
     }  # fmt: skip
+    if args.stream_clips and not (runs / "diffusion/latents_train.safetensors").is_file():
+        stamp(f"simulate and encode {args.stream_clips} clips per family")
+        from dataclasses import replace
+
+        from momaplib.checkpoints import resolve_checkpoint
+        from momaplib.diffusion.latents import save_latent_set, simulate_latents
+        from momaplib.diffusion.text import load_text_encoder
+
+        configs = [replace(SimConfig(family=f), device=args.sim_device) for f in ("tabletop", "egocentric")]
+        configs = [config.smoke() for config in configs] if args.smoke else configs
+        streamed = simulate_latents(
+            configs, args.stream_clips, MoMapVAE.from_pretrained(vae_folder).to(device).eval(),
+            AutoencoderKL.from_pretrained(resolve_checkpoint(image_vae_folder)).to(device).eval(),
+            load_text_encoder(args.text_encoder, device), device=device,
+            first_index=args.stream_first_index, workers=0 if args.smoke else args.workers,
+            time_limit_minutes=args.stream_minutes, progress=False,
+        )  # fmt: skip
+        stamp(f"{len(streamed)} streamed clips")
+        (runs / "diffusion").mkdir(parents=True, exist_ok=True)
+        save_latent_set(streamed, runs / "diffusion/latents_train.safetensors")
     for name, spec in jobs.items():
         if (runs / name / "pipeline").is_dir():
             continue
@@ -171,6 +211,8 @@ def main() -> None:
         extra = {"block_out_channels": spec["block_out_channels"]} if "block_out_channels" in spec else {}
         if spec["init"]:
             extra.update(init="pretrained", pretrained=spec["init"])
+        if name == "diffusion":
+            extra.update(motion_weight=args.motion_weight, compile=args.compile)
         job = TrainDiffusionJob(
             sets, config, model=spec["model"], bundle_dir=bundles / spec["bundle"], num_val_clips=4,
             **frozen, **{**extra, **unet_small},

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from diffusers import DDIMScheduler
+from diffusers import AutoencoderKL, DDIMScheduler
 
 from momaplib.diffusion.conditioning import condition_latents, instance_colors
 from momaplib.diffusion.text import load_text_encoder
@@ -264,6 +264,42 @@ def test_pipeline_bad_inputs_give_clear_errors(tiny_pipeline):
 
 
 # ----------------------------------------------------------------------------- training
+def test_motion_fraction_counts_moving_pixels_per_latent_cell():
+    from momaplib.diffusion.latents import motion_fraction
+    from momaplib.momap import TAU_MOVE
+
+    T, H, W = 4, 16, 16
+    xyz = torch.zeros(2, T, 3, H, W)
+    xyz[0, 2:, 0, 0:4, 0:2] = 2 * TAU_MOVE  # 8 pixels of the top-left 8x8 cell move along x
+    xyz[0, 1:, 2, 8:16, 8:16] = 0.5 * TAU_MOVE  # a whole cell moves less than the threshold
+    xyz[1] = 1.0  # moved away from the origin at t0 already: a constant offset is no motion
+    fraction = motion_fraction(xyz.flatten(1, 2), (2, 2))
+    expected = torch.zeros(2, 1, 2, 2)
+    expected[0, 0, 0, 0] = 8 / 64
+    torch.testing.assert_close(fraction, expected)
+    with pytest.raises(ValueError, match=r"momap: expected \(B, 3T, H, W\)"):
+        motion_fraction(torch.zeros(1, 4, 8, 8), (1, 1))
+
+
+def test_weighted_mse_is_the_weighted_mean_of_squared_errors():
+    from momaplib.diffusion.objectives import motion_weight_map, weighted_mse
+
+    g = torch.Generator().manual_seed(0)
+    prediction, target = torch.randn(2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)
+    error = (prediction - target) ** 2
+    torch.testing.assert_close(weighted_mse(prediction, target), error.mean())
+    torch.testing.assert_close(weighted_mse(prediction, target, torch.ones(2, 1, 4, 4)), error.mean())
+    only = torch.zeros(2, 1, 4, 4)
+    only[1, 0, 2, 3] = 5.0  # all weight on one cell: the mean over its 3 channels
+    torch.testing.assert_close(weighted_mse(prediction, target, only), error[1, :, 2, 3].mean())
+    motion = torch.zeros(2, 1, 4, 4)
+    motion[0, 0, 0, 0] = 0.5
+    weights = motion_weight_map(motion, 4.0)
+    assert weights[0, 0, 0, 0] == 3.0 and weights.sum() == 2 * 16 + 2.0
+    with pytest.raises(ValueError, match="motion_weight: expected >= 0"):
+        motion_weight_map(motion, -1.0)
+
+
 def test_one_batch_overfitting_drives_the_denoising_loss_down():
     from diffusers import DDPMScheduler
 
@@ -365,7 +401,8 @@ def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
     # --init pretrained starts from exactly the saved (EMA) weights, whatever the width settings say
     second = TrainDiffusionJob(
         train=TrainConfig(tmp_path / "second", progress=False, num_workers=0), init="pretrained",
-        pretrained=str(folder), block_out_channels=(64, 64), **common,
+        pretrained=str(folder), block_out_channels=(64, 64), bundle_dir=tmp_path / "bundle",
+        motion_weight=4.0, **common,
     ).resolved()  # fmt: skip
     model = _build_model(second, 8, 16, sim.height // 8)
     saved = pipeline.unet.state_dict()
@@ -373,8 +410,62 @@ def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
     assert all(torch.equal(value, saved[key]) for key, value in model.state_dict().items())
     continued = MoMapPipeline.from_pretrained(second.run())
     assert continued.unet.config.block_out_channels == pipeline.unet.config.block_out_channels
+    # the bundle's configs do not name the folder the weights were loaded from
+    assert not [p for p in (tmp_path / "bundle").glob("*/config.json") if "_name_or_path" in p.read_text()]
+    assert MoMapPipeline.from_pretrained(tmp_path / "bundle").unet.config.block_out_channels == [32, 32]
+
+    # a compiled generator trains and saves under the same weight names (eager backend: no compiler)
+    third = TrainDiffusionJob(
+        train=TrainConfig(tmp_path / "third", progress=False, num_workers=0), compile="eager", **common
+    ).run()  # fmt: skip
+    assert MoMapPipeline.from_pretrained(third).unet.state_dict().keys() == saved.keys()
 
     with pytest.raises(ValueError, match=r"pretrained: .* has no 'cvae' folder"):
         _build_model(replace(second, model="momap-vae"), 8, 16, 4)
     with pytest.raises(ValueError, match=r"pretrained: .* 16-d text, but .* 32-d tokens"):
         _build_model(second, 8, 32, 4)
+
+
+def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
+    from momaplib.data import split_of, write_dataset
+    from momaplib.diffusion.latents import (
+        encode_datasets,
+        load_latent_set,
+        save_latent_set,
+        simulate_latents,
+    )
+    from momaplib.diffusion.text import load_text_encoder
+    from momaplib.sim import SimConfig
+    from momaplib.vae import MoMapVAE
+
+    sim = SimConfig().smoke()
+    write_dataset(tmp_path / "data", sim, num_clips=12, workers=0, progress=False)
+    vae_folder, image_vae_folder = _tiny_frozen_models(tmp_path, sim.num_frames)
+    vae = MoMapVAE.from_pretrained(vae_folder).eval()
+    image_vae = AutoencoderKL.from_pretrained(image_vae_folder).eval()
+    text = load_text_encoder("none:16")
+    files = encode_datasets([tmp_path / "data"], "train", vae, image_vae, text, progress=False)
+    streamed = simulate_latents([sim], len(files), vae, image_vae, text, batch_size=4, progress=False)
+    assert streamed.ids == files.ids and all(split_of(i) == "train" for i in streamed.ids)
+    assert streamed.prompts == files.prompts and torch.equal(streamed.prompt_index, files.prompt_index)
+    # the streamed MoMaps (and so XYZ) travel as float16 (1e-3 of the scene scale); the rest is exact
+    torch.testing.assert_close(streamed.latents, files.latents, atol=2e-3, rtol=0)
+    torch.testing.assert_close(streamed.condition[:, :8], files.condition[:, :8])  # rgb, instances
+    torch.testing.assert_close(streamed.condition[:, 8:], files.condition[:, 8:], atol=2e-3, rtol=0)
+    torch.testing.assert_close(streamed.motion, files.motion, atol=1 / 64, rtol=0)
+    assert streamed.motion.shape == (len(files), 1, *files.latents.shape[-2:])
+
+    save_latent_set(streamed, tmp_path / "cache.safetensors")
+    loaded = load_latent_set(tmp_path / "cache.safetensors")
+    assert loaded.ids == streamed.ids and loaded.prompts == streamed.prompts
+    for name in ("latents", "condition", "prompt_index", "text", "motion"):
+        assert torch.equal(getattr(loaded, name), getattr(streamed, name)), name
+    assert not list(tmp_path.glob("*.partial"))
+
+    # later indices skip the first clips; families alternate
+    both = [sim, SimConfig(family="egocentric").smoke()]
+    later = simulate_latents(both, 2, vae, image_vae, text, first_index=100, progress=False)
+    assert [i.split("_")[0] for i in later.ids] == ["tabletop", "egocentric"] * 2
+    assert all(int(i.split("_")[1]) >= 100 for i in later.ids)
+    with pytest.raises(ValueError, match="clips_per_config"):
+        simulate_latents([sim], 0, vae, image_vae, text)

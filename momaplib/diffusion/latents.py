@@ -7,17 +7,26 @@ of clips) makes every later training step a pure UNet step on 16x16 tensors.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from momaplib.data import MoMapDataset, collate
+from momaplib.data import MoMapDataset, clip_id, collate, model_inputs, split_of
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.text import TextEncoder
+from momaplib.momap import TAU_MOVE
+from momaplib.sim import SimConfig, clip_seed, generate_clip
+from momaplib.storage import atomic_write_text
 
 
 @dataclass
@@ -25,7 +34,9 @@ class LatentSet:
     """Encoded clips: ``latents`` (N, C, h, w), ``condition`` (N, 12, h, w), text per clip.
 
     ``prompt_index`` (N,) indexes ``prompts`` (unique, ``prompts[0] == ""``) and ``text``
-    (P, L, D) their embeddings; ``ids`` are the clip ids (manifest order).
+    (P, L, D) their embeddings; ``ids`` are the clip ids (manifest order). ``motion`` (N, 1, h, w)
+    is the fraction of moving pixels under each latent cell (``motion_fraction``; None in caches
+    written before it existed).
     """
 
     latents: Tensor
@@ -34,9 +45,48 @@ class LatentSet:
     prompts: list[str]
     text: Tensor
     ids: list[str] = field(default_factory=list)
+    motion: Tensor | None = None
 
     def __len__(self) -> int:
         return self.latents.shape[0]
+
+
+LATENT_TENSORS = ("latents", "condition", "prompt_index", "text", "motion")
+
+
+def save_latent_set(latents: LatentSet, path: str | os.PathLike) -> None:
+    """Writes ``latents`` to ``path`` (safetensors) and ``path.json`` (prompts, ids), atomically:
+    the tensors go to a ``.partial`` file renamed last, so a half-written cache is never read."""
+    path = Path(path)
+    tensors = {name: getattr(latents, name).contiguous() for name in LATENT_TENSORS}
+    if tensors["motion"] is None:
+        del tensors["motion"]
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial))
+    atomic_write_text(path.with_suffix(".json"), json.dumps({"prompts": latents.prompts, "ids": latents.ids}))
+    partial.replace(path)
+
+
+def load_latent_set(path: str | os.PathLike) -> LatentSet:
+    """Reads a ``save_latent_set`` cache (``motion`` is None in caches written before it existed)."""
+    path = Path(path)
+    tensors = load_file(path)
+    info = json.loads(path.with_suffix(".json").read_text())
+    return LatentSet(**tensors, prompts=info["prompts"], ids=info["ids"])
+
+
+def motion_fraction(momap: Tensor, latent_size: tuple[int, int], tau_move: float = TAU_MOVE) -> Tensor:
+    """Returns (B, 1, h, w): the fraction of pixels under each latent cell that move.
+
+    ``momap`` (B, 3T, H, W) are normalised trajectories in model layout (``model_inputs``), whose
+    unit is the scene scale, so a pixel moves when ``max_t |x_t - x_0| > tau_move`` as in
+    ``momaplib.momap.moving_mask``. Invalid pixels are 0 at every t and never move.
+    """
+    if momap.ndim != 4 or momap.shape[1] % 3:
+        raise ValueError(f"momap: expected (B, 3T, H, W), got shape {tuple(momap.shape)}")
+    xyz = momap.unflatten(1, (-1, 3)).float()  # (B, T, 3, H, W)
+    moving = (xyz - xyz[:, :1]).norm(dim=2).amax(dim=1, keepdim=True) > tau_move
+    return F.adaptive_avg_pool2d(moving.float(), latent_size)
 
 
 @torch.no_grad()
@@ -71,32 +121,142 @@ def encode_datasets(
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, collate_fn=collate, num_workers=num_workers
     )
-    generator = torch.Generator().manual_seed(seed)
-    latents, conditions, prompts_of, ids = [], [], [], []
-    vae_dtype, image_dtype = vae.dtype, image_vae.dtype
+    encoder = _BatchEncoder(vae, image_vae, device, torch.Generator().manual_seed(seed))
     for batch in tqdm(loader, desc=f"encode {split}", disable=not progress, leave=False):
-        latents.append(vae.encode_channels(batch["momap"].to(device, vae_dtype)).float().cpu())
-        conditions.append(
-            condition_latents(
-                image_vae,
-                batch["rgb"].to(device, image_dtype),
-                batch["instance"].to(device),
-                batch["xyz0"].to(device, image_dtype),
-                generator=generator,
-            )
-            .float()
-            .cpu()
+        encoder.add(batch["momap"], batch["rgb"], batch["instance"], batch["prompt"], batch["id"])
+    return encoder.finish(text_encoder)
+
+
+class _BatchEncoder:
+    """Encodes batches of model inputs with the frozen VAEs and collects a ``LatentSet``."""
+
+    def __init__(self, vae, image_vae, device, generator: torch.Generator):
+        self.vae, self.image_vae, self.device, self.generator = vae, image_vae, device, generator
+        self.latents, self.conditions, self.motion, self.prompts, self.ids = [], [], [], [], []
+
+    @torch.no_grad()
+    def add(self, momap: Tensor, rgb: Tensor, instance: Tensor, prompts, ids) -> None:
+        """``momap`` (B, 3T, H, W) normalised, ``rgb`` (B, 3, H, W) in [-1, 1], ``instance`` (B, H, W)."""
+        momap = momap.to(self.device, torch.float32)
+        latents = self.vae.encode_channels(momap.to(self.vae.dtype)).float()
+        image_dtype = self.image_vae.dtype
+        condition = condition_latents(
+            self.image_vae,
+            rgb.to(self.device, image_dtype),
+            instance.to(self.device).long(),
+            momap[:, :3].to(image_dtype),  # xyz0: the first frame of the normalised MoMap
+            generator=self.generator,
         )
-        prompts_of += list(batch["prompt"])
-        ids += list(batch["id"])
-    prompts = ["", *sorted(set(prompts_of) - {""})]
-    lookup = {prompt: i for i, prompt in enumerate(prompts)}
-    text = torch.cat([text_encoder(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
-    return LatentSet(
-        latents=torch.cat(latents),
-        condition=torch.cat(conditions),
-        prompt_index=torch.tensor([lookup[p] for p in prompts_of]),
-        prompts=prompts,
-        text=text.float().cpu(),
-        ids=ids,
-    )
+        self.latents.append(latents.cpu())
+        self.conditions.append(condition.float().cpu())
+        self.motion.append(motion_fraction(momap, tuple(latents.shape[-2:])).cpu())
+        self.prompts += list(prompts)
+        self.ids += list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def finish(self, text_encoder: TextEncoder) -> LatentSet:
+        prompts = ["", *sorted(set(self.prompts) - {""})]
+        lookup = {prompt: i for i, prompt in enumerate(prompts)}
+        text = torch.cat([text_encoder(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
+        return LatentSet(
+            latents=torch.cat(self.latents),
+            condition=torch.cat(self.conditions),
+            prompt_index=torch.tensor([lookup[p] for p in self.prompts]),
+            prompts=prompts,
+            text=text.float().cpu(),
+            ids=self.ids,
+            motion=torch.cat(self.motion),
+        )
+
+
+def _simulate_inputs(task: tuple[str, int, SimConfig]) -> dict:
+    """Simulates one clip (worker side) and returns its compact model inputs."""
+    family, index, config = task
+    clip = generate_clip(clip_seed(0, index), config)
+    inputs = model_inputs(clip.momap)
+    return {
+        "momap": inputs["momap"].half(),  # 1e-3 of the scene scale: far below what the VAE keeps
+        "rgb": torch.from_numpy(clip.momap.rgb.copy()),
+        "instance": torch.from_numpy(clip.momap.instance.astype("int16")),
+        "prompt": clip.momap.prompt,
+        "id": clip_id(family, index),
+    }
+
+
+@torch.no_grad()
+def simulate_latents(
+    configs: Sequence[SimConfig],
+    clips_per_config: int,
+    vae,
+    image_vae,
+    text_encoder: TextEncoder,
+    device: torch.device | str = "cpu",
+    split: str = "train",
+    first_index: int = 0,
+    workers: int = 0,
+    time_limit_minutes: float = 0.0,
+    batch_size: int = 256,
+    seed: int = 0,
+    progress: bool = True,
+) -> LatentSet:
+    """Returns the ``LatentSet`` of freshly simulated clips, encoded as they come (no files).
+
+    A dataset folder costs about 4 MB per clip at 128x128, T = 32; training data only needs the
+    ~45 kB of latents, so this simulates clip after clip in ``workers`` spawned processes (0: in
+    this process) and encodes batches on ``device``. Clip ``i`` of ``config.family`` is the one
+    ``momap sim --seed 0`` writes as index ``i`` (seed ``clip_seed(0, i)``; a ``config.device`` of
+    "cuda" ray-casts on the GPU, ~2x faster with 15 workers on an H100 host, not bit-identical).
+    Only indices from ``first_index`` on whose id falls in ``split`` (``momaplib.data.split_of``)
+    are used, so the test clips of every ``momap sim`` dataset stay unseen. Families alternate
+    (with workers, in the order clips finish); ``time_limit_minutes`` > 0 stops early with what is
+    done.
+    """
+    import multiprocessing
+
+    from momaplib.data import _init_worker
+
+    if clips_per_config < 1 or not configs:
+        raise ValueError(f"clips_per_config: expected >= 1 and at least one config, got {clips_per_config}")
+    per_config = []
+    for config in configs:
+        indices, index = [], first_index
+        while len(indices) < clips_per_config:
+            if split_of(clip_id(config.family, index)) == split:
+                indices.append(index)
+            index += 1
+        per_config.append([(config.family, i, config) for i in indices])
+    tasks = [task for group in zip(*per_config, strict=True) for task in group]
+    encoder = _BatchEncoder(vae, image_vae, device, torch.Generator().manual_seed(seed))
+    pending: list[dict] = []
+
+    def flush() -> None:
+        if pending:
+            encoder.add(
+                torch.stack([item["momap"] for item in pending]),
+                torch.stack([item["rgb"] for item in pending]).permute(0, 3, 1, 2).float() / 127.5 - 1.0,
+                torch.stack([item["instance"] for item in pending]),
+                [item["prompt"] for item in pending],
+                [item["id"] for item in pending],
+            )
+            pending.clear()
+
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if workers:
+            context = multiprocessing.get_context("spawn")  # fork after torch init can deadlock
+            pool = stack.enter_context(context.Pool(workers, _init_worker, (os.getpid(),)))
+            items = pool.imap_unordered(_simulate_inputs, tasks, chunksize=4)
+        else:
+            items = map(_simulate_inputs, tasks)
+        bar = stack.enter_context(tqdm(total=len(tasks), desc="simulate + encode", disable=not progress))
+        for item in items:
+            pending.append(item)
+            bar.update()
+            if len(pending) >= batch_size:
+                flush()
+            if time_limit_minutes > 0 and time.perf_counter() - started > 60 * time_limit_minutes:
+                break
+        flush()
+    return encoder.finish(text_encoder)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import Tensor
 
@@ -18,11 +17,13 @@ def diffusion_loss(
     condition: Tensor,
     text: Tensor,
     generator: torch.Generator | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """Returns the denoising MSE of a batch (paper §3.3.3), epsilon or v target per the scheduler.
 
     ``latents`` (B, C, h, w) clean MoMap latents, ``condition`` (B, 12, h, w), ``text`` (B, L, D).
-    Timesteps and noise are drawn from ``generator`` (on the latents' device).
+    Timesteps and noise are drawn from ``generator`` (on the latents' device). ``weight``
+    (broadcastable to the latents, e.g. (B, 1, h, w)) makes it a weighted mean (``weighted_mse``).
     """
     batch = latents.shape[0]
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
@@ -39,7 +40,25 @@ def diffusion_loss(
             f"prediction_type: expected 'epsilon' or 'v_prediction', got {scheduler.config.prediction_type}"
         )
     prediction = unet(torch.cat([noisy, condition], 1), timesteps, encoder_hidden_states=text).sample
-    return F.mse_loss(prediction.float(), target.float())
+    return weighted_mse(prediction, target, weight)
+
+
+def weighted_mse(prediction: Tensor, target: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Returns ``sum(w * (prediction - target)^2) / sum(w)`` over all elements (plain MSE when
+    ``weight`` is None); ``weight`` >= 0 broadcasts to the prediction's shape."""
+    error = (prediction.float() - target.float()).square()
+    if weight is None:
+        return error.mean()
+    weight = weight.float().expand_as(error)
+    return (weight * error).sum() / weight.sum().clamp_min(1e-12)
+
+
+def motion_weight_map(motion: Tensor, motion_weight: float) -> Tensor:
+    """Returns the loss weight ``1 + motion_weight * motion`` of latent cells whose ``motion``
+    (B, 1, h, w) is the fraction of moving pixels under them (``latents.motion_fraction``)."""
+    if motion_weight < 0:
+        raise ValueError(f"motion_weight: expected >= 0, got {motion_weight}")
+    return 1.0 + motion_weight * motion
 
 
 def cvae_loss(
@@ -49,10 +68,12 @@ def cvae_loss(
     text: Tensor,
     kl_weight: float = 1e-3,
     generator: torch.Generator | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
-    """Returns the MoMap-VAE baseline's loss: latent MSE + ``kl_weight`` * KL (per latent element)."""
+    """Returns the MoMap-VAE baseline's loss: latent MSE (weighted by ``weight`` as in
+    ``weighted_mse``) + ``kl_weight`` * KL (per latent element)."""
     prediction, mu, logvar = model(latents, condition, text, generator=generator)
-    reconstruction = F.mse_loss(prediction.float(), latents.float())
+    reconstruction = weighted_mse(prediction, latents, weight)
     return reconstruction + kl_weight * kl_divergence(mu.float(), logvar.float()) / latents[0].numel()
 
 
