@@ -38,7 +38,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,16 +374,20 @@ def default_workers() -> int:
     return max(1, min(cores, MAX_DEFAULT_WORKERS))
 
 
-def _generate(tasks: list[_ClipTask], workers: int) -> Iterator[dict]:
-    """Yields the manifest entry of every task as its clip is written, in completion order."""
+def _generate(
+    tasks: Sequence[Any], workers: int, function: Callable[[Any], Any] = _write_clip, chunksize: int = 1
+) -> Iterator[Any]:
+    """Yields ``function(task)`` of every task (default: the manifest entry of a written clip),
+    in completion order, from ``workers`` spawned processes (0: in this process). Closing the
+    iterator early terminates the workers."""
     if workers == 0:  # in this process: for notebooks, debugging and tiny datasets
-        yield from map(_write_clip, tasks)
+        yield from map(function, tasks)
         return
     # "spawn", not fork: forking a process that has initialised torch's thread pools can deadlock.
     context = multiprocessing.get_context("spawn")
     processes = min(workers, len(tasks))
     with context.Pool(processes, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-        yield from pool.imap_unordered(_write_clip, tasks, chunksize=1)
+        yield from pool.imap_unordered(function, tasks, chunksize=chunksize)
 
 
 @contextlib.contextmanager

@@ -467,5 +467,10 @@ def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
     later = simulate_latents(both, 2, vae, image_vae, text, first_index=100, progress=False)
     assert [i.split("_")[0] for i in later.ids] == ["tabletop", "egocentric"] * 2
     assert all(int(i.split("_")[1]) >= 100 for i in later.ids)
+    # worker processes give the same clips, in the order they finish
+    pooled = simulate_latents(both, 2, vae, image_vae, text, first_index=100, workers=2, progress=False)
+    order = [pooled.ids.index(i) for i in later.ids]
+    assert sorted(pooled.ids) == sorted(later.ids) and pooled.prompts == later.prompts
+    torch.testing.assert_close(pooled.latents[order], later.latents)
     with pytest.raises(ValueError, match="clips_per_config"):
         simulate_latents([sim], 0, vae, image_vae, text)

@@ -7,7 +7,6 @@ of clips) makes every later training step a pure UNet step on 16x16 tensors.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from momaplib.data import MoMapDataset, clip_id, collate, model_inputs, split_of
+from momaplib.data import MoMapDataset, _generate, clip_id, collate, model_inputs, split_of
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.text import TextEncoder
 from momaplib.momap import TAU_MOVE
@@ -213,10 +212,6 @@ def simulate_latents(
     (with workers, in the order clips finish); ``time_limit_minutes`` > 0 stops early with what is
     done.
     """
-    import multiprocessing
-
-    from momaplib.data import _init_worker
-
     if clips_per_config < 1 or not configs:
         raise ValueError(f"clips_per_config: expected >= 1 and at least one config, got {clips_per_config}")
     per_config = []
@@ -243,14 +238,8 @@ def simulate_latents(
             pending.clear()
 
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if workers:
-            context = multiprocessing.get_context("spawn")  # fork after torch init can deadlock
-            pool = stack.enter_context(context.Pool(workers, _init_worker, (os.getpid(),)))
-            items = pool.imap_unordered(_simulate_inputs, tasks, chunksize=4)
-        else:
-            items = map(_simulate_inputs, tasks)
-        bar = stack.enter_context(tqdm(total=len(tasks), desc="simulate + encode", disable=not progress))
+    items = _generate(tasks, workers, _simulate_inputs, chunksize=4)
+    with tqdm(total=len(tasks), desc="simulate + encode", disable=not progress) as bar:
         for item in items:
             pending.append(item)
             bar.update()
@@ -258,5 +247,6 @@ def simulate_latents(
                 flush()
             if time_limit_minutes > 0 and time.perf_counter() - started > 60 * time_limit_minutes:
                 break
+        items.close()  # stops the workers now, not when the generator is collected
         flush()
     return encoder.finish(text_encoder)
