@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from momaplib.data import MoMapDataset, _generate, clip_id, collate, model_inputs, split_of
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.text import TextEncoder
-from momaplib.momap import TAU_MOVE
+from momaplib.momap import TAU_MOVE, channels_to_xyz, moving_mask
 from momaplib.sim import SimConfig, clip_seed, generate_clip
 from momaplib.storage import atomic_write_text
 
@@ -79,13 +79,15 @@ def motion_fraction(momap: Tensor, latent_size: tuple[int, int], tau_move: float
 
     ``momap`` (B, 3T, H, W) are normalised trajectories in model layout (``model_inputs``), whose
     unit is the scene scale, so a pixel moves when ``max_t |x_t - x_0| > tau_move`` as in
-    ``momaplib.momap.moving_mask``. Invalid pixels are 0 at every t and never move.
+    ``momaplib.momap.moving_mask`` with a scale of 1. Invalid pixels are 0 at every t and never
+    move.
     """
     if momap.ndim != 4 or momap.shape[1] % 3:
         raise ValueError(f"momap: expected (B, 3T, H, W), got shape {tuple(momap.shape)}")
-    xyz = momap.unflatten(1, (-1, 3)).float()  # (B, T, 3, H, W)
-    moving = (xyz - xyz[:, :1]).norm(dim=2).amax(dim=1, keepdim=True) > tau_move
-    return F.adaptive_avg_pool2d(moving.float(), latent_size)
+    xyz = channels_to_xyz(momap.float())  # (B, T, H, W, 3), in units of the scene scale
+    valid = torch.ones_like(xyz[:, 0, ..., 0], dtype=torch.bool)  # invalid pixels are 0: never move
+    moving = moving_mask(xyz, valid, tau_move=tau_move, scale=torch.ones((), device=xyz.device))
+    return F.adaptive_avg_pool2d(moving[:, None].float(), latent_size)
 
 
 @torch.no_grad()
@@ -151,9 +153,6 @@ class _BatchEncoder:
         self.motion.append(motion_fraction(momap, tuple(latents.shape[-2:])).cpu())
         self.prompts += list(prompts)
         self.ids += list(ids)
-
-    def __len__(self) -> int:
-        return len(self.ids)
 
     def finish(self, text_encoder: TextEncoder) -> LatentSet:
         prompts = ["", *sorted(set(self.prompts) - {""})]
