@@ -70,6 +70,10 @@ def main() -> None:
     parser.add_argument("--stream-first-index", type=int, default=0, help="first clip index streamed")
     parser.add_argument("--stream-minutes", type=float, default=0.0, help="time limit of streaming (0: none)")
     parser.add_argument(
+        "--stream-variants", type=int, default=1,
+        help="task variants per streamed scene (SimConfig.task_variant 0..N-1: same scene, other targets)",
+    )  # fmt: skip
+    parser.add_argument(
         "--sim-device", default="cpu", help="ray-casting device of streamed clips (cuda: ~2x)"
     )
     parser.add_argument("--motion-weight", type=float, default=0.0, help="TrainDiffusionJob.motion_weight")
@@ -191,7 +195,7 @@ def main() -> None:
             AutoencoderKL.from_pretrained(resolve_checkpoint(image_vae_folder)).to(device).eval(),
             load_text_encoder(args.text_encoder, device), device=device,
             first_index=args.stream_first_index, workers=0 if args.smoke else args.workers,
-            time_limit_minutes=args.stream_minutes, progress=False,
+            time_limit_minutes=args.stream_minutes, progress=False, task_variants=args.stream_variants,
         )  # fmt: skip
         stamp(f"{len(streamed)} streamed clips")
         (runs / "diffusion").mkdir(parents=True, exist_ok=True)

@@ -455,12 +455,12 @@ def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
     torch.testing.assert_close(streamed.motion, files.motion, atol=1 / 64, rtol=0)
     assert streamed.motion.shape == (len(files), 1, *files.latents.shape[-2:])
 
-    save_latent_set(streamed, tmp_path / "cache.safetensors")
-    loaded = load_latent_set(tmp_path / "cache.safetensors")
+    save_latent_set(streamed, tmp_path / "new" / "cache.safetensors")  # makes its folder
+    loaded = load_latent_set(tmp_path / "new" / "cache.safetensors")
     assert loaded.ids == streamed.ids and loaded.prompts == streamed.prompts
     for name in ("latents", "condition", "prompt_index", "text", "motion"):
         assert torch.equal(getattr(loaded, name), getattr(streamed, name)), name
-    assert not list(tmp_path.glob("*.partial"))
+    assert not list(tmp_path.glob("**/*.partial"))
 
     # later indices skip the first clips; families alternate
     both = [sim, SimConfig(family="egocentric").smoke()]
@@ -472,5 +472,16 @@ def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
     order = [pooled.ids.index(i) for i in later.ids]
     assert sorted(pooled.ids) == sorted(later.ids) and pooled.prompts == later.prompts
     torch.testing.assert_close(pooled.latents[order], later.latents)
+    # task variants follow their scene; variant 0 is the plain clip
+    varied = simulate_latents(
+        [sim], 2, vae, image_vae, text, first_index=100, task_variants=2, progress=False
+    )
+    plain = [i for i in later.ids if i.startswith("tabletop")]
+    assert varied.ids == [plain[0], plain[0] + "_v1", plain[1], plain[1] + "_v1"]
+    torch.testing.assert_close(varied.latents[[0, 2]], later.latents[[0, 2]])
+    prompts = [varied.prompts[int(i)] for i in varied.prompt_index]
+    assert prompts[0] != prompts[1] or prompts[2] != prompts[3]
     with pytest.raises(ValueError, match="clips_per_config"):
         simulate_latents([sim], 0, vae, image_vae, text)
+    with pytest.raises(ValueError, match="task_variants"):
+        simulate_latents([sim], 1, vae, image_vae, text, task_variants=0)

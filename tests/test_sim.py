@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -117,6 +119,38 @@ def test_same_seed_gives_bit_identical_clips(family):
             assert value == other, key
     c = generate_clip(12, config)
     assert not np.array_equal(a.frames, c.frames)
+
+
+def test_task_variants_keep_the_scene_and_change_the_target(family):
+    config = SimConfig(family=family, height=48, width=48, num_frames=6)
+    same_scene = other_target = 0
+    for seed in range(6):
+        base = generate_clip(seed, config)
+        assert np.array_equal(base.frames, generate_clip(seed, replace(config, task_variant=0)).frames)
+        variant = generate_clip(seed, replace(config, task_variant=1))
+        again = generate_clip(seed, replace(config, task_variant=1))
+        assert np.array_equal(variant.frames, again.frames) and variant.prompt == again.prompt
+        # another task: its prompt names its target, and the target is what moves
+        names = {k: v["name"] for k, v in variant.momap.meta["instances"].items()}
+        target = variant.task.target_id
+        assert names[str(target)] in variant.prompt
+        moving = moving_mask(torch.from_numpy(variant.momap.xyz), torch.from_numpy(variant.momap.valid))
+        assert moving.numpy()[variant.momap.instance == target].mean() > 0.5
+        # the same scene (unless the new target is out of view): camera path, objects, and
+        # every pixel the agent covers in neither reference image
+        if not np.array_equal(variant.momap.ref_from_cam, base.momap.ref_from_cam):
+            continue
+        same_scene += 1
+        assert {k: v["name"] for k, v in base.momap.meta["instances"].items()} == names
+        agent = [int(k) for k, v in base.momap.meta["instances"].items() if v["role"] == "agent"]
+        free = ~np.isin(base.momap.instance, agent) & ~np.isin(variant.momap.instance, agent)
+        assert free.mean() > 0.5
+        np.testing.assert_array_equal(variant.momap.rgb[free], base.momap.rgb[free])
+        other_target += target != base.task.target_id
+        assert variant.task.action in ("push", "lift", "pick_place") or target == base.task.target_id
+    assert same_scene >= 4 and other_target >= 3
+    with pytest.raises(ValueError, match="task_variant"):
+        SimConfig(task_variant=-1)
 
 
 def test_clip_shapes_and_types():

@@ -11,7 +11,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -61,6 +61,7 @@ def save_latent_set(latents: LatentSet, path: str | os.PathLike) -> None:
     if tensors["motion"] is None:
         del tensors["motion"]
     partial = path.with_name(path.name + ".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(partial))
     atomic_write_text(path.with_suffix(".json"), json.dumps({"prompts": latents.prompts, "ids": latents.ids}))
     partial.replace(path)
@@ -172,6 +173,7 @@ class _BatchEncoder:
 def _simulate_inputs(task: tuple[str, int, SimConfig]) -> dict:
     """Simulates one clip (worker side) and returns its compact model inputs."""
     family, index, config = task
+    variant = f"_v{config.task_variant}" if config.task_variant else ""
     clip = generate_clip(clip_seed(0, index), config)
     inputs = model_inputs(clip.momap)
     return {
@@ -179,7 +181,7 @@ def _simulate_inputs(task: tuple[str, int, SimConfig]) -> dict:
         "rgb": torch.from_numpy(clip.momap.rgb.copy()),
         "instance": torch.from_numpy(clip.momap.instance.astype("int16")),
         "prompt": clip.momap.prompt,
-        "id": clip_id(family, index),
+        "id": clip_id(family, index) + variant,
     }
 
 
@@ -198,6 +200,7 @@ def simulate_latents(
     batch_size: int = 256,
     seed: int = 0,
     progress: bool = True,
+    task_variants: int = 1,
 ) -> LatentSet:
     """Returns the ``LatentSet`` of freshly simulated clips, encoded as they come (no files).
 
@@ -209,10 +212,14 @@ def simulate_latents(
     Only indices from ``first_index`` on whose id falls in ``split`` (``momaplib.data.split_of``)
     are used, so the test clips of every ``momap sim`` dataset stay unseen. Families alternate
     (with workers, in the order clips finish); ``time_limit_minutes`` > 0 stops early with what is
-    done.
+    done. ``task_variants`` > 1 adds, after each clip, its ``SimConfig.task_variant`` 1, 2, ...
+    (same scene, another task and target; ids end in ``_v1``, ...), so ``clips_per_config``
+    scenes give ``clips_per_config * task_variants`` clips.
     """
     if clips_per_config < 1 or not configs:
         raise ValueError(f"clips_per_config: expected >= 1 and at least one config, got {clips_per_config}")
+    if task_variants < 1:
+        raise ValueError(f"task_variants: expected >= 1, got {task_variants}")
     per_config = []
     for config in configs:
         indices, index = [], first_index
@@ -220,7 +227,8 @@ def simulate_latents(
             if split_of(clip_id(config.family, index)) == split:
                 indices.append(index)
             index += 1
-        per_config.append([(config.family, i, config) for i in indices])
+        variants = [replace(config, task_variant=v) for v in range(task_variants)]
+        per_config.append([(config.family, i, c) for i in indices for c in variants])
     tasks = [task for group in zip(*per_config, strict=True) for task in group]
     encoder = _BatchEncoder(vae, image_vae, device, torch.Generator().manual_seed(seed))
     pending: list[dict] = []

@@ -31,6 +31,15 @@ class SimConfig:
     """Task types to draw from (see ``momaplib.sim.ACTIONS``)."""
     device: str = "cpu"
     """Torch device for ray casting ("cpu" or "cuda")."""
+    task_variant: int = 0
+    """0: the task drawn with the scene. ``v`` > 0: the same scene as variant 0 of the seed (objects,
+    agent at rest, camera path, background) with another push, lift or pick-and-place task
+    drawn from ``(seed, v)``, on another target object wherever the scene has one (a scene
+    with no small object keeps its task). Variants are counterfactual pairs for training: the
+    reference images agree up to the agent's yaw, so mostly the prompt tells which object
+    moves. Where the new target is out of view in the reference frame, the variant moves on to
+    the seed's next layout like any infeasible draw (then it is another scene). Evaluation
+    uses variant 0."""
 
     def __post_init__(self) -> None:
         if self.height < 8 or self.width < 8:
@@ -42,6 +51,8 @@ class SimConfig:
                 f"SimConfig.min_objects/max_objects: expected 2 <= min <= max <= 5, "
                 f"got {self.min_objects}, {self.max_objects}"
             )
+        if self.task_variant < 0:
+            raise ValueError(f"SimConfig.task_variant: expected >= 0, got {self.task_variant}")
         unknown = set(self.actions) - set(ACTIONS)
         if unknown or not self.actions:
             raise ValueError(

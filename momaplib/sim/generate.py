@@ -42,6 +42,9 @@ from momaplib.sim.tasks import Plan, Workspace, place_objects, plan_task
 
 WOOD_TONES = [(0.55, 0.38, 0.22), (0.68, 0.52, 0.34), (0.42, 0.29, 0.19), (0.78, 0.70, 0.58)]
 FIXTURES = ("cabinet", "box", "tray")
+#: The actions a task variant draws from: planning them leaves the objects as they are (drawer and
+#: lid planning sets the part's starting pose, and a scene has one of each fixture anyway).
+VARIANT_ACTIONS = ("push", "lift", "pick_place")
 _MAX_ATTEMPTS = 400
 #: The target part must cover at least this fraction of the reference image.
 MIN_TARGET_FRACTION = 0.0015
@@ -104,8 +107,9 @@ def simulate(seed: int, config: SimConfig | None = None) -> Simulation:
     K_t = torch.from_numpy(K).to(device)
     times = np.linspace(0.0, 1.0, T)
     min_target_pixels = max(2, round(MIN_TARGET_FRACTION * H * W))
+    task_rng = np.random.default_rng([seed, config.task_variant]) if config.task_variant else None
     for _ in range(_MAX_ATTEMPTS):
-        layout = _sample_layout(rng, config, K)
+        layout = _sample_layout(rng, config, K, task_rng)
         if layout is None:
             continue
         plan, agent, world_from_cam0, workspace, look_target = layout
@@ -199,8 +203,15 @@ def simulate(seed: int, config: SimConfig | None = None) -> Simulation:
 
 
 # ----------------------------------------------------------------------------- scene sampling
-def _sample_layout(rng: np.random.Generator, config: SimConfig, K: np.ndarray):
-    """Draws camera, objects, agent and task; returns None when the draw is infeasible."""
+def _sample_layout(
+    rng: np.random.Generator, config: SimConfig, K: np.ndarray, task_rng: np.random.Generator | None = None
+):
+    """Draws camera, objects, agent and task; returns None when the draw is infeasible.
+
+    With ``task_rng`` (a task variant) the task is planned as for variant 0, so that ``rng``
+    advances exactly as there and the rest of the clip (camera path, background) matches, and is
+    then re-drawn from ``task_rng``.
+    """
     egocentric = config.family == "egocentric"
     look_target = np.array([rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), 0.0])
     if egocentric:
@@ -265,7 +276,27 @@ def _sample_layout(rng: np.random.Generator, config: SimConfig, K: np.ndarray):
     plan = plan_task(rng, action, objects, agent, workspace, home, in_view)
     if plan is None:
         return None
+    if task_rng is not None:
+        actions = [a for a in VARIANT_ACTIONS if a in config.actions]
+        plan = _variant_plan(task_rng, plan, actions, objects, agent, workspace, home, in_view)
     return plan, agent, world_from_cam0, workspace, look_target
+
+
+def _variant_plan(
+    task_rng, base: Plan, actions, objects, agent, workspace, home, in_view, tries: int = 12
+) -> Plan:
+    """Returns a plan of one of ``actions`` on the same objects whose target differs from
+    ``base``'s where the scene allows one (else the first feasible re-draw, else ``base``)."""
+    fallback = None
+    for _ in range(tries if actions else 0):
+        action = str(task_rng.choice(actions))
+        plan = plan_task(task_rng, action, objects, agent, workspace, home, in_view)
+        if plan is None:
+            continue
+        if plan.target_object != base.target_object:
+            return plan
+        fallback = fallback or plan
+    return fallback or base
 
 
 def _camera_path(
