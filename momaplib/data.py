@@ -81,9 +81,10 @@ class DatasetSettingsError(ValueError):
 
 
 # ----------------------------------------------------------------------------- ids and splits
-def clip_id(family: str, index: int) -> str:
-    """Returns the id of clip ``index`` of a ``family`` dataset, e.g. ``"tabletop_000042"``."""
-    return f"{family}_{index:06d}"
+def clip_id(family: str, index: int, task_variant: int = 0) -> str:
+    """Returns the id of clip ``index`` of a ``family`` dataset, e.g. ``"tabletop_000042"``; a
+    ``SimConfig.task_variant`` > 0 of it ends in ``_v<variant>`` (``"tabletop_000042_v1"``)."""
+    return f"{family}_{index:06d}" + (f"_v{task_variant}" if task_variant else "")
 
 
 def split_of(clip_id: str, split_seed: int = 0, splits: Sequence[float] = (0.9, 0.05, 0.05)) -> str:

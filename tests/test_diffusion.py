@@ -427,7 +427,7 @@ def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
 
 
 def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
-    from momaplib.data import split_of, write_dataset
+    from momaplib.data import clip_id, split_of, write_dataset
     from momaplib.diffusion.latents import (
         encode_datasets,
         load_latent_set,
@@ -478,6 +478,7 @@ def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
     )
     plain = [i for i in later.ids if i.startswith("tabletop")]
     assert varied.ids == [plain[0], plain[0] + "_v1", plain[1], plain[1] + "_v1"]
+    assert clip_id("tabletop", 100, task_variant=1) == "tabletop_000100_v1"
     torch.testing.assert_close(varied.latents[[0, 2]], later.latents[[0, 2]])
     prompts = [varied.prompts[int(i)] for i in varied.prompt_index]
     assert prompts[0] != prompts[1] or prompts[2] != prompts[3]

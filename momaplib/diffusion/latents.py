@@ -173,7 +173,6 @@ class _BatchEncoder:
 def _simulate_inputs(task: tuple[str, int, SimConfig]) -> dict:
     """Simulates one clip (worker side) and returns its compact model inputs."""
     family, index, config = task
-    variant = f"_v{config.task_variant}" if config.task_variant else ""
     clip = generate_clip(clip_seed(0, index), config)
     inputs = model_inputs(clip.momap)
     return {
@@ -181,7 +180,7 @@ def _simulate_inputs(task: tuple[str, int, SimConfig]) -> dict:
         "rgb": torch.from_numpy(clip.momap.rgb.copy()),
         "instance": torch.from_numpy(clip.momap.instance.astype("int16")),
         "prompt": clip.momap.prompt,
-        "id": clip_id(family, index) + variant,
+        "id": clip_id(family, index, config.task_variant),
     }
 
 
