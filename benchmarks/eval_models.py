@@ -8,6 +8,15 @@ here directly (no dataset on disk needed): clip ``i`` of a family is in the tabl
 written with the same settings. Rows: ``static``, ``MoMap-VAE`` (the bundled baseline),
 ``Ours (text)`` and ``Ours (no text)`` (the same model sampled without the prompt). Prints the
 Markdown table and writes ``table.csv``/``table.md``/``per_clip.csv`` and a JSON summary to ``--out``.
+When both ``Ours`` rows are present it also writes ``text_vs_no_text.md``: per family and metric
+the mean per-clip difference (text minus no text) with a 95 % paired bootstrap interval
+(``momaplib.evaluation.paired_differences``).
+
+Large runs split into shards that run side by side (each process loads its own pipelines, e.g.
+several on one GPU) and a merge step that builds the table from their per-clip rows::
+
+    for k in 0 1 2 3; do python benchmarks/eval_models.py --clips 117 --shard $k/4 --out runs/s$k & done; wait
+    python benchmarks/eval_models.py --merge runs/s0 runs/s1 runs/s2 runs/s3 --out runs/all
 """
 
 from __future__ import annotations
@@ -25,25 +34,79 @@ from momaplib.baselines.simple import get_predictor
 from momaplib.data import clip_id, split_of
 from momaplib.diffusion.objectives import pipeline_predictor
 from momaplib.diffusion.pipeline import load_pipeline
-from momaplib.evaluation import evaluate_methods, format_table, table_to_markdown, write_table
+from momaplib.evaluation import (
+    evaluate_methods,
+    format_table,
+    paired_differences,
+    table_to_markdown,
+    write_table,
+)
 from momaplib.sim import SimConfig, clip_seed, generate_clip
 from momaplib.storage import atomic_write_text
 
 
 def test_clips(
-    family: str, count: int, seed: int = 0, config: SimConfig | None = None, split: str = "test"
+    family: str,
+    count: int,
+    seed: int = 0,
+    config: SimConfig | None = None,
+    split: str = "test",
+    shard: tuple[int, int] = (0, 1),
 ) -> list:
-    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``."""
+    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``;
+    with ``shard=(k, n)`` only every n-th of them from the k-th on (only those are simulated)."""
     config = config or SimConfig(family=family)
-    clips, index = [], 0
-    with tqdm(total=count, desc=f"simulate {family} {split} clips", leave=False) as bar:
-        while len(clips) < count:
-            name = clip_id(family, index)
-            if split_of(name) == split:
-                clips.append((name, generate_clip(clip_seed(seed, index), config).momap))
-                bar.update()
-            index += 1
-    return clips
+    indices, index = [], 0
+    while len(indices) < count:  # split membership is a hash of the id: cheap
+        if split_of(clip_id(family, index)) == split:
+            indices.append(index)
+        index += 1
+    k, n = shard
+    chosen = indices[k::n]
+    return [
+        (clip_id(family, index), generate_clip(clip_seed(seed, index), config).momap)
+        for index in tqdm(chosen, desc=f"simulate {family} {split} clips", leave=False)
+    ]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parses ``--shard K/N`` (0 <= K < N)."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 0/4, got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"expected 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def text_differences(per_clip: pd.DataFrame) -> pd.DataFrame | None:
+    """Returns the paired text - no text differences per family and metric, or None when a
+    family lacks one of the two ``Ours`` rows."""
+    frames = []
+    for family, group in per_clip.groupby("dataset", sort=False):
+        rows = {name: rows for name, rows in group.groupby("method")}
+        if not {"Ours (text)", "Ours (no text)"} <= set(rows):
+            return None
+        result = paired_differences(rows["Ours (text)"], rows["Ours (no text)"])
+        frames.append(result.rename(columns={"mean_a": "text", "mean_b": "no_text"}).assign(dataset=family))
+    return pd.concat(frames).rename_axis("metric").reset_index() if frames else None
+
+
+def differences_markdown(frame: pd.DataFrame) -> str:
+    """Returns the ``text_differences`` frame as a Markdown table."""
+    lines = [
+        "| family | metric | text | no text | text - no text | 95 % interval | clips | verdict |",
+        "|---|---|---:|---:|---:|---|---:|---|",
+    ]
+    for row in frame.itertuples():
+        lines.append(
+            f"| {row.dataset} | {row.metric} | {row.text:.4f} | {row.no_text:.4f} | {row.diff:+.4f} "
+            f"| [{row.low:+.4f}, {row.high:+.4f}] | {row.clips} | "
+            + row.verdict.replace("a better", "text better").replace("b better", "no text better")
+            + " |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -59,9 +122,54 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("val", "test"), help="val: to tune settings")
     parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
     parser.add_argument("--rows", nargs="+", help="only these rows, e.g. 'Ours (text)' (default: all)")
+    parser.add_argument(
+        "--shard", type=parse_shard, default=(0, 1), metavar="K/N",
+        help="evaluate only every N-th clip from the K-th on (merge the shards with --merge)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", metavar="DIR",
+        help="no sampling: build the table from the per_clip.csv of these earlier --out folders",
+    )  # fmt: skip
     args = parser.parse_args()
 
     started = time.perf_counter()
+    if args.merge:
+        per_clip, summary = merge_runs(args.merge)
+    else:
+        per_clip = evaluate(args)
+        summary = {
+            "clips_per_family": args.clips,
+            "shard": list(args.shard),
+            "split": args.split,
+            "num_samples": args.num_samples,
+            "steps": args.steps,
+            "guidance": args.guidance,
+            "device": args.device,
+        }
+    table = format_table(
+        {
+            family: {method: rows for method, rows in group.groupby("method", sort=False)}
+            for family, group in per_clip.groupby("dataset", sort=False)
+        }
+    )
+    print(table_to_markdown(table))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_table(table, args.out / "table")
+    atomic_write_text(args.out / "per_clip.csv", per_clip.to_csv(index=False))
+    differences = text_differences(per_clip)
+    if differences is not None:
+        markdown = differences_markdown(differences)
+        print(markdown)
+        atomic_write_text(args.out / "text_vs_no_text.md", markdown)
+        summary["text_vs_no_text"] = json.loads(differences.to_json(orient="records"))
+    summary.update(seconds=time.perf_counter() - started, table=json.loads(table.to_json()))
+    atomic_write_text(args.out / "eval_models.json", json.dumps(summary, indent=2))
+    print(f"wrote {args.out} in {summary['seconds']:.0f} s")
+
+
+def evaluate(args: argparse.Namespace) -> pd.DataFrame:
+    """Samples every row on the (sharded) test clips; returns the per-clip rows with ``dataset``
+    and ``method`` columns."""
     ours = load_pipeline(args.diffusion).to(args.device)
     baseline = load_pipeline(args.baseline).to(args.device)
     for pipeline in (ours, baseline):
@@ -76,30 +184,46 @@ def main() -> None:
     if args.rows:
         unknown = sorted(set(args.rows) - set(methods))
         if unknown:
-            parser.error(f"--rows: unknown {unknown}; choose from {list(methods)}")
+            raise SystemExit(f"--rows: unknown {unknown}; choose from {list(methods)}")
         methods = {name: methods[name] for name in args.rows}
-    results, rows = {}, []
+    rows = []
     for family in args.families:
-        clips = test_clips(family, args.clips, split=args.split)
-        results[family] = evaluate_methods(clips, methods, num_samples=args.num_samples, device=args.device)
-        rows += [df.assign(dataset=family, method=name) for name, df in results[family].items()]
-    table = format_table(results)
-    print(table_to_markdown(table))
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_table(table, args.out / "table")
-    atomic_write_text(args.out / "per_clip.csv", pd.concat(rows, ignore_index=True).to_csv(index=False))
-    summary = {
-        "clips_per_family": args.clips,
-        "split": args.split,
-        "num_samples": args.num_samples,
-        "steps": args.steps,
-        "guidance": args.guidance,
-        "device": args.device,
-        "seconds": time.perf_counter() - started,
-        "table": json.loads(table.to_json()),
+        clips = test_clips(family, args.clips, split=args.split, shard=args.shard)
+        results = evaluate_methods(clips, methods, num_samples=args.num_samples, device=args.device)
+        rows += [df.assign(dataset=family, method=name) for name, df in results.items()]
+    return pd.concat(rows, ignore_index=True)
+
+
+def merge_runs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
+    """Returns the per-clip rows of several ``--out`` folders (shards) and a summary naming them.
+
+    The shards must share their settings; a clip evaluated twice for the same row is an error."""
+    frames, settings = [], []
+    for folder in folders:
+        for name in ("per_clip.csv", "eval_models.json"):
+            if not (folder / name).is_file():
+                raise SystemExit(f"--merge: {folder} has no {name} (not an eval_models --out folder)")
+        frames.append(pd.read_csv(folder / "per_clip.csv"))
+        run = json.loads((folder / "eval_models.json").read_text())
+        settings.append({k: run.get(k) for k in ("split", "num_samples", "steps", "guidance")})
+    if any(entry != settings[0] for entry in settings):
+        raise SystemExit(f"--merge: the folders were run with different settings: {settings}")
+    per_clip = pd.concat(frames, ignore_index=True)
+    repeated = per_clip.duplicated(["dataset", "method", "clip_id"])
+    if repeated.any():
+        first = per_clip[repeated].iloc[0]
+        raise SystemExit(f"--merge: clip {first.clip_id} ({first.method}) appears in more than one folder")
+    # families and rows in the order of the first shard, clips by id within them
+    order = {
+        key: i for i, key in enumerate(dict.fromkeys(zip(frames[0].dataset, frames[0].method, strict=True)))
     }
-    atomic_write_text(args.out / "eval_models.json", json.dumps(summary, indent=2))
-    print(f"wrote {args.out} in {summary['seconds']:.0f} s")
+    per_clip["_order"] = [
+        order.get(key, len(order)) for key in zip(per_clip.dataset, per_clip.method, strict=True)
+    ]
+    per_clip = per_clip.sort_values(["_order", "clip_id"], kind="stable", ignore_index=True).drop(
+        columns="_order"
+    )
+    return per_clip, {**settings[0], "merged": [str(folder) for folder in folders]}
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from momaplib.evaluation import (
     format_table,
     load_predictions,
     load_split,
+    paired_differences,
     save_predictions,
     select_best,
     style_table,
@@ -252,3 +253,53 @@ def test_load_split_verifies_hashes(datasets, tmp_path):
     assert len(load_split(copy, "test")) == 2
     with pytest.raises(DataFormatError, match="sha256"):
         load_split(copy, "test", verify=True)
+
+
+def _per_clip(values: dict[str, np.ndarray], ids: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({"clip_id": ids, **values})
+
+
+def test_paired_differences_known_answers_and_the_normal_interval():
+    rng = np.random.default_rng(0)
+    ids = [f"clip_{i:03d}" for i in range(400)]
+    base = rng.normal(0.5, 0.2, size=400)
+    noise = rng.normal(0.3, 1.0, size=400)
+    a = _per_clip({"fg_mask_iou": base + 0.05, "ate_dtw": base + 0.05, "epe": base + noise}, ids)
+    b = _per_clip({"fg_mask_iou": base, "ate_dtw": base, "epe": base}, ids)
+    # b in another order: the pairing is by clip id, not by row
+    result = paired_differences(a, b.iloc[::-1].reset_index(drop=True), seed=1)
+    # a constant per-clip shift: every resample has the same mean, the interval is one point
+    for metric in ("fg_mask_iou", "ate_dtw"):
+        assert result.loc[metric, "diff"] == pytest.approx(0.05)
+        assert result.loc[metric, "low"] == pytest.approx(0.05)
+        assert result.loc[metric, "high"] == pytest.approx(0.05)
+        assert result.loc[metric, "clips"] == 400
+    assert result.loc["fg_mask_iou", "verdict"] == "a better"  # higher is better
+    assert result.loc["ate_dtw", "verdict"] == "b better"  # lower is better
+    # N(0.3, 1) differences: the bootstrap interval matches mean +- 1.96 s / sqrt(n)
+    mean, half = noise.mean(), 1.96 * noise.std(ddof=1) / math.sqrt(len(noise))
+    assert result.loc["epe", "diff"] == pytest.approx(mean)
+    assert result.loc["epe", "low"] == pytest.approx(mean - half, abs=0.015)
+    assert result.loc["epe", "high"] == pytest.approx(mean + half, abs=0.015)
+    assert result.loc["epe", "verdict"] == "b better"  # a's epe is higher by 0.3 +- 0.1
+    # same data, same seed: the same interval
+    again = paired_differences(a, b, seed=1)
+    assert again.loc["epe", "low"] == result.loc["epe", "low"]
+
+
+def test_paired_differences_skips_missing_values_and_rejects_bad_input():
+    ids = ["a", "b", "c", "d"]
+    a = _per_clip({"fg_mask_iou": np.array([0.5, np.nan, 0.7, 0.2])}, ids)
+    b = _per_clip({"fg_mask_iou": np.array([0.4, 0.9, 0.8, 0.2])}, ids)
+    result = paired_differences(a, b.iloc[:3])
+    assert result.loc["fg_mask_iou", "clips"] == 2  # clip b has NaN, clip d only in a
+    assert result.loc["fg_mask_iou", "diff"] == pytest.approx(0.0)
+    assert result.loc["fg_mask_iou", "verdict"] == "no difference"
+    with pytest.raises(ValueError, match="no clip_id column"):
+        paired_differences(a.drop(columns="clip_id"), b)
+    with pytest.raises(ValueError, match="share no clip_id"):
+        paired_differences(a, b.assign(clip_id=["w", "x", "y", "z"]))
+    with pytest.raises(ValueError, match="repeated clip ids"):
+        paired_differences(pd.concat([a, a]), b)
+    with pytest.raises(ValueError, match="confidence"):
+        paired_differences(a, b, confidence=95)
