@@ -377,7 +377,7 @@ def _tiny_frozen_models(tmp_path, num_frames: int):
 def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
     from momaplib.data import write_dataset
     from momaplib.diffusion.pipeline import MoMapPipeline
-    from momaplib.diffusion.train import TrainDiffusionJob, _build_model
+    from momaplib.diffusion.train import TrainDiffusionJob, _build_model, select_trainable
     from momaplib.sim import SimConfig, simulate
     from momaplib.training import TrainConfig
 
@@ -419,6 +419,17 @@ def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
         train=TrainConfig(tmp_path / "third", progress=False, num_workers=0), compile="eager", **common
     ).run()  # fmt: skip
     assert MoMapPipeline.from_pretrained(third).unet.state_dict().keys() == saved.keys()
+
+    # --trainable attn2: only the cross-attention moves, every other weight stays as it started
+    fourth = TrainDiffusionJob(
+        train=TrainConfig(tmp_path / "fourth", progress=False, num_workers=0), init="pretrained",
+        pretrained=str(folder), trainable="attn2", **common,
+    ).run()  # fmt: skip
+    tuned = MoMapPipeline.from_pretrained(fourth).unet.state_dict()
+    changed = {key for key, value in tuned.items() if not torch.equal(value, saved[key])}
+    assert changed and all(".attn2." in key for key in changed)
+    with pytest.raises(ValueError, match=r"trainable: no parameter name contains any of \['nothing'\]"):
+        select_trainable(torch.nn.Linear(2, 2), "nothing")
 
     with pytest.raises(ValueError, match=r"pretrained: .* has no 'cvae' folder"):
         _build_model(replace(second, model="momap-vae"), 8, 16, 4)

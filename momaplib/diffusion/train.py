@@ -124,6 +124,12 @@ class TrainDiffusionJob:
     graph break). Compiled in place, so weights and checkpoints keep their names. Small UNets on
     16x16 latents are bound by kernel launches: inductor gives 1.7x more samples/s for the bundled
     UNet on an H100 (``benchmarks/bench_training.py``); the first steps pay the compile time."""
+    trainable: str = ""
+    """Comma-separated fragments of parameter names; when set, only the generator's parameters
+    whose names contain one of them are trained and the rest stay frozen. "attn2" trains the
+    text cross-attention alone (its query, key, value and output projections), the way Custom
+    Diffusion fine-tunes only cross-attention: the image path cannot change, so the loss can
+    only fall through what the prompt adds. "" trains everything."""
     encode_only: bool = False
     """Only write the latent cache (output_dir/latents_train.*), e.g. to share it between runs."""
     smoke: bool = False
@@ -332,6 +338,23 @@ def validate(job: TrainDiffusionJob, pipeline, device) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- training
+def select_trainable(model: torch.nn.Module, fragments: str) -> list[torch.nn.Parameter]:
+    """Freezes every parameter of ``model`` whose name contains none of the comma-separated
+    ``fragments`` and returns the trainable ones (all of them for ``""``)."""
+    parts = [part.strip() for part in fragments.split(",") if part.strip()]
+    if not parts:
+        return [p for p in model.parameters() if p.requires_grad]
+    chosen = []
+    for name, parameter in model.named_parameters():
+        keep = any(part in name for part in parts)
+        parameter.requires_grad_(keep)
+        if keep:
+            chosen.append(parameter)
+    if not chosen:
+        raise ValueError(f"trainable: no parameter name contains any of {parts} (e.g. 'attn2', 'conv_in')")
+    return chosen
+
+
 def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = None) -> Path:
     """Runs (or resumes) the training of ``job`` and returns ``output_dir/pipeline``."""
     config = job.train
@@ -363,7 +386,7 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
         model = _build_model(job, latent_channels, text_table.shape[-1], latent_size)
     if job.compile:
         model.compile(backend=job.compile)  # in place: no "_orig_mod." in the state_dict
-    optimizer = build_optimizer(model.parameters(), config)
+    optimizer = build_optimizer(select_trainable(model, job.trainable), config)
     model, optimizer = accelerator.prepare(model, optimizer)
     scheduler = build_scheduler(optimizer, config)
     ema = None
