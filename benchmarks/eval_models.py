@@ -170,22 +170,28 @@ def main() -> None:
 def evaluate(args: argparse.Namespace) -> pd.DataFrame:
     """Samples every row on the (sharded) test clips; returns the per-clip rows with ``dataset``
     and ``method`` columns."""
-    ours = load_pipeline(args.diffusion).to(args.device)
-    baseline = load_pipeline(args.baseline).to(args.device)
-    for pipeline in (ours, baseline):
-        pipeline.set_progress_bar_config(disable=True)
-    options = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
-    methods = {
-        "static": get_predictor("static"),
-        "MoMap-VAE": pipeline_predictor(baseline, use_text=True),
-        "Ours (text)": pipeline_predictor(ours, use_text=True, **options),
-        "Ours (no text)": pipeline_predictor(ours, use_text=False, **options),
-    }
+    names = ["static", "MoMap-VAE", "Ours (text)", "Ours (no text)"]
     if args.rows:
-        unknown = sorted(set(args.rows) - set(methods))
+        unknown = sorted(set(args.rows) - set(names))
         if unknown:
-            raise SystemExit(f"--rows: unknown {unknown}; choose from {list(methods)}")
-        methods = {name: methods[name] for name in args.rows}
+            raise SystemExit(f"--rows: unknown {unknown}; choose from {names}")
+        names = [name for name in names if name in args.rows]
+    options = {"num_inference_steps": args.steps, "guidance_scale": args.guidance}
+    pipelines = {}  # loaded only for the rows asked for
+
+    def pipeline(name: str):
+        if name not in pipelines:
+            pipelines[name] = load_pipeline(name).to(args.device)
+            pipelines[name].set_progress_bar_config(disable=True)
+        return pipelines[name]
+
+    makers = {
+        "static": lambda: get_predictor("static"),
+        "MoMap-VAE": lambda: pipeline_predictor(pipeline(args.baseline), use_text=True),
+        "Ours (text)": lambda: pipeline_predictor(pipeline(args.diffusion), use_text=True, **options),
+        "Ours (no text)": lambda: pipeline_predictor(pipeline(args.diffusion), use_text=False, **options),
+    }
+    methods = {name: makers[name]() for name in names}
     rows = []
     for family in args.families:
         clips = test_clips(family, args.clips, split=args.split, shard=args.shard)
