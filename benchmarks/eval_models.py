@@ -219,10 +219,9 @@ def merge_runs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
     if repeated.any():
         first = per_clip[repeated].iloc[0]
         raise SystemExit(f"--merge: clip {first.clip_id} ({first.method}) appears in more than one folder")
-    # families and rows in the order of the first shard, clips by id within them
-    order = {
-        key: i for i, key in enumerate(dict.fromkeys(zip(frames[0].dataset, frames[0].method, strict=True)))
-    }
+    # families, then rows, in the order they first appear in the folders; clips by id within them
+    families, methods = dict.fromkeys(per_clip.dataset), dict.fromkeys(per_clip.method)
+    order = {key: i for i, key in enumerate((f, m) for f in families for m in methods)}
     per_clip["_order"] = [
         order.get(key, len(order)) for key in zip(per_clip.dataset, per_clip.method, strict=True)
     ]

@@ -303,3 +303,55 @@ def test_paired_differences_skips_missing_values_and_rejects_bad_input():
         paired_differences(pd.concat([a, a]), b)
     with pytest.raises(ValueError, match="confidence"):
         paired_differences(a, b, confidence=95)
+
+
+def _eval_models_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "eval_models.py"
+    spec = importlib.util.spec_from_file_location("eval_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_models_shards_merge_into_one_table(tmp_path):
+    import json
+
+    script = _eval_models_script()
+    assert script.parse_shard("1/4") == (1, 4)
+    for bad in ("4/4", "x", "1/0"):
+        with pytest.raises(Exception, match="K"):
+            script.parse_shard(bad)
+    rng = np.random.default_rng(0)
+    ids = [f"tabletop_{i:06d}" for i in range(10)]
+    settings = {"split": "test", "num_samples": 10, "steps": 25, "guidance": 2.0}
+    rows = []
+    for method, shift in (("Ours (text)", 0.1), ("Ours (no text)", 0.0)):
+        values = np.linspace(0.2, 0.8, len(ids)) + shift
+        columns = {"clip_id": ids, "fg_mask_iou": values, "ate_dtw": rng.random(len(ids))}
+        rows.append(pd.DataFrame({**columns, "dataset": "tabletop", "method": method}))
+    full = pd.concat(rows, ignore_index=True)
+    folders = []
+    for k in range(2):  # shard k holds every 2nd clip, as --shard k/2 does
+        folder = tmp_path / f"s{k}"
+        folder.mkdir()
+        full[full.clip_id.isin(ids[k::2])].to_csv(folder / "per_clip.csv", index=False)
+        (folder / "eval_models.json").write_text(json.dumps(settings))
+        folders.append(folder)
+    merged, summary = script.merge_runs(folders)
+    assert summary["merged"] == [str(f) for f in folders]
+    assert list(dict.fromkeys(merged.method)) == ["Ours (text)", "Ours (no text)"]
+    assert len(merged) == 20 and merged.groupby("method").clip_id.apply(list).map(sorted).eq([ids, ids]).all()
+    differences = script.text_differences(merged)
+    assert differences.loc[differences.metric == "fg_mask_iou", "diff"].item() == pytest.approx(0.1)
+    assert "text better" in script.differences_markdown(differences)
+    assert script.text_differences(merged[merged.method == "Ours (text)"]) is None
+    with pytest.raises(SystemExit, match="more than one folder"):
+        script.merge_runs([folders[0], folders[0]])
+    (folders[1] / "eval_models.json").write_text(json.dumps({**settings, "steps": 50}))
+    with pytest.raises(SystemExit, match="different settings"):
+        script.merge_runs(folders)
+    with pytest.raises(SystemExit, match=r"no per_clip\.csv"):
+        script.merge_runs([tmp_path])
