@@ -355,3 +355,24 @@ def test_eval_models_shards_merge_into_one_table(tmp_path):
         script.merge_runs(folders)
     with pytest.raises(SystemExit, match=r"no per_clip\.csv"):
         script.merge_runs([tmp_path])
+
+
+def test_text_grounding_probe_features_and_head_shapes():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "probe_text_grounding.py"
+    spec = importlib.util.spec_from_file_location("probe_text_grounding", path)
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    examples = probe.make_examples("tabletop", 4, 0, 0)
+    assert examples
+    for family, prompt, features, target in examples:
+        assert family == "tabletop" and prompt
+        assert features.shape == (len(features), probe.NUM_FEATURES) and len(features) >= 2
+        assert 0 <= target < len(features)
+        assert ((features[:, :3] >= 0) & (features[:, :3] <= 1)).all()  # mean colours
+    head = probe.GroundingHead(text_dim=8)
+    features = torch.from_numpy(examples[0][2])
+    assert head(features, torch.randn(5, 8)).shape == (len(features),)
+    assert head(features, torch.zeros(3, 8)).shape == (len(features),)  # an empty prompt reads nothing
