@@ -222,9 +222,7 @@ def merge_runs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
     # families, then rows, in the order they first appear in the folders; clips by id within them
     families, methods = dict.fromkeys(per_clip.dataset), dict.fromkeys(per_clip.method)
     order = {key: i for i, key in enumerate((f, m) for f in families for m in methods)}
-    per_clip["_order"] = [
-        order.get(key, len(order)) for key in zip(per_clip.dataset, per_clip.method, strict=True)
-    ]
+    per_clip["_order"] = [order[key] for key in zip(per_clip.dataset, per_clip.method, strict=True)]
     per_clip = per_clip.sort_values(["_order", "clip_id"], kind="stable", ignore_index=True).drop(
         columns="_order"
     )
