@@ -10,12 +10,17 @@ non-agent instance with the largest moving fraction as the object the sample mov
 
 - ``target_acc``: the fraction of samples that move the GT target (a sample moving no object
   counts as wrong; ``chance`` is 1 / the number of non-agent instances in view, averaged);
-- ``fg_mask_iou``, ``quantize_acc_16``: the mean over samples (not best-of-N) of the metrics.
+- ``fg_mask_iou``, ``quantize_acc_16``: the mean over samples (not best-of-N) of the metrics;
+- ``grounder_acc`` (pipelines with a ``grounder``, ``momaplib.diffusion.grounding``): whether
+  the grounder ranks the GT target first for that prompt (NaN without a prompt). High on
+  ``right`` with a low ``target_acc`` means the grounding map names the object and the UNet
+  does not follow it yet.
 
 A model that reads the prompt scores ``right`` > ``none`` > ``wrong`` on ``target_acc``; equal rows
 mean the prompt is ignored and the object is picked from the image alone.
 
     python benchmarks/eval_text_use.py --clips 20      # 20 test clips per family, 4 samples each
+    python benchmarks/eval_text_use.py --clips 117 --grounder-only   # only grounder_acc: no sampling
 
 Prints a Markdown table and writes ``text_use.md`` and ``text_use.json`` to ``--out``.
 """
@@ -59,6 +64,16 @@ def moved_object(gt: MoMap, samples: np.ndarray) -> tuple[list[int], list[int]]:
     return picked, candidates
 
 
+def grounder_pick(pipeline, gt: MoMap, prompt: str | None) -> int:
+    """Returns the instance id the pipeline's grounder ranks first for ``prompt`` (0: no prompt)."""
+    if not prompt:
+        return 0
+    xyz0 = np.where(gt.valid[..., None], gt.xyz[0], np.nan)
+    scene = pipeline.encode_scene(gt.rgb, xyz0, gt.instance, None, gt.K, None)
+    _, scores = pipeline.ground_prompts(scene, [prompt], pipeline.encode_prompt([prompt]))
+    return int(scene["instance_ids"][0, int(scores[0].argmax())])
+
+
 def other_prompt(clips: list, index: int) -> str:
     """Returns the prompt of the first clip after ``index`` (cyclically) whose prompt differs."""
     for step in range(1, len(clips)):
@@ -87,18 +102,35 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_text_use"))
+    parser.add_argument(
+        "--grounder-only", action="store_true", help="only grounder_acc (no sampling; fast on a CPU)"
+    )
     args = parser.parse_args()
 
     started = time.perf_counter()
     pipeline = load_pipeline(args.pipeline).to(args.device)
     pipeline.set_progress_bar_config(disable=True)
+    grounded = getattr(pipeline, "grounder", None) is not None
+    if args.grounder_only and not grounded:
+        raise ValueError(f"--grounder-only: the pipeline {args.pipeline!r} has no grounder")
+    conditions = ("right", "wrong") if args.grounder_only else CONDITIONS
+    columns = [] if args.grounder_only else ["target_acc", "chance", "fg_mask_iou", "quantize_acc_16"]
+    columns += ["grounder_acc"] if grounded else []
     rows = []
     for family in args.families:
         clips = test_clips(family, args.clips)
         for index, (clip_id, gt) in enumerate(tqdm(clips, desc=f"{family} clips")):
             xyz0 = np.where(gt.valid[..., None], gt.xyz[0], np.nan)
             prompts = {"right": gt.prompt, "none": None, "wrong": other_prompt(clips, index)}
-            for condition in CONDITIONS:
+            target = int(gt.meta["task"]["target_id"])
+            for condition in conditions:
+                row = {"family": family, "clip_id": clip_id, "prompt": condition}
+                if grounded:
+                    picked_id = grounder_pick(pipeline, gt, prompts[condition])
+                    row["grounder_acc"] = float(picked_id == target) if prompts[condition] else float("nan")
+                if args.grounder_only:
+                    rows.append(row)
+                    continue
                 output = pipeline(
                     gt.rgb, xyz=xyz0, instance_map=gt.instance, K=gt.K, prompt=prompts[condition],
                     num_samples=args.num_samples, num_inference_steps=args.steps,
@@ -107,12 +139,9 @@ def main() -> None:
                 )  # fmt: skip
                 picked, candidates = moved_object(gt, output.xyz)
                 metrics = sample_metrics(gt, torch.from_numpy(output.xyz), device=args.device)
-                target = int(gt.meta["task"]["target_id"])
                 rows.append(
                     {
-                        "family": family,
-                        "clip_id": clip_id,
-                        "prompt": condition,
+                        **row,
                         "target_acc": float(np.mean([p == target for p in picked])),
                         "chance": 1.0 / max(len(candidates), 1),
                         "fg_mask_iou": float(metrics["fg_mask_iou"].mean()),
@@ -120,9 +149,7 @@ def main() -> None:
                     }
                 )
     frame = pd.DataFrame(rows)
-    table = frame.groupby(["family", "prompt"], sort=False)[
-        ["target_acc", "chance", "fg_mask_iou", "quantize_acc_16"]
-    ].mean()
+    table = frame.groupby(["family", "prompt"], sort=False)[columns].mean()
     markdown = to_markdown(table)
     print(markdown)
     args.out.mkdir(parents=True, exist_ok=True)

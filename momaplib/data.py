@@ -640,7 +640,8 @@ def model_inputs(momap: MoMap) -> dict[str, Any]:
     ``scale`` () float32 from ``normalization_stats`` (``denormalize_xyz`` with them gives back
     metres), ``rgb`` (3, H, W) float32 in [-1, 1], ``instance`` (H, W) int64, ``valid`` (H, W)
     bool, ``visible`` (T, H, W) bool, ``K`` (3, 3) float32, ``ref_from_cam`` (T, 4, 4) float32,
-    ``prompt`` str. Invalid pixels carry no trajectory and are 0 (the scene centre) in
+    ``prompt`` str, ``target_id`` int (the instance the prompt names, ``meta["task"]["target_id"]``;
+    -1 when the clip does not say). Invalid pixels carry no trajectory and are 0 (the scene centre) in
     ``momap`` and ``xyz0``.
     """
     xyz, valid = torch.from_numpy(momap.xyz), torch.from_numpy(momap.valid)
@@ -659,6 +660,7 @@ def model_inputs(momap: MoMap) -> dict[str, Any]:
         "K": torch.from_numpy(momap.K),
         "ref_from_cam": torch.from_numpy(momap.ref_from_cam),
         "prompt": momap.prompt,
+        "target_id": int(momap.meta.get("task", {}).get("target_id", -1)),
     }
 
 

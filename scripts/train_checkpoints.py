@@ -77,6 +77,11 @@ def main() -> None:
         "--sim-device", default="cpu", help="ray-casting device of streamed clips (cuda: ~2x)"
     )
     parser.add_argument("--motion-weight", type=float, default=0.0, help="TrainDiffusionJob.motion_weight")
+    parser.add_argument(
+        "--grounding",
+        action="store_true",
+        help="TrainDiffusionJob.grounding: grounder + grounding-map channel",
+    )
     parser.add_argument("--compile", default="", help="TrainDiffusionJob.compile of the UNet, e.g. inductor")
     parser.add_argument("--skip-eval", action="store_true", help="stop before the table")
     parser.add_argument("--smoke", action="store_true")
@@ -216,7 +221,7 @@ def main() -> None:
         if spec["init"]:
             extra.update(init="pretrained", pretrained=spec["init"])
         if name == "diffusion":
-            extra.update(motion_weight=args.motion_weight, compile=args.compile)
+            extra.update(motion_weight=args.motion_weight, compile=args.compile, grounding=args.grounding)
         job = TrainDiffusionJob(
             sets, config, model=spec["model"], bundle_dir=bundles / spec["bundle"], num_val_clips=4,
             **frozen, **{**extra, **unet_small},

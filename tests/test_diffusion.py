@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -431,6 +432,32 @@ def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
     with pytest.raises(ValueError, match=r"trainable: no parameter name contains any of \['nothing'\]"):
         select_trainable(torch.nn.Linear(2, 2), "nothing")
 
+    # --grounding from a UNet without the channel: a zero-weight input is added, the rest kept;
+    # the saved pipeline has the trained grounder and samples with a prompt
+    fifth = replace(second.train, output_dir=tmp_path / "fifth")
+    grounded_job = replace(second, train=fifth, grounding=True, bundle_dir=None)
+    model = _build_model(grounded_job, 8, 16, sim.height // 8)
+    assert model.config.in_channels == saved["conv_in.weight"].shape[1] + 1
+    assert torch.equal(model.conv_in.weight[:, :-1], saved["conv_in.weight"])
+    assert not model.conv_in.weight[:, -1].any()
+    grounded = MoMapPipeline.from_pretrained(grounded_job.run())
+    assert grounded.grounder is not None and grounded.unet.conv_in.weight[:, -1].any()
+    metrics = json.loads((tmp_path / "fifth" / "grounder" / "grounder_metrics.json").read_text())
+    assert metrics["train_clips"] >= 1 and 0 <= metrics["train_accuracy"] <= 1
+    sampled = grounded(
+        gt.rgb, xyz=gt.xyz[0], instance_map=gt.instance, K=gt.K, prompt=gt.prompt, num_samples=2,
+        num_inference_steps=2, progress=False,
+    )  # fmt: skip
+    assert np.isfinite(sampled.xyz).all() and sampled.grounding["probabilities"].shape[0] == 2
+    with pytest.raises(
+        ValueError, match=r"pretrained: its UNet takes 13 condition channels, but --grounding"
+    ):
+        _build_model(
+            replace(grounded_job, grounding=False, pretrained=str(tmp_path / "fifth" / "pipeline")), 8, 16, 4
+        )
+    with pytest.raises(ValueError, match="grounding: only --model diffusion"):
+        _build_model(replace(grounded_job, model="momap-vae"), 8, 16, 4)
+
     with pytest.raises(ValueError, match=r"pretrained: .* has no 'cvae' folder"):
         _build_model(replace(second, model="momap-vae"), 8, 16, 4)
     with pytest.raises(ValueError, match=r"pretrained: .* 16-d text, but .* 32-d tokens"):
@@ -438,8 +465,9 @@ def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
 
 
 def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
-    from momaplib.data import clip_id, split_of, write_dataset
+    from momaplib.data import MoMapDataset, clip_id, split_of, write_dataset
     from momaplib.diffusion.latents import (
+        LATENT_TENSORS,
         encode_datasets,
         load_latent_set,
         save_latent_set,
@@ -466,10 +494,25 @@ def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
     torch.testing.assert_close(streamed.motion, files.motion, atol=1 / 64, rtol=0)
     assert streamed.motion.shape == (len(files), 1, *files.latents.shape[-2:])
 
+    # what prompt grounding trains on: the target's slot among the instances and its map
+    for name in ("target", "instance_ids", "target_slot"):
+        assert torch.equal(getattr(streamed, name), getattr(files, name)), name
+    torch.testing.assert_close(streamed.instance_features, files.instance_features, atol=2e-3, rtol=0)
+    dataset = MoMapDataset(tmp_path / "data", "train")
+    targets = torch.tensor([dataset[i]["target_id"] for i in range(len(dataset))])
+    assert files.has_grounding and (targets > 0).all() and (files.target_slot >= 0).any()
+    for n, slot in enumerate(files.target_slot.tolist()):
+        if slot >= 0:
+            assert files.instance_ids[n, slot] == targets[n]
+            expected = (dataset[n]["instance"] == targets[n]).float().mean()
+            torch.testing.assert_close(files.target[n].mean(), expected)
+        else:  # out of view
+            assert not (dataset[n]["instance"] == targets[n]).any() and not files.target[n].any()
+
     save_latent_set(streamed, tmp_path / "new" / "cache.safetensors")  # makes its folder
     loaded = load_latent_set(tmp_path / "new" / "cache.safetensors")
     assert loaded.ids == streamed.ids and loaded.prompts == streamed.prompts
-    for name in ("latents", "condition", "prompt_index", "text", "motion"):
+    for name in LATENT_TENSORS:
         assert torch.equal(getattr(loaded, name), getattr(streamed, name)), name
     assert not list(tmp_path.glob("**/*.partial"))
 

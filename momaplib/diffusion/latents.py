@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from momaplib.data import MoMapDataset, _generate, clip_id, collate, model_inputs, split_of
 from momaplib.diffusion.conditioning import condition_latents
+from momaplib.diffusion.grounding import instance_features, pad_instances, target_map, target_slots
 from momaplib.diffusion.text import TextEncoder
 from momaplib.momap import TAU_MOVE, channels_to_xyz, moving_mask
 from momaplib.sim import SimConfig, clip_seed, generate_clip
@@ -36,6 +38,12 @@ class LatentSet:
     (P, L, D) their embeddings; ``ids`` are the clip ids (manifest order). ``motion`` (N, 1, h, w)
     is the fraction of moving pixels under each latent cell (``motion_fraction``; None in caches
     written before it existed).
+
+    For prompt grounding (``momaplib.diffusion.grounding``; None in older caches):
+    ``target`` (N, 1, h, w) the fraction of each latent cell covered by the clip's target
+    instance; ``instance_features`` (N, K, 12) and ``instance_ids`` (N, K) (0 = empty slot) of
+    the reference frame's instances; ``target_slot`` (N,) the target's slot, -1 when unknown or
+    out of view.
     """
 
     latents: Tensor
@@ -45,21 +53,33 @@ class LatentSet:
     text: Tensor
     ids: list[str] = field(default_factory=list)
     motion: Tensor | None = None
+    target: Tensor | None = None
+    instance_features: Tensor | None = None
+    instance_ids: Tensor | None = None
+    target_slot: Tensor | None = None
+
+    @property
+    def has_grounding(self) -> bool:
+        """Whether the set holds what prompt grounding trains on (caches before it did not)."""
+        return all(getattr(self, name) is not None for name in GROUNDING_TENSORS)
 
     def __len__(self) -> int:
         return self.latents.shape[0]
 
 
-LATENT_TENSORS = ("latents", "condition", "prompt_index", "text", "motion")
+GROUNDING_TENSORS = ("target", "instance_features", "instance_ids", "target_slot")
+LATENT_TENSORS = ("latents", "condition", "prompt_index", "text", "motion", *GROUNDING_TENSORS)
 
 
 def save_latent_set(latents: LatentSet, path: str | os.PathLike) -> None:
     """Writes ``latents`` to ``path`` (safetensors) and ``path.json`` (prompts, ids), atomically:
     the tensors go to a ``.partial`` file renamed last, so a half-written cache is never read."""
     path = Path(path)
-    tensors = {name: getattr(latents, name).contiguous() for name in LATENT_TENSORS}
-    if tensors["motion"] is None:
-        del tensors["motion"]
+    tensors = {
+        name: getattr(latents, name).contiguous()
+        for name in LATENT_TENSORS
+        if getattr(latents, name) is not None
+    }
     partial = path.with_name(path.name + ".partial")
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(partial))
@@ -68,7 +88,7 @@ def save_latent_set(latents: LatentSet, path: str | os.PathLike) -> None:
 
 
 def load_latent_set(path: str | os.PathLike) -> LatentSet:
-    """Reads a ``save_latent_set`` cache (``motion`` is None in caches written before it existed)."""
+    """Reads a ``save_latent_set`` cache (fields missing from older caches are None)."""
     path = Path(path)
     tensors = load_file(path)
     info = json.loads(path.with_suffix(".json").read_text())
@@ -125,7 +145,9 @@ def encode_datasets(
     )
     encoder = _BatchEncoder(vae, image_vae, device, torch.Generator().manual_seed(seed))
     for batch in tqdm(loader, desc=f"encode {split}", disable=not progress, leave=False):
-        encoder.add(batch["momap"], batch["rgb"], batch["instance"], batch["prompt"], batch["id"])
+        encoder.add(
+            batch["momap"], batch["rgb"], batch["instance"], batch["prompt"], batch["id"], batch["target_id"]
+        )
     return encoder.finish(text_encoder)
 
 
@@ -135,20 +157,31 @@ class _BatchEncoder:
     def __init__(self, vae, image_vae, device, generator: torch.Generator):
         self.vae, self.image_vae, self.device, self.generator = vae, image_vae, device, generator
         self.latents, self.conditions, self.motion, self.prompts, self.ids = [], [], [], [], []
+        self.targets, self.features, self.instance_ids, self.slots = [], [], [], []
 
     @torch.no_grad()
-    def add(self, momap: Tensor, rgb: Tensor, instance: Tensor, prompts, ids) -> None:
-        """``momap`` (B, 3T, H, W) normalised, ``rgb`` (B, 3, H, W) in [-1, 1], ``instance`` (B, H, W)."""
+    def add(self, momap: Tensor, rgb: Tensor, instance: Tensor, prompts, ids, target_ids: Tensor) -> None:
+        """``momap`` (B, 3T, H, W) normalised, ``rgb`` (B, 3, H, W) in [-1, 1], ``instance`` (B, H, W),
+        ``target_ids`` (B,) the instance id each prompt names (-1: unknown)."""
         momap = momap.to(self.device, torch.float32)
+        instance = instance.to(self.device).long()
+        target_ids = torch.as_tensor(target_ids, device=self.device).long()
         latents = self.vae.encode_channels(momap.to(self.vae.dtype)).float()
         image_dtype = self.image_vae.dtype
         condition = condition_latents(
             self.image_vae,
             rgb.to(self.device, image_dtype),
-            instance.to(self.device).long(),
+            instance,
             momap[:, :3].to(image_dtype),  # xyz0: the first frame of the normalised MoMap
             generator=self.generator,
         )
+        size = tuple(latents.shape[-2:])
+        valid = momap[:, :3].abs().sum(1) > 0  # invalid pixels are exactly 0 (the scene centre)
+        features, instance_ids = instance_features(rgb.to(self.device), instance, momap[:, :3], valid)
+        self.targets.append(target_map(instance, target_ids, size).cpu())
+        self.features.append(features.cpu())
+        self.instance_ids.append(instance_ids.cpu())
+        self.slots.append(target_slots(instance_ids, target_ids).cpu())
         self.latents.append(latents.cpu())
         self.conditions.append(condition.float().cpu())
         self.motion.append(motion_fraction(momap, tuple(latents.shape[-2:])).cpu())
@@ -159,6 +192,8 @@ class _BatchEncoder:
         prompts = ["", *sorted(set(self.prompts) - {""})]
         lookup = {prompt: i for i, prompt in enumerate(prompts)}
         text = torch.cat([text_encoder(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
+        K = max(ids.shape[1] for ids in self.instance_ids)
+        padded = [pad_instances(f, i, K) for f, i in zip(self.features, self.instance_ids, strict=True)]
         return LatentSet(
             latents=torch.cat(self.latents),
             condition=torch.cat(self.conditions),
@@ -167,20 +202,29 @@ class _BatchEncoder:
             text=text.float().cpu(),
             ids=self.ids,
             motion=torch.cat(self.motion),
+            target=torch.cat(self.targets),
+            instance_features=torch.cat([f for f, _ in padded]),
+            instance_ids=torch.cat([i for _, i in padded]),
+            target_slot=torch.cat(self.slots),
         )
 
 
 def _simulate_inputs(task: tuple[str, int, SimConfig]) -> dict:
-    """Simulates one clip (worker side) and returns its compact model inputs."""
+    """Simulates one clip (worker side) and returns its compact model inputs.
+
+    Arrays travel as numpy, not tensors: torch sends a tensor between processes as a shared-memory
+    file descriptor, and thousands of clips in flight exhaust the descriptors ("received 0 items
+    of ancdata")."""
     family, index, config = task
     clip = generate_clip(clip_seed(0, index), config)
     inputs = model_inputs(clip.momap)
     return {
-        "momap": inputs["momap"].half(),  # 1e-3 of the scene scale: far below what the VAE keeps
-        "rgb": torch.from_numpy(clip.momap.rgb.copy()),
-        "instance": torch.from_numpy(clip.momap.instance.astype("int16")),
+        "momap": inputs["momap"].half().numpy(),  # 1e-3 of the scene scale: far below what the VAE keeps
+        "rgb": clip.momap.rgb.copy(),
+        "instance": clip.momap.instance.astype("int16"),
         "prompt": clip.momap.prompt,
         "id": clip_id(family, index, config.task_variant),
+        "target_id": inputs["target_id"],
     }
 
 
@@ -235,11 +279,14 @@ def simulate_latents(
     def flush() -> None:
         if pending:
             encoder.add(
-                torch.stack([item["momap"] for item in pending]),
-                torch.stack([item["rgb"] for item in pending]).permute(0, 3, 1, 2).float() / 127.5 - 1.0,
-                torch.stack([item["instance"] for item in pending]),
+                torch.from_numpy(np.stack([item["momap"] for item in pending])),
+                torch.from_numpy(np.stack([item["rgb"] for item in pending])).permute(0, 3, 1, 2).float()
+                / 127.5
+                - 1.0,
+                torch.from_numpy(np.stack([item["instance"] for item in pending])),
                 [item["prompt"] for item in pending],
                 [item["id"] for item in pending],
+                torch.tensor([item["target_id"] for item in pending]),
             )
             pending.clear()
 

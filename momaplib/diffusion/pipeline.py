@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -21,7 +22,9 @@ from torch import Tensor
 import momaplib.baselines.momap_vae
 import momaplib.vae  # noqa: F401 - diffusers loads a component once its module is imported
 from momaplib.diffusion.conditioning import condition_latents
+from momaplib.diffusion.grounding import PromptGrounder, instance_features, paint_scores
 from momaplib.diffusion.text import load_text_encoder
+from momaplib.diffusion.unet import CONDITION_CHANNELS, GROUNDING_CHANNELS
 from momaplib.geometry import depth_to_xyz
 from momaplib.momap import MoMap, channels_to_xyz, denormalize_xyz, normalization_stats, normalize_xyz
 
@@ -36,10 +39,16 @@ SCHEDULERS = {
 
 @dataclass
 class MoMapPipelineOutput(BaseOutput):
-    """Samples of one call: ``momaps`` (N MoMap records, metres) and ``xyz`` (N, T, H, W, 3)."""
+    """Samples of one call: ``momaps`` (N MoMap records, metres) and ``xyz`` (N, T, H, W, 3).
+
+    ``grounding`` (pipelines with a ``grounder``): ``ids`` (K,) the scene's instance ids and
+    ``probabilities`` (N, K), per sample, that its prompt names each instance (zeros without a
+    prompt).
+    """
 
     momaps: list[MoMap]
     xyz: np.ndarray
+    grounding: dict | None = None
 
 
 def estimate_intrinsics(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -59,14 +68,21 @@ def estimate_intrinsics(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
 class MoMapPipeline(DiffusionPipeline):
     """Samples Motion Maps for one reference image with a conditioned latent diffusion model.
 
-    Components: ``unet`` (``UNet2DConditionModel``, noisy MoMap latent + 12 condition channels),
+    Components: ``unet`` (``UNet2DConditionModel``, noisy MoMap latent + 12 condition channels,
+    + 1 with a ``grounder``),
     ``vae`` (``momaplib.vae.MoMapVAE``), ``image_vae`` (the frozen RGB ``AutoencoderKL`` that
     encodes the conditions) and ``scheduler``. The text encoder is named by ``text_encoder``
     (a spec of ``momaplib.diffusion.text``, stored in ``model_index.json``) and loaded from its
     own package, so a pipeline folder stays small.
+
+    Optional ``grounder`` (``momaplib.diffusion.grounding.PromptGrounder``): scores the scene's
+    instances against each prompt, and the scores painted over the instance map enter the UNet
+    as one more condition channel (zeros for the empty prompt and for the unconditional branch
+    of classifier-free guidance). Its UNet then takes 12 + 1 condition channels.
     """
 
     model_cpu_offload_seq = "unet->vae"
+    _optional_components: ClassVar[list[str]] = ["grounder"]
 
     def __init__(
         self,
@@ -75,9 +91,10 @@ class MoMapPipeline(DiffusionPipeline):
         image_vae: AutoencoderKL,
         scheduler: DDPMScheduler,
         text_encoder: str = "minilm",
+        grounder: PromptGrounder | None = None,
     ):
         super().__init__()
-        self.register_modules(unet=unet, vae=vae, image_vae=image_vae, scheduler=scheduler)
+        self.register_modules(unet=unet, vae=vae, image_vae=image_vae, scheduler=scheduler, grounder=grounder)
         self.register_to_config(text_encoder=text_encoder)
 
     @classmethod
@@ -193,6 +210,7 @@ class MoMapPipeline(DiffusionPipeline):
             generator: torch generator for the noise and the instance colours (reproducible calls).
             scheduler: ``"ddim"``, ``"dpm"``, ``"euler"`` or ``"ddpm"``; None keeps the pipeline's.
         """
+        self._check_unet_inputs()
         scene = self.encode_scene(image, xyz, instance_map, depth, K, generator)
         prompts, has_text = self._prompts(prompt, num_samples)
         use_cfg = has_text and guidance_scale != 1.0
@@ -204,6 +222,7 @@ class MoMapPipeline(DiffusionPipeline):
             sampler = self.scheduler
         text = self.encode_prompt(prompts)
         uncond = self.encode_prompt([""] * num_samples) if use_cfg else None
+        grounding, scores = self.ground_prompts(scene, prompts, text)
         H, W = scene["valid"].shape
         latent_shape = (num_samples, self.unet.config.out_channels, H // 8, W // 8)
         noise_device = generator.device if generator is not None else torch.device("cpu")
@@ -220,11 +239,51 @@ class MoMapPipeline(DiffusionPipeline):
                     sampler,
                     num_inference_steps,
                     progress,
+                    None if grounding is None else grounding[start : start + batch_size],
                 )
                 for start in range(0, num_samples, batch_size)
             ]
         )
-        return self.decode_samples(latents, scene, prompts, {"guidance_scale": guidance_scale})
+        output = self.decode_samples(latents, scene, prompts, {"guidance_scale": guidance_scale})
+        if scores is not None:
+            keep = scene["instance_ids"][0] > 0
+            output.grounding = {
+                "ids": scene["instance_ids"][0][keep].cpu().numpy(),
+                "probabilities": scores[:, keep].cpu().numpy(),
+            }
+        return output
+
+    def _check_unet_inputs(self) -> None:
+        extra = GROUNDING_CHANNELS if self.grounder is not None else 0
+        expected = self.unet.config.out_channels + CONDITION_CHANNELS + extra
+        if self.unet.config.in_channels != expected:
+            raise ValueError(
+                f"unet: in_channels {self.unet.config.in_channels} does not match "
+                f"{self.unet.config.out_channels} MoMap latent + {CONDITION_CHANNELS} condition"
+                + (f" + {extra} grounding" if extra else "")
+                + f" = {expected} channels"
+                + ("" if extra else "; a UNet trained with grounding needs its grounder")
+            )
+
+    @torch.no_grad()
+    def ground_prompts(
+        self, scene: dict, prompts: list[str], text: Tensor
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """Returns the (N, 1, h, w) grounding maps and (N, K) instance probabilities of N prompts
+        (``text`` their embeddings); zeros for empty prompts; ``(None, None)`` without a grounder."""
+        if self.grounder is None:
+            return None, None
+        n = len(prompts)
+        features = scene["instance_features"].expand(n, -1, -1)
+        ids = scene["instance_ids"].expand(n, -1)
+        scores = self.grounder.probabilities(
+            features.to(self.grounder.device), ids, text.to(self.grounder.device)
+        )
+        has_prompt = torch.tensor([bool(p) for p in prompts], device=scores.device)
+        scores = scores.to(self.device) * has_prompt[:, None].to(self.device)
+        instance = scene["instance_tensor"].expand(n, -1, -1)
+        size = tuple(scene["condition"].shape[-2:])
+        return paint_scores(scores, ids, instance, size), scores
 
     def encode_scene(self, image, xyz, instance_map, depth, K, generator) -> dict:
         """Returns the checked inputs plus ``center``/``scale`` and the (1, 12, h, w) condition latents."""
@@ -241,7 +300,16 @@ class MoMapPipeline(DiffusionPipeline):
             xyz0_norm.permute(2, 0, 1)[None].to(self.device, dtype),
             generator=generator,
         )
-        scene.update(center=center, scale=scale)
+        instance = torch.from_numpy(scene["instance"]).long()[None].to(self.device)
+        features, ids = instance_features(
+            rgb[None].to(self.device),
+            instance,
+            xyz0_norm.permute(2, 0, 1)[None].to(self.device),
+            valid[None].to(self.device),
+        )
+        scene.update(
+            center=center, scale=scale, instance_tensor=instance, instance_features=features, instance_ids=ids
+        )
         return scene
 
     def decode_samples(
@@ -269,19 +337,27 @@ class MoMapPipeline(DiffusionPipeline):
         ]
         return MoMapPipelineOutput(momaps=momaps, xyz=xyz_out)
 
-    def _denoise(self, latents, condition, text, uncond, guidance_scale, sampler, steps, progress):
+    def _denoise(
+        self, latents, condition, text, uncond, guidance_scale, sampler, steps, progress, grounding=None
+    ):
+        """Runs the sampler; ``grounding`` (B, 1, h, w) goes with the prompt, zeros with ``uncond``."""
         sampler.set_timesteps(steps, device=latents.device)
         latents = latents * sampler.init_noise_sigma
         batch, dtype = latents.shape[0], self.unet.dtype
-        cond = condition.expand(batch, -1, -1, -1)
+        cond = condition.expand(batch, -1, -1, -1).to(dtype)
+        cond_uncond = cond
+        if grounding is not None:
+            cond_uncond = torch.cat([cond, torch.zeros_like(grounding).to(dtype)], dim=1)
+            cond = torch.cat([cond, grounding.to(dtype)], dim=1)
         text = text.to(dtype)
         uncond = None if uncond is None else uncond.to(dtype)
         for t in self.progress_bar(sampler.timesteps) if progress else sampler.timesteps:
-            model_in = sampler.scale_model_input(latents, t)
-            model_in = torch.cat([model_in, cond], dim=1).to(self.unet.dtype)
+            scaled = sampler.scale_model_input(latents, t).to(dtype)
+            model_in = torch.cat([scaled, cond], dim=1)
             if uncond is not None:
+                model_uncond = torch.cat([scaled, cond_uncond], dim=1)
                 both = self.unet(
-                    torch.cat([model_in, model_in]), t, encoder_hidden_states=torch.cat([uncond, text])
+                    torch.cat([model_uncond, model_in]), t, encoder_hidden_states=torch.cat([uncond, text])
                 ).sample
                 noise_uncond, noise_text = both.float().chunk(2)
                 noise = noise_uncond + guidance_scale * (noise_text - noise_uncond)
@@ -300,6 +376,7 @@ class MoMapVAEPipeline(MoMapPipeline):
     """
 
     model_cpu_offload_seq = "cvae->vae"
+    _optional_components: ClassVar[list[str]] = []
 
     def __init__(self, cvae, vae: AutoencoderKL, image_vae: AutoencoderKL, text_encoder: str = "minilm"):
         DiffusionPipeline.__init__(self)

@@ -29,11 +29,18 @@ from diffusers.training_utils import EMAModel
 
 from momaplib.baselines.momap_vae import ConditionalMoMapVAE
 from momaplib.checkpoints import resolve_checkpoint
+from momaplib.diffusion.grounding import PromptGrounder, train_grounder
 from momaplib.diffusion.latents import LatentSet, encode_datasets, load_latent_set, save_latent_set
 from momaplib.diffusion.objectives import cvae_loss, diffusion_loss, motion_weight_map, pipeline_predictor
 from momaplib.diffusion.pipeline import MoMapPipeline, MoMapVAEPipeline
 from momaplib.diffusion.text import load_text_encoder
-from momaplib.diffusion.unet import build_unet, inflate_unet
+from momaplib.diffusion.unet import (
+    CONDITION_CHANNELS,
+    GROUNDING_CHANNELS,
+    add_input_channels,
+    build_unet,
+    inflate_unet,
+)
 from momaplib.training import (
     InMemoryDataset,
     TrainConfig,
@@ -130,6 +137,14 @@ class TrainDiffusionJob:
     text cross-attention alone (its query, key, value and output projections), the way Custom
     Diffusion fine-tunes only cross-attention: the image path cannot change, so the loss can
     only fall through what the prompt adds. "" trains everything."""
+    grounding: bool = False
+    """Prompt grounding (``momaplib.diffusion.grounding``): train a ``PromptGrounder`` on the
+    latent set's instances first, and give the UNet one more condition channel, the map of the
+    instance the prompt names (the true target in training, zeroed with the prompt when it is
+    dropped; the grounder's scores at sampling). With --init pretrained from a UNet without the
+    channel, it is added with zero weights, so training starts from that UNet's function."""
+    grounder_steps: int = 3000
+    """Optimiser steps (batch 256) of the grounder."""
     encode_only: bool = False
     """Only write the latent cache (output_dir/latents_train.*), e.g. to share it between runs."""
     smoke: bool = False
@@ -145,7 +160,7 @@ class TrainDiffusionJob:
         )  # fmt: skip
         return replace(
             self, train=train, block_out_channels=(32, 32), layers_per_block=1, num_val_clips=2,
-            val_samples=2, val_steps=3, smoke=False,
+            val_samples=2, val_steps=3, grounder_steps=min(self.grounder_steps, 50), smoke=False,
         )  # fmt: skip
 
     def run(self, dataset: torch.utils.data.Dataset | None = None) -> Path:
@@ -194,8 +209,22 @@ def _latent_cache(
 
 
 def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, latent_size: int):
+    if job.grounding and job.model != "diffusion":
+        raise ValueError(f"grounding: only --model diffusion takes the grounding map, not {job.model!r}")
+    conditions = CONDITION_CHANNELS + (GROUNDING_CHANNELS if job.grounding else 0)
     if job.init == "pretrained":
-        return _pretrained_model(job, latent_channels, text_dim)
+        model = _pretrained_model(job, latent_channels, text_dim)
+        if job.model == "momap-vae":
+            return model
+        has = model.config.in_channels - latent_channels
+        if job.grounding and has == CONDITION_CHANNELS:
+            return add_input_channels(model, GROUNDING_CHANNELS)
+        if has != conditions:
+            raise ValueError(
+                f"pretrained: its UNet takes {has} condition channels, but --grounding "
+                f"{job.grounding} needs {conditions}"
+            )
+        return model
     if job.model == "momap-vae":
         return ConditionalMoMapVAE(
             latent_channels=latent_channels,
@@ -215,9 +244,10 @@ def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, la
                 f"image_unet: cross_attention_dim {image_unet.config.cross_attention_dim} does not match "
                 f"the text encoder's width {text_dim}; choose a matching --text-encoder"
             )
-        return inflate_unet(image_unet, latent_channels + 12, latent_channels)
+        return inflate_unet(image_unet, latent_channels + conditions, latent_channels)
     return build_unet(
         latent_channels=latent_channels,
+        condition_channels=conditions,
         cross_attention_dim=text_dim,
         block_out_channels=job.block_out_channels,
         layers_per_block=job.layers_per_block,
@@ -284,21 +314,24 @@ def training_loss(job: TrainDiffusionJob, text_table: torch.Tensor):
             prompt_index = torch.where(drop < job.text_dropout, 0, prompt_index)
         text = text_table[prompt_index]
         weight = motion_weight_map(batch["motion"], job.motion_weight) if job.motion_weight else None
+        condition = batch["condition"]
+        if "target" in batch:  # the grounding map goes with the prompt: zeros when it is dropped
+            keep = (prompt_index > 0).to(condition.dtype)[:, None, None, None]
+            condition = torch.cat([condition, batch["target"].to(condition.dtype) * keep], dim=1)
         if job.model == "momap-vae":
-            loss = cvae_loss(model, latents, batch["condition"], text, job.kl_weight, generator, weight)
+            loss = cvae_loss(model, latents, condition, text, job.kl_weight, generator, weight)
         else:
-            loss = diffusion_loss(
-                model, noise_scheduler, latents, batch["condition"], text, generator, weight
-            )
+            loss = diffusion_loss(model, noise_scheduler, latents, condition, text, generator, weight)
         return loss, {}
 
     return loss_fn
 
 
-def make_pipeline(job: TrainDiffusionJob, model, vae, image_vae, text_spec: str | None = None):
+def make_pipeline(job: TrainDiffusionJob, model, vae, image_vae, text_spec: str | None = None, grounder=None):
     """Returns the inference pipeline around a trained generator (DDIM sampler for the UNet).
 
-    ``text_spec`` is the text encoder the pipeline loads (default: the job's ``text_encoder``).
+    ``text_spec`` is the text encoder the pipeline loads (default: the job's ``text_encoder``);
+    ``grounder`` the ``PromptGrounder`` of a job with ``grounding``.
     """
     text_spec = text_spec or job.text_encoder
     if job.model == "momap-vae":
@@ -312,7 +345,12 @@ def make_pipeline(job: TrainDiffusionJob, model, vae, image_vae, text_spec: str 
         rescale_betas_zero_snr=job.prediction_type == "v_prediction",
     )
     return MoMapPipeline(
-        unet=model, vae=vae, image_vae=image_vae, scheduler=scheduler, text_encoder=text_spec
+        unet=model,
+        vae=vae,
+        image_vae=image_vae,
+        scheduler=scheduler,
+        text_encoder=text_spec,
+        grounder=grounder,
     )
 
 
@@ -357,6 +395,8 @@ def select_trainable(model: torch.nn.Module, fragments: str) -> list[torch.nn.Pa
 
 def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = None) -> Path:
     """Runs (or resumes) the training of ``job`` and returns ``output_dir/pipeline``."""
+    if job.grounding and job.model != "diffusion":
+        raise ValueError(f"grounding: only --model diffusion takes the grounding map, not {job.model!r}")
     config = job.train
     config.output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = build_accelerator(config)
@@ -378,6 +418,11 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     }
     if job.motion_weight:
         columns["motion"] = train_set.motion
+    grounder = None
+    if job.grounding:
+        with accelerator.main_process_first():
+            grounder = _grounder(job, train_set, device, accelerator.is_main_process)
+        columns["target"] = train_set.target
     dataset = InMemoryDataset(columns)
     text_table = train_set.text.to(device)
     latent_channels, latent_size = train_set.latents.shape[1], train_set.latents.shape[-1]
@@ -403,7 +448,7 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
 
     def validate_fn(model, step: int) -> dict[str, float]:
         with ema_weights(accelerator.unwrap_model(model), ema) as unwrapped:
-            return validate(job, make_pipeline(job, unwrapped, vae, image_vae), device)
+            return validate(job, make_pipeline(job, unwrapped, vae, image_vae, grounder=grounder), device)
 
     fit(
         accelerator, config, model, optimizer, scheduler, dataset, training_loss(job, text_table),
@@ -413,12 +458,47 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     if accelerator.is_main_process:
         with ema_weights(accelerator.unwrap_model(model), ema) as unwrapped:
             text_spec = job.pipeline_text_encoder or job.text_encoder
-            pipeline = make_pipeline(job, unwrapped.eval(), vae, image_vae, text_spec)
+            pipeline = make_pipeline(job, unwrapped.eval(), vae, image_vae, text_spec, grounder)
             _save_pipeline(pipeline, path)
             if job.bundle_dir is not None:
                 _save_pipeline(pipeline, job.bundle_dir, bundle=True)
     accelerator.wait_for_everyone()
     return path
+
+
+def _grounder(job: TrainDiffusionJob, train_set: LatentSet, device, is_main: bool) -> PromptGrounder:
+    """Returns the job's trained grounder: read from ``output_dir/grounder`` when a run (or the
+    main process) already trained it, else trained on ``train_set`` and saved there with
+    ``grounder_metrics.json``."""
+    folder = job.train.output_dir / "grounder"
+    if (folder / "config.json").is_file():
+        return PromptGrounder.from_pretrained(folder).to(device).eval()
+    if not train_set.has_grounding:
+        raise ValueError(
+            f"grounding: the latent cache {job.train.output_dir / 'latents_train.safetensors'} has no "
+            "instance features or targets (written by an older version); delete it to re-encode"
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.train.seed)
+        grounder = PromptGrounder(text_dim=train_set.text.shape[-1]).to(device)
+    metrics = train_grounder(
+        grounder,
+        train_set.instance_features,
+        train_set.instance_ids,
+        train_set.target_slot,
+        train_set.text,
+        train_set.prompt_index,
+        steps=job.grounder_steps,
+        seed=job.train.seed,
+        progress=job.train.progress,
+    )
+    if is_main:
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        grounder.save_pretrained(partial)
+        (partial / "grounder_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        partial.replace(folder)
+    return grounder.eval()
 
 
 @contextmanager

@@ -2,8 +2,9 @@
 
 Input channels, in this order: the noisy MoMap latent (``latent_channels``, 32 by default), then
 the three condition latents from the frozen image VAE (4 each): reference RGB, instance map in
-random colours, normalised XYZ map. Output: the ``latent_channels`` noise (or v) prediction.
-Text enters through cross-attention.
+random colours, normalised XYZ map; a UNet trained with prompt grounding has one more, the
+grounding map of ``momaplib.diffusion.grounding``. Output: the ``latent_channels`` noise (or v)
+prediction. Text enters through cross-attention.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from diffusers import UNet2DConditionModel
 
 #: the order of the condition latents after the noisy MoMap latent
 CONDITION_NAMES = ("rgb", "instance", "xyz")
+#: condition channels: 4 per image latent
+CONDITION_CHANNELS = 4 * len(CONDITION_NAMES)
+#: channels of the prompt-grounding map that follows the condition latents when used
+GROUNDING_CHANNELS = 1
 
 
 def build_unet(
@@ -92,3 +97,30 @@ def inflate_unet(
         unet.conv_out.weight.copy_(image_unet.conv_out.weight[rows])
         unet.conv_out.bias.copy_(image_unet.conv_out.bias[rows])
     return unet
+
+
+def add_input_channels(unet: UNet2DConditionModel, count: int) -> UNet2DConditionModel:
+    """Returns a copy of ``unet`` that takes ``count`` more input channels, appended last.
+
+    The new ``conv_in`` columns start at zero and every weight is copied, so the new UNet
+    computes exactly the old one's function whatever the new channels hold; training then
+    learns what they add (as ``inflate_unet`` does for the condition latents, and as ControlNet
+    and InstructPix2Pix add inputs to a pretrained UNet).
+    """
+    if count < 1:
+        raise ValueError(f"count: expected >= 1 new input channels, got {count}")
+    config = dict(unet.config)
+    old_in = config["in_channels"]
+    config["in_channels"] = old_in + count
+    wider = UNet2DConditionModel.from_config(config).to(unet.device)
+    if unet.dtype != wider.dtype:
+        wider = wider.to(unet.dtype)
+    state = dict(unet.state_dict())
+    weight = state.pop("conv_in.weight")
+    missing, unexpected = wider.load_state_dict(state, strict=False)
+    if missing != ["conv_in.weight"] or unexpected:
+        raise RuntimeError(f"add_input_channels: unexpected state mismatch {missing} / {unexpected}")
+    with torch.no_grad():
+        wider.conv_in.weight.zero_()
+        wider.conv_in.weight[:, :old_in] = weight
+    return wider
