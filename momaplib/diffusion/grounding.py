@@ -76,13 +76,7 @@ def instance_features(
         with_point = masks * valid[b].flatten().float()
         position = with_point @ xyz0[b].float().flatten(1).T / with_point.sum(1).clamp_min(1)[:, None]
         inside = masks.bool()
-        height = rows.expand_as(masks).masked_fill(~inside, -1).amax(1) - rows.expand_as(masks).masked_fill(
-            ~inside, H
-        ).amin(1)
-        width = cols.expand_as(masks).masked_fill(~inside, -1).amax(1) - cols.expand_as(masks).masked_fill(
-            ~inside, W
-        ).amin(1)
-        box = torch.stack([(height + 1) / H, (width + 1) / W], 1)
+        box = torch.stack([_extent(rows, inside) / H, _extent(cols, inside) / W], 1)
         features = torch.cat([mean, area[:, None] / (H * W) * 10, position, box, spread], 1)
         per_sample.append((features, ids))
     K = max(1, *(len(ids) for _, ids in per_sample))
@@ -91,6 +85,13 @@ def instance_features(
     for b, (f, i) in enumerate(per_sample):
         features[b, : len(i)], ids[b, : len(i)] = f, i
     return features, ids
+
+
+def _extent(coords: Tensor, inside: Tensor) -> Tensor:
+    """Returns (K,) how many rows (or columns) each instance spans: ``coords`` (HW,) the pixels'
+    row (or column) index, ``inside`` (K, HW) the instance masks."""
+    coords = coords.expand_as(inside)
+    return coords.masked_fill(~inside, -1).amax(1) - coords.masked_fill(~inside, coords.numel()).amin(1) + 1
 
 
 def pad_instances(features: Tensor, ids: Tensor, K: int) -> tuple[Tensor, Tensor]:
@@ -170,22 +171,6 @@ def target_slots(ids: Tensor, target_id: Tensor) -> Tensor:
     return torch.where(match.any(1), match.float().argmax(1), -1)
 
 
-@torch.no_grad()
-def grounding_accuracy(
-    grounder: PromptGrounder, features, ids, targets, tokens, batch_size: int = 1024
-) -> float:
-    """Returns the fraction of examples (``targets`` >= 0) whose top-scored instance is the target."""
-    keep = targets >= 0
-    if not bool(keep.any()):
-        return float("nan")
-    hits = 0
-    for start in range(0, int(keep.sum()), batch_size):
-        index = keep.nonzero().squeeze(1)[start : start + batch_size]
-        logits = grounder(features[index], ids[index], tokens[index])
-        hits += int((logits.argmax(1) == targets[index]).sum())
-    return hits / int(keep.sum())
-
-
 def train_grounder(
     grounder: PromptGrounder,
     features: Tensor,
@@ -253,7 +238,6 @@ def train_grounder(
 __all__ = [
     "NUM_INSTANCE_FEATURES",
     "PromptGrounder",
-    "grounding_accuracy",
     "instance_features",
     "pad_instances",
     "paint_scores",
