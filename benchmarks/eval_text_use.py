@@ -64,14 +64,17 @@ def moved_object(gt: MoMap, samples: np.ndarray) -> tuple[list[int], list[int]]:
     return picked, candidates
 
 
-def grounder_pick(pipeline, gt: MoMap, prompt: str | None) -> int:
-    """Returns the instance id the pipeline's grounder ranks first for ``prompt`` (0: no prompt)."""
-    if not prompt:
-        return 0
-    xyz0 = np.where(gt.valid[..., None], gt.xyz[0], np.nan)
+def grounder_picks(pipeline, gt: MoMap, xyz0: np.ndarray, prompts: dict[str, str | None]) -> dict[str, int]:
+    """Returns, per named prompt, the instance id the pipeline's grounder ranks first (0: no
+    prompt). The scene is encoded once and the prompts are grounded in one batch."""
+    named = [name for name, prompt in prompts.items() if prompt]
+    if not named:
+        return dict.fromkeys(prompts, 0)
     scene = pipeline.encode_scene(gt.rgb, xyz0, gt.instance, None, gt.K, None)
-    _, scores = pipeline.ground_prompts(scene, [prompt], pipeline.encode_prompt([prompt]))
-    return int(scene["instance_ids"][0, int(scores[0].argmax())])
+    texts = [prompts[name] for name in named]
+    _, scores = pipeline.ground_prompts(scene, texts, pipeline.encode_prompt(texts))
+    picked = dict(zip(named, scene["instance_ids"][0, scores.argmax(1)].tolist(), strict=True))
+    return {name: picked.get(name, 0) for name in prompts}
 
 
 def other_prompt(clips: list, index: int) -> str:
@@ -123,11 +126,15 @@ def main() -> None:
             xyz0 = np.where(gt.valid[..., None], gt.xyz[0], np.nan)
             prompts = {"right": gt.prompt, "none": None, "wrong": other_prompt(clips, index)}
             target = int(gt.meta["task"]["target_id"])
+            picks = (
+                grounder_picks(pipeline, gt, xyz0, {c: prompts[c] for c in conditions}) if grounded else {}
+            )
             for condition in conditions:
                 row = {"family": family, "clip_id": clip_id, "prompt": condition}
                 if grounded:
-                    picked_id = grounder_pick(pipeline, gt, prompts[condition])
-                    row["grounder_acc"] = float(picked_id == target) if prompts[condition] else float("nan")
+                    row["grounder_acc"] = (
+                        float(picks[condition] == target) if prompts[condition] else float("nan")
+                    )
                 if args.grounder_only:
                     rows.append(row)
                     continue

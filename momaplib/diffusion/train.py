@@ -150,6 +150,10 @@ class TrainDiffusionJob:
     smoke: bool = False
     """Tiny, fast settings for tests and CPU smoke runs."""
 
+    def __post_init__(self) -> None:
+        if self.grounding and self.model != "diffusion":
+            raise ValueError(f"grounding: only --model diffusion takes the grounding map, not {self.model!r}")
+
     def resolved(self) -> TrainDiffusionJob:
         """Returns the job with smoke overrides applied (a debug config is a small override)."""
         if not self.smoke:
@@ -209,8 +213,6 @@ def _latent_cache(
 
 
 def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, latent_size: int):
-    if job.grounding and job.model != "diffusion":
-        raise ValueError(f"grounding: only --model diffusion takes the grounding map, not {job.model!r}")
     conditions = CONDITION_CHANNELS + (GROUNDING_CHANNELS if job.grounding else 0)
     if job.init == "pretrained":
         model = _pretrained_model(job, latent_channels, text_dim)
@@ -395,8 +397,6 @@ def select_trainable(model: torch.nn.Module, fragments: str) -> list[torch.nn.Pa
 
 def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = None) -> Path:
     """Runs (or resumes) the training of ``job`` and returns ``output_dir/pipeline``."""
-    if job.grounding and job.model != "diffusion":
-        raise ValueError(f"grounding: only --model diffusion takes the grounding map, not {job.model!r}")
     config = job.train
     config.output_dir.mkdir(parents=True, exist_ok=True)
     accelerator = build_accelerator(config)
