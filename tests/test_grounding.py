@@ -186,3 +186,24 @@ def test_the_grounding_map_goes_with_the_prompt_only(grounded_pipelines, tmp_pat
         ValueError, match=r"in_channels 21 does not match 8 MoMap latent \+ 12 condition = 20"
     ):
         run(broken, "push")
+
+
+def test_guidance_gives_the_map_to_the_prompt_branch_and_zeros_to_the_other(grounded_pipelines):
+    _, grounded = grounded_pipelines
+    image, xyz, instance = scene()
+    seen = []
+    forward = grounded.unet.forward
+
+    def recording(sample, *args, **kwargs):
+        seen.append(sample[:, -1].clone())  # the grounding channel of each call
+        return forward(sample, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(grounded.unet, "forward", recording)
+        grounded(
+            image, xyz=xyz, instance_map=instance, prompt="push", num_samples=2, num_inference_steps=2,
+            guidance_scale=2.0, generator=torch.Generator().manual_seed(0), progress=False,
+        )  # fmt: skip
+    assert len(seen) == 2  # one batched call per step: [unconditional | prompt]
+    for channel in seen:
+        assert not channel[:2].any() and channel[2:].sum() > 0
