@@ -184,7 +184,7 @@ class _BatchEncoder:
         self.slots.append(target_slots(instance_ids, target_ids).cpu())
         self.latents.append(latents.cpu())
         self.conditions.append(condition.float().cpu())
-        self.motion.append(motion_fraction(momap, tuple(latents.shape[-2:])).cpu())
+        self.motion.append(motion_fraction(momap, size).cpu())
         self.prompts += list(prompts)
         self.ids += list(ids)
 
