@@ -16,9 +16,10 @@ What ``fit`` guarantees:
   workers) or from memory (``InMemoryDataset``). With several processes, process ``r`` takes
   slice ``r`` of each global batch.
 - **Atomic checkpoints** every ``checkpoint_every`` steps and at the end, in
-  ``output_dir/checkpoints/step_XXXXXXX``: accelerate's state (model, optimizer, LR scheduler,
-  grad scaler, RNG states of every process; safetensors for the model, ``torch.load`` with
-  ``weights_only=True`` on the way back) plus ``state.json`` with the step. Each is written into
+  ``output_dir/checkpoints/step_XXXXXXX``: accelerate's state (model, optimizer, grad scaler,
+  registered objects such as an EMA, RNG states of every process; safetensors for the model,
+  ``torch.load`` with ``weights_only=True`` on the way back) plus ``state.json`` with the step,
+  from which the LR scheduler is set again. Each is written into
   a hidden temporary folder and renamed into place, so a kill never leaves a checkpoint that
   ``latest_checkpoint`` accepts half-written; the last ``keep_checkpoints`` are kept.
 - **Exact resume.** Rerunning the same command continues from the latest checkpoint: same
@@ -40,6 +41,7 @@ import math
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import count
@@ -601,6 +603,22 @@ def resume_step(accelerator: Accelerator, config: TrainConfig) -> int:
     return int(state["step"])
 
 
+def _advance_scheduler(lr_scheduler: Any, step: int) -> None:
+    """Brings a freshly built LR scheduler to ``step`` after a resume.
+
+    The scheduler is not part of accelerate's checkpoint (only prepared or registered objects
+    are, and registering it now would shift the custom-object slots of existing checkpoints),
+    but ``build_scheduler``'s factor is a pure function of the step, so setting the step gives
+    exactly the LR of the uninterrupted run. Without this a resumed run started the warm-up over.
+    """
+    if step <= 0 or getattr(lr_scheduler, "last_epoch", None) != 0:
+        return
+    lr_scheduler.last_epoch = step - 1
+    with warnings.catch_warnings():  # "lr_scheduler.step() before optimizer.step()": intended here
+        warnings.simplefilter("ignore", UserWarning)
+        lr_scheduler.step()
+
+
 def fit(
     accelerator: Accelerator,
     config: TrainConfig,
@@ -631,6 +649,7 @@ def fit(
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     start = resume_step(accelerator, config)
+    _advance_scheduler(lr_scheduler, start)
     log = MetricsLog(output_dir / METRICS_FILE, start, enabled=accelerator.is_main_process)
     result = FitResult(start, config.max_steps, None)
     if start >= config.max_steps:

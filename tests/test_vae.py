@@ -112,10 +112,10 @@ def _batch(seed: int = 0, B: int = 4, T: int = 4, H: int = 16):
 
 
 def _fit(tmp_path, steps: int, stop_after=None, lr: float = 3e-3, validate=None, **overrides):
+    settings = {"lr_warmup_steps": 0, "lr_schedule": "constant", "checkpoint_every": 5, "validate_every": 0}
     config = TrainConfig(
-        output_dir=tmp_path, max_steps=steps, batch_size=4, learning_rate=lr, lr_warmup_steps=0,
-        lr_schedule="constant", checkpoint_every=5, num_workers=0, progress=False,
-        **{"validate_every": 0, **overrides},
+        output_dir=tmp_path, max_steps=steps, batch_size=4, learning_rate=lr, num_workers=0, progress=False,
+        **{**settings, **overrides},
     )  # fmt: skip
     accelerator = build_accelerator(config)
     torch.manual_seed(0)
@@ -152,6 +152,17 @@ def test_resume_after_interruption_reproduces_the_loss_curve_exactly(tmp_path):
     (tmp_path / "resumed" / "metrics.jsonl").open("a").write('{"step": 7, "loss": 1e9}\n{"torn')  # junk
     _, resumed = _fit(tmp_path / "resumed", steps=12)
     assert [r["step"] for r in resumed] == list(range(1, 13))
+    np.testing.assert_array_equal([r["loss"] for r in resumed], [r["loss"] for r in straight])
+
+
+def test_resume_continues_the_warm_up_and_cosine_schedule_where_it_stopped(tmp_path):
+    schedule = {"lr_warmup_steps": 3, "lr_schedule": "cosine"}
+    _, straight = _fit(tmp_path / "straight", steps=12, **schedule)
+    _fit(tmp_path / "resumed", steps=12, stop_after=7, **schedule)  # resumes from step 5
+    _, resumed = _fit(tmp_path / "resumed", steps=12, **schedule)
+    lrs = [r["lr"] for r in straight]
+    assert lrs[0] < lrs[3] == pytest.approx(3e-3) and lrs[-1] < lrs[6] < lrs[3]  # warm-up, then cosine
+    np.testing.assert_array_equal([r["lr"] for r in resumed], lrs)
     np.testing.assert_array_equal([r["loss"] for r in resumed], [r["loss"] for r in straight])
 
 
