@@ -6,9 +6,12 @@
   the "pretrained" model that ``inflate_from_image_vae`` starts the MoMap VAE from.
 - ``TrainVAEJob`` fine-tunes the ``MoMapVAE`` (inflated from an image VAE, or from scratch for
   the ablation) on MoMaps: L1 on decoded trajectories over every valid point and again over the
-  visible ones, an optional velocity term, a small KL weight. It ends by setting
+  visible ones, optional velocity and displacement terms, a small KL weight. It ends by setting
   ``config.scaling_factor`` to ``1 / std`` of posterior-mean latents of training MoMaps, so the
-  diffusion model sees unit-variance latents.
+  diffusion model sees unit-variance latents. ``--init pretrained --trainable decoder`` fine-tunes
+  only the decoder of a trained MoMap VAE, as Stable Diffusion's ``sd-vae-ft-mse`` did: the
+  encoder, the latent space and its scaling factor stay as they were, so the generators trained
+  on them keep working with the new decoder.
 - ``reconstruction_epe`` / ``evaluate_reconstruction``: the reconstruction end-point error
   relative to the scene scale, the number the MoMap VAE is judged by.
 
@@ -290,8 +293,15 @@ class TrainVAEJob:
         default_factory=lambda: TrainConfig(Path("outputs/momap-vae"), max_steps=4000, batch_size=16)
     )
     """The optimisation loop."""
-    init: Literal["inflate", "scratch"] = "inflate"
-    """Initialisation: inflated from --image-vae (paper), or random (the ablation)."""
+    init: Literal["inflate", "scratch", "pretrained"] = "inflate"
+    """Initialisation: inflated from --image-vae (paper), random (the ablation), or a trained
+    MoMap VAE (--pretrained) to fine-tune."""
+    pretrained: str | None = None
+    """With --init pretrained: a MoMapVAE folder, bundled name (momap-vae) or hub id."""
+    trainable: Literal["all", "decoder"] = "all"
+    """What trains: the whole VAE, or only its decoder (``post_quant_conv`` + ``decoder``). A
+    decoder-only run keeps the encoder and the latent scaling factor, so the latents that
+    diffusion models were trained on do not change; it needs --init pretrained."""
     image_vae: str = "image-vae"
     """Image AutoencoderKL to inflate: folder, bundled name or hub id (SD: add --image-vae-subfolder vae)."""
     image_vae_subfolder: str | None = None
@@ -308,6 +318,11 @@ class TrainVAEJob:
     """Weight of the extra L1 term over visible points (the all-points term has weight 1)."""
     velocity_weight: float = 0.0
     """Weight of the L1 term on frame-to-frame displacements (0: off)."""
+    displacement_weight: float = 0.0
+    """Weight of the L1 term on displacements from the reference frame, ``x_t - x_0`` (0: off).
+    Every motion metric (the moving mask, ``ate_dtw``, the direction words) reads trajectories
+    relative to ``x_0``; with plain L1 a static point may wobble by a few per cent of the scene
+    scale over time, which the moving mask's 2 % threshold counts as motion."""
     kl_weight: float = 1e-6
     """Weight of the KL term."""
     num_val_clips: int = 64
@@ -316,6 +331,17 @@ class TrainVAEJob:
     """Also write fp16 shards (<= 15 MiB) here, e.g. checkpoints/momap-vae."""
     smoke: bool = False
     """Tiny, fast settings for tests and CPU smoke runs."""
+
+    def __post_init__(self) -> None:
+        if self.init == "pretrained" and not self.pretrained:
+            raise ValueError(
+                "pretrained: --init pretrained needs --pretrained (a MoMapVAE folder, name or hub id)"
+            )
+        if self.trainable == "decoder" and self.init != "pretrained":
+            raise ValueError(
+                f"trainable: 'decoder' keeps a trained encoder, so it needs --init pretrained, "
+                f"not {self.init!r}"
+            )
 
     def resolved(self) -> TrainVAEJob:
         """Returns the job with smoke overrides applied."""
@@ -327,7 +353,17 @@ class TrainVAEJob:
         )  # fmt: skip
 
     def build_model(self, num_frames: int, sample_size: int) -> MoMapVAE:
-        """Returns the initial ``MoMapVAE``: inflated from ``image_vae`` or random."""
+        """Returns the initial ``MoMapVAE``: inflated from ``image_vae``, random, or ``pretrained``."""
+        if self.init == "pretrained":
+            from momaplib.checkpoints import resolve_checkpoint
+
+            model = MoMapVAE.from_pretrained(resolve_checkpoint(self.pretrained), torch_dtype=torch.float32)
+            if model.num_frames != num_frames:
+                raise ValueError(
+                    f"pretrained: {self.pretrained} encodes T = {model.num_frames} frames, "
+                    f"the data has {num_frames}"
+                )
+            return model
         if self.init == "inflate":
             from momaplib.vae import inflate_from_image_vae, load_image_vae
 
@@ -350,11 +386,14 @@ class TrainVAEJob:
         if dataset is None:
             dataset = load_training_data(job.datasets, config, keys=("momap", "valid", "visible"))
         model = job.build_model(T, H)
-        optimizer = build_optimizer(model.parameters(), config)
+        parameters = trainable_parameters(model, job.trainable)
+        optimizer = build_optimizer(parameters, config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)
         save_job_settings(job, config.output_dir)
-        loss_fn = momap_vae_loss(job.visible_weight, job.velocity_weight, job.kl_weight)
+        loss_fn = momap_vae_loss(
+            job.visible_weight, job.velocity_weight, job.kl_weight, job.displacement_weight
+        )
         val = open_datasets(job.datasets, "val")
 
         def validate(model: MoMapVAE, step: int) -> dict[str, float]:
@@ -366,21 +405,45 @@ class TrainVAEJob:
         fit(accelerator, config, model, optimizer, scheduler, dataset, loss_fn, validate_fn)
         model = accelerator.unwrap_model(model)
         model.eval()
-        factor = latent_scaling_factor(model, dataset)
-        model.register_to_config(scaling_factor=factor)
+        if job.trainable == "all":  # a new encoder: new latent statistics
+            model.register_to_config(scaling_factor=latent_scaling_factor(model, dataset))
         folder = save_model(model, config.output_dir / MODEL_DIR)
         if job.bundle_dir is not None and accelerator.is_main_process:
             save_bundle(model, job.bundle_dir)
         return folder
 
 
-def momap_vae_loss(visible_weight: float = 1.0, velocity_weight: float = 0.0, kl_weight: float = 1e-6):
+def trainable_parameters(model: MoMapVAE, trainable: str = "all") -> list[Tensor]:
+    """Returns the parameters that train and freezes the rest (``TrainVAEJob.trainable``).
+
+    "decoder": ``post_quant_conv`` and ``decoder``; the encoder and ``quant_conv``, which define
+    the latent space, get ``requires_grad = False``.
+    """
+    if trainable == "all":
+        return list(model.parameters())
+    if trainable != "decoder":
+        raise ValueError(f"trainable: expected 'all' or 'decoder', got {trainable!r}")
+    model.requires_grad_(False)
+    parts = [model.post_quant_conv, model.decoder]
+    for part in parts:
+        part.requires_grad_(True)
+    return [p for part in parts for p in part.parameters()]
+
+
+def momap_vae_loss(
+    visible_weight: float = 1.0,
+    velocity_weight: float = 0.0,
+    kl_weight: float = 1e-6,
+    displacement_weight: float = 0.0,
+):
     """Returns ``loss_fn(model, batch, step)`` of the MoMap VAE (for ``momaplib.training.fit``).
 
     Terms (model range, i.e. metres / scene scale): mean L1 over valid points of every frame,
     ``visible_weight`` times the mean L1 over visible points, ``velocity_weight`` times the L1 of
-    frame-to-frame displacements over valid points, and ``kl_weight`` times the KL per element.
-    The decoder sees a posterior sample, as in SD's VAE training.
+    frame-to-frame displacements over valid points, ``displacement_weight`` times the L1 of
+    displacements from the reference frame (``x_t - x_0``, t >= 1) over valid points, and
+    ``kl_weight`` times the KL per element. The decoder sees a posterior sample, as in SD's VAE
+    training.
     """
 
     def loss_fn(model: MoMapVAE, batch: dict[str, Any], step: int):
@@ -402,6 +465,14 @@ def momap_vae_loss(visible_weight: float = 1.0, velocity_weight: float = 0.0, kl
             velocity = ((d_pred - d_true).abs().sum(2) * valid[:, 1:]).sum() / valid[:, 1:].sum().clamp(min=1)
             loss = loss + velocity_weight * velocity
             logs["velocity"] = velocity
+        if displacement_weight:
+            pred = decoded.view(B, T, 3, H, W)
+            true = x.view(B, T, 3, H, W)
+            moved = (pred[:, 1:] - pred[:, :1]) - (true[:, 1:] - true[:, :1])
+            mask = valid[:, 1:]
+            displacement = (moved.abs().sum(2) * mask).sum() / mask.sum().clamp(min=1)
+            loss = loss + displacement_weight * displacement
+            logs["displacement"] = displacement
         kl = _kl(posterior)
         logs["kl"] = kl
         return loss + kl_weight * kl, logs
@@ -419,4 +490,5 @@ __all__ = [
     "momap_vae_loss",
     "object_color_error",
     "reconstruction_epe",
+    "trainable_parameters",
 ]

@@ -13,6 +13,7 @@
 
 Stages: MoMap-Sim data of both families -> the training clips loaded once into (GPU) memory ->
 image VAE -> MoMap VAE inflated from it (kept) and from scratch (the ablation, same steps) ->
+the kept one's decoder fine-tuned with the displacement term (encoder and latents unchanged) ->
 diffusion UNet and the MoMap-VAE baseline on pre-encoded latents -> VAE reconstruction error
 and the best-of-10 table on the test split. The same jobs run one by one through ``momap sim``,
 ``momap train-image-vae``, ``momap train-vae``, ``momap train-diffusion`` and ``momap eval``
@@ -54,6 +55,10 @@ def main() -> None:
     parser.add_argument("--image-vae-steps", type=int, default=6000)
     parser.add_argument("--image-vae-batch", type=int, default=64)
     parser.add_argument("--image-vae-minutes", type=float, help="time limit (default 5 x --minutes)")
+    parser.add_argument(
+        "--decoder-steps", type=int, default=4500,
+        help="then fine-tune the MoMap VAE's decoder this long with the displacement term (0: skip)",
+    )  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=1024, help="batch of the generator runs")
     parser.add_argument("--lr", type=float, default=4e-4, help="peak learning rate of those runs")
     parser.add_argument("--diffusion-steps", type=int, default=6500)
@@ -155,11 +160,29 @@ def main() -> None:
             stamp(f"MoMap VAE ({init})")
             config = train_config(name, 2000, 32, 4e-4, minutes(2.6), validate_every=500)
             TrainVAEJob(sets, config, init=init, image_vae=str(runs / "image-vae/model"), **small).run(memory)
+    # 4b. the inflated VAE's decoder alone, with the displacement term: same encoder and latents
+    if not args.vae and args.decoder_steps:
+        if not (runs / "momap-vae-decoder" / "model").is_dir():
+            stamp("MoMap VAE decoder fine-tune")
+            config = train_config(
+                "momap-vae-decoder", args.decoder_steps, 64, 1e-4, minutes(4.7), validate_every=1500
+            )
+            TrainVAEJob(
+                sets,
+                config,
+                init="pretrained",
+                pretrained=vae_folder,
+                trainable="decoder",
+                displacement_weight=1.0,
+            ).run(memory)
+        vae_folder = str(runs / "momap-vae-decoder/model")
     if not args.vae and not (runs / "vae_eval.json").is_file():
         stamp("VAE reconstruction on the test split")
         test = open_datasets(sets, "test")
         scores = {}
-        for name in ("momap-vae", "momap-vae-scratch"):
+        for name in ("momap-vae", "momap-vae-scratch", "momap-vae-decoder"):
+            if not (runs / name / "model").is_dir():
+                continue
             vae = MoMapVAE.from_pretrained(runs / name / "model").to(device).eval()
             scores[name] = {
                 **evaluate_reconstruction(vae, test),

@@ -94,3 +94,29 @@ def test_wrong_object_edge_cases():
     lonely.instance = np.where(lonely.instance == 1, 1, 0).astype(np.int32)
     with pytest.raises(ValueError, match="at least two instances"):
         gt_wrong_object(lonely, 1, 0)
+
+
+def test_vae_reconstruction_is_the_decoded_posterior_mean_in_metres():
+    from momaplib.baselines.simple import vae_reconstruction
+    from momaplib.data import model_inputs
+    from momaplib.momap import channels_to_xyz, denormalize_xyz
+    from momaplib.vae import MoMapVAE
+
+    momap = toy_momap(T=4, H=16, W=16)
+    momap.valid[:2] = False  # invalid pixels carry no trajectory
+    torch.manual_seed(0)
+    vae = MoMapVAE.build(
+        4, latent_channels=4, block_out_channels=(8,) * 4, layers_per_block=1, norm_num_groups=4
+    )
+    vae.eval()
+    samples = vae_reconstruction(vae)(momap, 3, 0)
+    assert samples.shape == (3, *momap.xyz.shape) and torch.equal(samples[0], samples[2])
+    # independently: the model-range channels of the dataset, through encoder mean and decoder
+    inputs = model_inputs(momap)
+    with torch.no_grad():
+        channels = vae.decode_channels(vae.encode_channels(inputs["momap"][None]))
+    expected = denormalize_xyz(channels_to_xyz(channels), inputs["center"][None], inputs["scale"][None])[0]
+    valid = torch.from_numpy(momap.valid)
+    torch.testing.assert_close(samples[0][:, valid], expected[:, valid], rtol=1e-4, atol=1e-5)
+    assert torch.all(samples[:, :, ~valid] == 0)
+    assert not torch.allclose(samples[0][:, valid], torch.from_numpy(momap.xyz)[:, valid], atol=1e-3)

@@ -214,6 +214,72 @@ def test_vae_jobs_smoke_end_to_end(tmp_path):
     assert vae.config.scaling_factor != 1.0  # re-estimated from training latents
     assert (tmp_path / "vae" / "checkpoints").is_dir() and (tmp_path / "vae" / "metrics.jsonl").is_file()
 
+    # decoder-only fine-tuning from that VAE keeps its latent space: encoder, quant_conv and scaling
+    # factor unchanged bit for bit, the decoder trained (with the displacement term on)
+    tuned_folder = TrainVAEJob(
+        sets, TrainConfig(tmp_path / "dec", progress=False), init="pretrained", pretrained=str(folder),
+        trainable="decoder", displacement_weight=1.0, smoke=True,
+    ).run()  # fmt: skip
+    tuned = MoMapVAE.from_pretrained(tuned_folder)
+    assert tuned.config.scaling_factor == vae.config.scaling_factor
+    before, after = vae.state_dict(), tuned.state_dict()
+    encoder_keys = [k for k in before if k.startswith(("encoder.", "quant_conv."))]
+    decoder_keys = [k for k in before if k.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder_keys and decoder_keys and len(encoder_keys) + len(decoder_keys) == len(before)
+    for key in encoder_keys:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(after[key], before[key]) for key in decoder_keys)
+    records = [json.loads(line) for line in open(tmp_path / "dec" / "metrics.jsonl")]
+    assert all(r["displacement"] > 0 for r in records if "displacement" in r) and "displacement" in records[0]
+
+
+def test_vae_job_rejects_decoder_only_without_a_pretrained_vae():
+    from momaplib.vae_train import TrainVAEJob
+
+    with pytest.raises(ValueError, match="needs --init pretrained"):
+        TrainVAEJob(trainable="decoder")
+    with pytest.raises(ValueError, match="needs --pretrained"):
+        TrainVAEJob(init="pretrained")
+
+
+class _OffsetVAE(torch.nn.Module):
+    """Stand-in VAE whose decoder returns the input plus a fixed offset (B, 3T, H, W)."""
+
+    def __init__(self, offset):
+        super().__init__()
+        self.offset, self.x = offset, None
+
+    def encode(self, x):
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        self.x = x
+        return type("Out", (), {"latent_dist": DiagonalGaussianDistribution(torch.zeros(len(x), 2, 2, 2))})
+
+    def decode(self, z):
+        return type("Out", (), {"sample": self.x + self.offset})
+
+
+def test_displacement_term_counts_motion_relative_to_the_first_frame_only():
+    B, T, H = 2, 3, 4
+    x = _batch(B=B, T=T, H=H)
+    loss_fn = momap_vae_loss(visible_weight=0.0, kl_weight=0.0, displacement_weight=1.0)
+    # the same error in every frame: a shifted trajectory that does not move more or less
+    constant = torch.zeros(B, T, 3, H, H)
+    constant[:, :, 0] = 0.3
+    _, logs = loss_fn(_OffsetVAE(constant.flatten(1, 2)), x, step=1)
+    torch.testing.assert_close(logs["l1"], torch.tensor(0.3))
+    torch.testing.assert_close(logs["displacement"], torch.tensor(0.0))
+    # a static error that grows with time: 0.1 t on x -> |x_t - x_0| errors 0.1 and 0.2 at t = 1, 2
+    drift = torch.zeros(B, T, 3, H, H)
+    drift[:, :, 0] = 0.1 * torch.arange(T).view(1, T, 1, 1)
+    valid = x["valid"].clone()
+    valid[0, :2] = False  # invalid points do not count
+    x["valid"] = valid
+    loss, logs = loss_fn(_OffsetVAE(drift.flatten(1, 2)), x, step=1)
+    torch.testing.assert_close(logs["displacement"], torch.tensor(0.15))
+    torch.testing.assert_close(logs["l1"], torch.tensor(0.1))
+    torch.testing.assert_close(loss, logs["l1"] + logs["displacement"])
+
 
 def test_object_color_error_known_answers():
     from momaplib.vae_train import object_color_error

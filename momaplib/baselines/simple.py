@@ -156,6 +156,26 @@ def _target_instance(gt: MoMap, ids: list[int]) -> int | None:
 
 
 #: name -> predictor; names are the row labels of the metric tables.
+def vae_reconstruction(vae) -> Predictor:
+    """Returns a predictor whose samples are the GT encoded and decoded by a MoMap VAE.
+
+    ``vae`` is a ``momaplib.vae.MoMapVAE`` (on any device); the posterior mean is decoded, so the
+    N samples are identical. A generator that hit the GT's latent exactly would score this: the
+    ceiling of every model that samples in that latent space (``Ours``, ``MoMap-VAE``), and the
+    row that shows how much of a metric the autoencoder alone gives away.
+    """
+
+    @torch.no_grad()
+    def predict(gt: MoMap, num_samples: int = 10, generator: torch.Generator | int | None = None) -> Tensor:
+        valid = torch.from_numpy(gt.valid)[None].to(vae.device)
+        xyz = torch.from_numpy(gt.xyz)[None].to(vae.device)
+        latents = vae.encode_momap(xyz, valid)
+        decoded = vae.decode_momap(latents.latents, latents.center, latents.scale)[0]
+        return _repeat(torch.where(valid[0, None, ..., None], decoded, 0.0).cpu(), num_samples)
+
+    return predict
+
+
 PREDICTORS: dict[str, Callable[..., Tensor]] = {
     "static": static,
     "gt": ground_truth,
