@@ -155,13 +155,13 @@ def _target_instance(gt: MoMap, ids: list[int]) -> int | None:
     return None
 
 
-#: name -> predictor; names are the row labels of the metric tables.
 def vae_reconstruction(vae) -> Predictor:
     """Returns a predictor whose samples are the GT encoded and decoded by a MoMap VAE.
 
     ``vae`` is a ``momaplib.vae.MoMapVAE`` (on any device); the posterior mean is decoded, so the
-    N samples are identical. A generator that hit the GT's latent exactly would score this: the
-    ceiling of every model that samples in that latent space (``Ours``, ``MoMap-VAE``), and the
+    N samples are identical. A generator that hit the GT's latent exactly would score this, so
+    it is about the ceiling of every model that samples in that latent space (``Ours``,
+    ``MoMap-VAE``; a best-of-N pick among varied samples can land a little above it), and the
     row that shows how much of a metric the autoencoder alone gives away.
     """
 
@@ -176,6 +176,7 @@ def vae_reconstruction(vae) -> Predictor:
     return predict
 
 
+#: name -> predictor; names are the row labels of the metric tables.
 PREDICTORS: dict[str, Callable[..., Tensor]] = {
     "static": static,
     "gt": ground_truth,
