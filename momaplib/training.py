@@ -161,6 +161,23 @@ def build_optimizer(parameters: Any, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
 
 
+def select_trainable(model: torch.nn.Module, fragments: str) -> list[torch.nn.Parameter]:
+    """Freezes every parameter of ``model`` whose name contains none of the comma-separated
+    ``fragments`` and returns the trainable ones (all of them for ``""``)."""
+    parts = [part.strip() for part in fragments.split(",") if part.strip()]
+    if not parts:
+        return [p for p in model.parameters() if p.requires_grad]
+    chosen = []
+    for name, parameter in model.named_parameters():
+        keep = any(part in name for part in parts)
+        parameter.requires_grad_(keep)
+        if keep:
+            chosen.append(parameter)
+    if not chosen:
+        raise ValueError(f"trainable: no parameter name contains any of {parts} (e.g. 'attn2', 'conv_in')")
+    return chosen
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig
 ) -> torch.optim.lr_scheduler.LambdaLR:
@@ -847,5 +864,6 @@ __all__ = [
     "save_checkpoint",
     "save_job_settings",
     "save_model",
+    "select_trainable",
     "to_device",
 ]

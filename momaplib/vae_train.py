@@ -47,12 +47,18 @@ from momaplib.training import (
     save_bundle,
     save_job_settings,
     save_model,
+    select_trainable,
     to_device,
 )
 from momaplib.vae import BLOCK_OUT_CHANNELS, LATENT_CHANNELS, LAYERS_PER_BLOCK, MoMapVAE, build_image_vae
 
 #: Where a training run writes its final model (inside ``output_dir``).
 MODEL_DIR = "model"
+
+#: ``TrainVAEJob.trainable`` -> the parameter-name fragments that train (``select_trainable``):
+#: the decoder side is ``post_quant_conv`` + ``decoder``; the encoder and ``quant_conv`` define
+#: the latent space.
+TRAINABLE_PARTS = {"all": "", "decoder": "decoder.,post_quant_conv."}
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -386,8 +392,7 @@ class TrainVAEJob:
         if dataset is None:
             dataset = load_training_data(job.datasets, config, keys=("momap", "valid", "visible"))
         model = job.build_model(T, H)
-        parameters = trainable_parameters(model, job.trainable)
-        optimizer = build_optimizer(parameters, config)
+        optimizer = build_optimizer(select_trainable(model, TRAINABLE_PARTS[job.trainable]), config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)
         save_job_settings(job, config.output_dir)
@@ -411,23 +416,6 @@ class TrainVAEJob:
         if job.bundle_dir is not None and accelerator.is_main_process:
             save_bundle(model, job.bundle_dir)
         return folder
-
-
-def trainable_parameters(model: MoMapVAE, trainable: str = "all") -> list[Tensor]:
-    """Returns the parameters that train and freezes the rest (``TrainVAEJob.trainable``).
-
-    "decoder": ``post_quant_conv`` and ``decoder``; the encoder and ``quant_conv``, which define
-    the latent space, get ``requires_grad = False``.
-    """
-    if trainable == "all":
-        return list(model.parameters())
-    if trainable != "decoder":
-        raise ValueError(f"trainable: expected 'all' or 'decoder', got {trainable!r}")
-    model.requires_grad_(False)
-    parts = [model.post_quant_conv, model.decoder]
-    for part in parts:
-        part.requires_grad_(True)
-    return [p for part in parts for p in part.parameters()]
 
 
 def momap_vae_loss(
@@ -490,5 +478,4 @@ __all__ = [
     "momap_vae_loss",
     "object_color_error",
     "reconstruction_epe",
-    "trainable_parameters",
 ]

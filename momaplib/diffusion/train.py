@@ -49,6 +49,7 @@ from momaplib.training import (
     build_scheduler,
     fit,
     save_job_settings,
+    select_trainable,
 )
 from momaplib.training import (
     read_metrics as read_metric_records,
@@ -378,23 +379,6 @@ def validate(job: TrainDiffusionJob, pipeline, device) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- training
-def select_trainable(model: torch.nn.Module, fragments: str) -> list[torch.nn.Parameter]:
-    """Freezes every parameter of ``model`` whose name contains none of the comma-separated
-    ``fragments`` and returns the trainable ones (all of them for ``""``)."""
-    parts = [part.strip() for part in fragments.split(",") if part.strip()]
-    if not parts:
-        return [p for p in model.parameters() if p.requires_grad]
-    chosen = []
-    for name, parameter in model.named_parameters():
-        keep = any(part in name for part in parts)
-        parameter.requires_grad_(keep)
-        if keep:
-            chosen.append(parameter)
-    if not chosen:
-        raise ValueError(f"trainable: no parameter name contains any of {parts} (e.g. 'attn2', 'conv_in')")
-    return chosen
-
-
 def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = None) -> Path:
     """Runs (or resumes) the training of ``job`` and returns ``output_dir/pipeline``."""
     config = job.train
