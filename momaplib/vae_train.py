@@ -440,25 +440,25 @@ def momap_vae_loss(
         T = C // 3
         posterior = model.encode(x).latent_dist
         decoded = model.decode(posterior.sample()).sample.float()
-        error = (decoded - x).abs().view(B, T, 3, H, W).sum(2)  # L1 over xyz per point
+        delta = (decoded - x).view(B, T, 3, H, W)  # trajectory error per point and frame
+        error = delta.abs().sum(2)  # L1 over xyz per point
         valid = batch["valid"][:, None].expand(B, T, H, W).float()
         visible = batch["visible"].float() * valid
         l1 = (error * valid).sum() / valid.sum().clamp(min=1)
         l1_visible = (error * visible).sum() / visible.sum().clamp(min=1)
         loss = l1 + visible_weight * l1_visible
         logs: dict[str, Tensor] = {"l1": l1, "l1_visible": l1_visible}
-        if velocity_weight:
-            d_pred = decoded.view(B, T, 3, H, W).diff(dim=1)
-            d_true = x.view(B, T, 3, H, W).diff(dim=1)
-            velocity = ((d_pred - d_true).abs().sum(2) * valid[:, 1:]).sum() / valid[:, 1:].sum().clamp(min=1)
+        later = valid[:, 1:]  # frames 1..T-1: both motion terms compare two frames' errors
+
+        def mean_l1(difference: Tensor) -> Tensor:
+            return (difference.abs().sum(2) * later).sum() / later.sum().clamp(min=1)
+
+        if velocity_weight:  # frame-to-frame: (x_t - x_{t-1}) decoded against true
+            velocity = mean_l1(delta.diff(dim=1))
             loss = loss + velocity_weight * velocity
             logs["velocity"] = velocity
-        if displacement_weight:
-            pred = decoded.view(B, T, 3, H, W)
-            true = x.view(B, T, 3, H, W)
-            moved = (pred[:, 1:] - pred[:, :1]) - (true[:, 1:] - true[:, :1])
-            mask = valid[:, 1:]
-            displacement = (moved.abs().sum(2) * mask).sum() / mask.sum().clamp(min=1)
+        if displacement_weight:  # from the reference frame: (x_t - x_0) decoded against true
+            displacement = mean_l1(delta[:, 1:] - delta[:, :1])
             loss = loss + displacement_weight * displacement
             logs["displacement"] = displacement
         kl = _kl(posterior)

@@ -263,22 +263,30 @@ def test_displacement_term_counts_motion_relative_to_the_first_frame_only():
     B, T, H = 2, 3, 4
     x = _batch(B=B, T=T, H=H)
     loss_fn = momap_vae_loss(visible_weight=0.0, kl_weight=0.0, displacement_weight=1.0)
+    with_velocity = momap_vae_loss(visible_weight=0.0, kl_weight=0.0, velocity_weight=1.0)
     # the same error in every frame: a shifted trajectory that does not move more or less
     constant = torch.zeros(B, T, 3, H, H)
     constant[:, :, 0] = 0.3
     _, logs = loss_fn(_OffsetVAE(constant.flatten(1, 2)), x, step=1)
     torch.testing.assert_close(logs["l1"], torch.tensor(0.3))
     torch.testing.assert_close(logs["displacement"], torch.tensor(0.0))
+    torch.testing.assert_close(
+        with_velocity(_OffsetVAE(constant.flatten(1, 2)), x, 1)[1]["velocity"], torch.tensor(0.0)
+    )
     # a static error that grows with time: 0.1 t on x -> |x_t - x_0| errors 0.1 and 0.2 at t = 1, 2
     drift = torch.zeros(B, T, 3, H, H)
     drift[:, :, 0] = 0.1 * torch.arange(T).view(1, T, 1, 1)
     valid = x["valid"].clone()
-    valid[0, :2] = False  # invalid points do not count
+    valid[0, :2] = False  # invalid points do not count, however wrong they are
+    drift[0, :, 0, :2] = 5.0 * torch.arange(T).view(T, 1, 1)
     x["valid"] = valid
     loss, logs = loss_fn(_OffsetVAE(drift.flatten(1, 2)), x, step=1)
     torch.testing.assert_close(logs["displacement"], torch.tensor(0.15))
     torch.testing.assert_close(logs["l1"], torch.tensor(0.1))
     torch.testing.assert_close(loss, logs["l1"] + logs["displacement"])
+    # frame to frame the same drift is off by 0.1 at every step
+    velocity = with_velocity(_OffsetVAE(drift.flatten(1, 2)), x, 1)[1]["velocity"]
+    torch.testing.assert_close(velocity, torch.tensor(0.1))
 
 
 def test_object_color_error_known_answers():
