@@ -18,6 +18,10 @@ several on one GPU) and a merge step that builds the table from their per-clip r
 
     for k in 0 1 2 3; do python benchmarks/eval_models.py --clips 117 --shard $k/4 --out runs/s$k & done; wait
     python benchmarks/eval_models.py --merge runs/s0 runs/s1 runs/s2 runs/s3 --out runs/all
+
+``--skip K`` extends an earlier ``--clips K`` run to more clips without redoing the first K:
+``--clips 600 --skip 117`` evaluates the next 483 clips of the split, and ``--merge`` of both runs
+gives the 600-clip table.
 """
 
 from __future__ import annotations
@@ -49,6 +53,20 @@ from momaplib.storage import atomic_write_text
 ORACLES = ("gt", "VAE (GT)")
 
 
+def split_indices(family: str, count: int, split: str = "test", skip: int = 0) -> list[int]:
+    """Returns the indices of the first ``count`` clips of a family in ``split``, leaving out the
+    first ``skip`` of them (``count`` includes them). Split membership is a hash of the clip id
+    (``momaplib.data.split_of``), so the list is cheap and the same for every dataset size."""
+    if not 0 <= skip <= count:
+        raise ValueError(f"skip: expected 0 <= skip <= count ({count}), got {skip}")
+    indices, index = [], 0
+    while len(indices) < count:
+        if split_of(clip_id(family, index)) == split:
+            indices.append(index)
+        index += 1
+    return indices[skip:]
+
+
 def test_clips(
     family: str,
     count: int,
@@ -56,17 +74,14 @@ def test_clips(
     config: SimConfig | None = None,
     split: str = "test",
     shard: tuple[int, int] = (0, 1),
+    skip: int = 0,
 ) -> list:
-    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``;
-    with ``shard=(k, n)`` only every n-th of them from the k-th on (only those are simulated)."""
+    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``
+    without the first ``skip``; with ``shard=(k, n)`` only every n-th of them from the k-th on
+    (only those are simulated)."""
     config = config or SimConfig(family=family)
-    indices, index = [], 0
-    while len(indices) < count:  # split membership is a hash of the id: cheap
-        if split_of(clip_id(family, index)) == split:
-            indices.append(index)
-        index += 1
     k, n = shard
-    chosen = indices[k::n]
+    chosen = split_indices(family, count, split, skip)[k::n]
     return [
         (clip_id(family, index), generate_clip(clip_seed(seed, index), config).momap)
         for index in tqdm(chosen, desc=f"simulate {family} {split} clips", leave=False)
@@ -125,6 +140,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_models"))
     parser.add_argument("--split", default="test", choices=("val", "test"), help="val: to tune settings")
     parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
+    parser.add_argument(
+        "--skip", type=int, default=0, metavar="K",
+        help="leave out the first K of the --clips clips (to extend an earlier --clips K run; --merge both)",
+    )  # fmt: skip
     parser.add_argument("--rows", nargs="+", help="only these rows, e.g. 'Ours (text)' (default: all)")
     parser.add_argument(
         "--shard", type=parse_shard, default=(0, 1), metavar="K/N",
@@ -135,6 +154,8 @@ def main() -> None:
         help="no sampling: build the table from the per_clip.csv of these earlier --out folders",
     )  # fmt: skip
     args = parser.parse_args()
+    if not args.merge and not 0 <= args.skip <= args.clips:
+        parser.error(f"--skip: expected 0 <= K <= --clips ({args.clips}), got {args.skip}")
 
     started = time.perf_counter()
     if args.merge:
@@ -144,6 +165,7 @@ def main() -> None:
         summary = {
             "clips_per_family": args.clips,
             "shard": list(args.shard),
+            "skip": args.skip,
             "split": args.split,
             "num_samples": args.num_samples,
             "steps": args.steps,
@@ -199,7 +221,7 @@ def evaluate(args: argparse.Namespace) -> pd.DataFrame:
     methods = {name: makers[name]() for name in names}
     rows = []
     for family in args.families:
-        clips = test_clips(family, args.clips, split=args.split, shard=args.shard)
+        clips = test_clips(family, args.clips, split=args.split, shard=args.shard, skip=args.skip)
         results = evaluate_methods(clips, methods, num_samples=args.num_samples, device=args.device)
         rows += [df.assign(dataset=family, method=name) for name, df in results.items()]
     return pd.concat(rows, ignore_index=True)

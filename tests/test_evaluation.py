@@ -357,6 +357,23 @@ def test_eval_models_shards_merge_into_one_table(tmp_path):
         script.merge_runs([tmp_path])
 
 
+def test_eval_models_clip_lists_extend_the_dataset_split():
+    from momaplib.data import clip_id, split_of
+
+    script = _eval_models_script()
+    for family, in_dataset in (("tabletop", 117), ("egocentric", 110)):
+        indices = script.split_indices(family, 130)
+        assert all(split_of(clip_id(family, i)) == "test" for i in indices)
+        assert indices == sorted(set(indices)) and len(indices) == 130
+        # the test split of the bundled 2,500-clip datasets is the first `in_dataset` of them
+        assert indices[in_dataset - 1] < 2500 <= indices[in_dataset]
+        assert script.split_indices(family, 130, skip=in_dataset) == indices[in_dataset:]
+        val = script.split_indices(family, 20, split="val")
+        assert not set(val) & set(indices)
+    with pytest.raises(ValueError, match="skip"):
+        script.split_indices("tabletop", 5, skip=6)
+
+
 def test_text_grounding_probe_features_and_head_shapes():
     import importlib.util
     from pathlib import Path
