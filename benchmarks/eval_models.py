@@ -11,7 +11,7 @@ the bundled MoMap VAE: the ceiling of the latent models), ``MoMap-VAE`` (the bun
 Markdown table and writes ``table.csv``/``table.md``/``per_clip.csv`` and a JSON summary to ``--out``.
 When both ``Ours`` rows are present it also writes ``text_vs_no_text.md``: per family and metric
 the mean per-clip difference (text minus no text) with a 95 % paired bootstrap interval
-(``momaplib.evaluation.paired_differences``).
+(``momaplib.evaluation.paired_differences``), and the same as a plot, ``text_vs_no_text.png``.
 
 Large runs split into shards that run side by side (each process loads its own pipelines, e.g.
 several on one GPU) and a merge step that builds the table from their per-clip rows::
@@ -46,8 +46,10 @@ from momaplib.evaluation import (
     table_to_markdown,
     write_table,
 )
+from momaplib.metrics_viz import plot_paired_differences
 from momaplib.sim import SimConfig, clip_seed, generate_clip
 from momaplib.storage import atomic_write_text
+from momaplib.viz import save_figure
 
 #: rows that read the GT: never marked best
 ORACLES = ("gt", "VAE (GT)")
@@ -187,6 +189,8 @@ def main() -> None:
         markdown = differences_markdown(differences)
         print(markdown)
         atomic_write_text(args.out / "text_vs_no_text.md", markdown)
+        figure = plot_paired_differences(differences, "text", "no text")
+        save_figure(figure, args.out / "text_vs_no_text.png", close=True)
         summary["text_vs_no_text"] = json.loads(differences.to_json(orient="records"))
     summary.update(seconds=time.perf_counter() - started, table=json.loads(table.to_json()))
     atomic_write_text(args.out / "eval_models.json", json.dumps(summary, indent=2))

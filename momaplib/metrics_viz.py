@@ -2,7 +2,8 @@
 
 Each function draws one idea on a fresh matplotlib figure and returns it: the moving masks
 behind ``fg_mask_iou``, a DTW alignment (``ate_dtw``), distance-matrix signatures (``D_sig``),
-nearest-neighbour distances (``local_dist_diff``) and quantised directions (``quantize_acc``).
+nearest-neighbour distances (``local_dist_diff``) and quantised directions (``quantize_acc``),
+and the paired differences of two methods with their intervals (``plot_paired_differences``).
 Curves are [T, 3] trajectories in metres; the figures divide by the scene scale when given.
 """
 
@@ -12,10 +13,18 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from momaplib.metrics import TAU_DIR, distance_signature, dtw_path, neighbour_pixels, quantize_displacements
+from momaplib.metrics import (
+    TAU_DIR,
+    distance_signature,
+    dtw_path,
+    higher_is_better,
+    neighbour_pixels,
+    quantize_displacements,
+)
 from momaplib.momap import TAU_MOVE, MoMap, moving_mask
 
 AXIS_WORDS = (("left", "right"), ("up", "down"), ("backward", "forward"))  # -1 / +1 per camera axis
@@ -167,4 +176,54 @@ def plot_quantized_directions(
     accuracy = (gt_dir == pred_dir).mean() if gt_dir.size else float("nan")
     fig.suptitle(f"quantised directions over dT = {dt}: accuracy {accuracy:.3f}", fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def plot_paired_differences(
+    frame: pd.DataFrame, a_name: str = "a", b_name: str = "b", group: str | None = "dataset"
+) -> Figure:
+    """Returns a forest plot of ``momaplib.evaluation.paired_differences`` output: per metric the
+    mean per-clip difference ``a - b`` with its interval, signed so that right is always
+    "``a`` better" (errors, where lower is better, are negated). The metrics have different
+    scales, so each metric gets its own x axis. ``frame`` has ``diff``, ``low`` and ``high``
+    columns and the metric as index or ``metric`` column; a ``group`` column (e.g. the family)
+    draws one marker per group."""
+    missing = {"diff", "low", "high"} - set(frame.columns)
+    if missing:
+        raise ValueError(
+            f"frame: expected paired_differences columns diff, low, high; missing {sorted(missing)}"
+        )
+    frame = frame if "metric" in frame.columns else frame.rename_axis("metric").reset_index()
+    groups = list(dict.fromkeys(frame[group])) if group and group in frame.columns else [None]
+    metrics = list(dict.fromkeys(frame["metric"]))
+    fig, axes = plt.subplots(
+        len(metrics), 1, figsize=(7, 0.2 + 0.55 * len(metrics) * max(1, len(groups)) ** 0.5)
+    )
+    axes = np.atleast_1d(axes)
+    colors = plt.get_cmap("tab10")
+    for ax, metric in zip(axes, metrics, strict=True):
+        sign = 1.0 if higher_is_better(metric) else -1.0
+        rows = frame[frame["metric"] == metric]
+        for g, name in enumerate(groups):
+            row = rows if name is None else rows[rows[group] == name]
+            if row.empty:
+                continue
+            diff, low, high = (sign * float(row[c].iloc[0]) for c in ("diff", "low", "high"))
+            low, high = min(low, high), max(low, high)
+            ax.errorbar(
+                diff, -g, xerr=[[diff - low], [high - diff]], fmt="o", color=colors(g), capsize=3,
+                label=name if metric == metrics[0] and name is not None else None,
+            )  # fmt: skip
+        ax.axvline(0.0, color="0.5", lw=0.8)
+        ax.set_yticks([])
+        ax.set_ylim(-len(groups) + 0.5, 0.5)
+        ax.set_ylabel(metric, rotation=0, ha="right", va="center", fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+    axes[-1].set_xlabel(f"{a_name} - {b_name} per clip, signed so that right = {a_name} better")
+    fig.suptitle(
+        f"{a_name} against {b_name}: mean paired difference and interval", fontsize=10, x=0.02, ha="left"
+    )
+    fig.tight_layout()
+    if groups != [None]:
+        fig.legend(loc="upper right", fontsize=8, ncol=len(groups), frameon=False)
     return fig

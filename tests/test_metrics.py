@@ -441,3 +441,32 @@ def test_metric_figures_draw_and_report_the_metric_values():
     for figure in figures:
         assert figure.axes
         plt.close(figure)
+
+
+def test_paired_difference_plot_puts_the_better_method_on_the_right():
+    plt = pytest.importorskip("matplotlib.pyplot")
+    import pandas as pd
+
+    from momaplib import metrics_viz
+    from momaplib.evaluation import paired_differences
+
+    rng = np.random.default_rng(0)
+    ids = [f"c{i}" for i in range(40)]
+    frames = []
+    for family, gain in (("tabletop", 0.1), ("egocentric", -0.05)):
+        base = {"clip_id": ids, "fg_mask_iou": rng.random(40), "ate_dtw": rng.random(40)}
+        a = pd.DataFrame(
+            {**base, "fg_mask_iou": base["fg_mask_iou"] + gain, "ate_dtw": base["ate_dtw"] - gain}
+        )
+        frames.append(paired_differences(a, pd.DataFrame(base)).assign(dataset=family))
+    frame = pd.concat(frames)
+    figure = metrics_viz.plot_paired_differences(frame, "text", "no text")
+    assert len(figure.axes) == 2  # one axis per metric
+    for ax, metric in zip(figure.axes, ("fg_mask_iou", "ate_dtw"), strict=True):
+        assert ax.get_ylabel() == metric
+        markers = [line for line in ax.lines if line.get_marker() == "o"]
+        # tabletop's a is better by 0.1 on both metrics, egocentric's worse by 0.05: right and left of 0
+        assert [float(m.get_xdata()[0]) for m in markers] == pytest.approx([0.1, -0.05])
+    plt.close(figure)
+    with pytest.raises(ValueError, match="diff, low, high"):
+        metrics_viz.plot_paired_differences(frame.drop(columns="low"))
