@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from momaplib.baselines.simple import get_predictor, vae_reconstruction
-from momaplib.data import clip_id, split_of
+from momaplib.data import clip_id, split_indices
 from momaplib.diffusion.objectives import pipeline_predictor
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.evaluation import (
@@ -55,20 +55,6 @@ from momaplib.viz import save_figure
 ORACLES = ("gt", "VAE (GT)")
 
 
-def split_indices(family: str, count: int, split: str = "test", skip: int = 0) -> list[int]:
-    """Returns the indices of the first ``count`` clips of a family in ``split``, leaving out the
-    first ``skip`` of them (``count`` includes them). Split membership is a hash of the clip id
-    (``momaplib.data.split_of``), so the list is cheap and the same for every dataset size."""
-    if not 0 <= skip <= count:
-        raise ValueError(f"skip: expected 0 <= skip <= count ({count}), got {skip}")
-    indices, index = [], 0
-    while len(indices) < count:
-        if split_of(clip_id(family, index)) == split:
-            indices.append(index)
-        index += 1
-    return indices[skip:]
-
-
 def test_clips(
     family: str,
     count: int,
@@ -81,9 +67,11 @@ def test_clips(
     """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``
     without the first ``skip``; with ``shard=(k, n)`` only every n-th of them from the k-th on
     (only those are simulated)."""
+    if not 0 <= skip <= count:
+        raise ValueError(f"skip: expected 0 <= skip <= count ({count}), got {skip}")
     config = config or SimConfig(family=family)
     k, n = shard
-    chosen = split_indices(family, count, split, skip)[k::n]
+    chosen = split_indices(family, count, split)[skip:][k::n]
     return [
         (clip_id(family, index), generate_clip(clip_seed(seed, index), config).momap)
         for index in tqdm(chosen, desc=f"simulate {family} {split} clips", leave=False)

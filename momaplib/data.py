@@ -106,6 +106,21 @@ def split_of(clip_id: str, split_seed: int = 0, splits: Sequence[float] = (0.9, 
     return [name for name, fraction in zip(SPLITS, fractions, strict=True) if fraction > 0][-1]
 
 
+def split_indices(family: str, count: int, split: str, first_index: int = 0) -> list[int]:
+    """Returns the first ``count`` clip indices of a ``family`` from ``first_index`` on whose id
+    falls in ``split`` (``split_of`` with the default seed and fractions, as ``momap sim`` writes
+    them). A clip's split does not depend on the dataset size, so the first 117 tabletop test
+    indices are the test split of a 2,500-clip dataset and the list goes on past it."""
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    indices, index = [], first_index
+    while len(indices) < count:
+        if split_of(clip_id(family, index)) == split:
+            indices.append(index)
+        index += 1
+    return indices
+
+
 def _check_splits(splits: Sequence[float]) -> tuple[float, float, float]:
     fractions = tuple(float(f) for f in splits)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:

@@ -21,6 +21,7 @@ from momaplib.data import (
     clip_id,
     collate,
     load_manifest,
+    split_indices,
     split_of,
     verify_dataset,
     write_dataset,
@@ -78,6 +79,20 @@ def test_written_clips_equal_generate_clip_bit_for_bit(dataset):
             else:
                 assert loaded[key] == value, key
     assert not list(dataset.rglob("*.tmp"))
+
+
+def test_split_indices_continue_the_split_of_a_dataset_past_its_size():
+    for family, in_dataset in (("tabletop", 117), ("egocentric", 110)):
+        indices = split_indices(family, 130, "test")
+        assert len(indices) == 130 and indices == sorted(set(indices))
+        assert all(split_of(clip_id(family, i)) == "test" for i in indices)
+        # a 2,500-clip dataset (the bundled checkpoints' data) holds the first `in_dataset` of them
+        expected = [i for i in range(2500) if split_of(clip_id(family, i)) == "test"]
+        assert indices[:in_dataset] == expected and indices[in_dataset] >= 2500
+        assert split_indices(family, 5, "test", first_index=indices[3]) == indices[3:8]
+        assert not set(split_indices(family, 20, "val")) & set(indices)
+    with pytest.raises(ValueError, match="split"):
+        split_indices("tabletop", 3, "tset")
 
 
 def test_splits_are_a_pure_function_of_the_id_and_stable_when_the_dataset_grows(tmp_path):

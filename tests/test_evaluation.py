@@ -357,21 +357,18 @@ def test_eval_models_shards_merge_into_one_table(tmp_path):
         script.merge_runs([tmp_path])
 
 
-def test_eval_models_clip_lists_extend_the_dataset_split():
-    from momaplib.data import clip_id, split_of
+def test_eval_models_skip_leaves_out_the_clips_of_an_earlier_run():
+    from momaplib.data import clip_id, split_indices
+    from momaplib.sim import SimConfig
 
     script = _eval_models_script()
-    for family, in_dataset in (("tabletop", 117), ("egocentric", 110)):
-        indices = script.split_indices(family, 130)
-        assert all(split_of(clip_id(family, i)) == "test" for i in indices)
-        assert indices == sorted(set(indices)) and len(indices) == 130
-        # the test split of the bundled 2,500-clip datasets is the first `in_dataset` of them
-        assert indices[in_dataset - 1] < 2500 <= indices[in_dataset]
-        assert script.split_indices(family, 130, skip=in_dataset) == indices[in_dataset:]
-        val = script.split_indices(family, 20, split="val")
-        assert not set(val) & set(indices)
+    config = SimConfig(family="tabletop", height=24, width=24, num_frames=4)
+    clips = script.test_clips("tabletop", 5, config=config, skip=3)
+    later = split_indices("tabletop", 5, "test")[3:]
+    assert [cid for cid, _ in clips] == [clip_id("tabletop", i) for i in later]
+    assert script.test_clips("tabletop", 5, config=config, skip=5) == []
     with pytest.raises(ValueError, match="skip"):
-        script.split_indices("tabletop", 5, skip=6)
+        script.test_clips("tabletop", 5, config=config, skip=6)
 
 
 def test_text_grounding_probe_features_and_head_shapes():

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from momaplib.data import MoMapDataset, _generate, clip_id, collate, model_inputs, split_of
+from momaplib.data import MoMapDataset, _generate, clip_id, collate, model_inputs, split_indices
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.grounding import instance_features, pad_instances, target_map, target_slots
 from momaplib.diffusion.text import TextEncoder
@@ -265,11 +265,7 @@ def simulate_latents(
         raise ValueError(f"task_variants: expected >= 1, got {task_variants}")
     per_config = []
     for config in configs:
-        indices, index = [], first_index
-        while len(indices) < clips_per_config:
-            if split_of(clip_id(config.family, index)) == split:
-                indices.append(index)
-            index += 1
+        indices = split_indices(config.family, clips_per_config, split, first_index)
         variants = [replace(config, task_variant=v) for v in range(task_variants)]
         per_config.append([(config.family, i, c) for i in indices for c in variants])
     tasks = [task for group in zip(*per_config, strict=True) for task in group]
