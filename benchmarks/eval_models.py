@@ -11,7 +11,7 @@ the bundled MoMap VAE: the ceiling of the latent models), ``MoMap-VAE`` (the bun
 Markdown table and writes ``table.csv``/``table.md``/``per_clip.csv`` and a JSON summary to ``--out``.
 When both ``Ours`` rows are present it also writes ``text_vs_no_text.md``: per family and metric
 the mean per-clip difference (text minus no text) with a 95 % paired bootstrap interval
-(``momaplib.evaluation.paired_differences``), and the same as a plot, ``text_vs_no_text.png``.
+(``momaplib.eval.paired_differences``), and the same as a plot, ``text_vs_no_text.png``.
 
 Large runs split into shards that run side by side (each process loads its own pipelines, e.g.
 several on one GPU) and a merge step that builds the table from their per-clip rows::
@@ -39,17 +39,16 @@ from momaplib.baselines.simple import get_predictor, vae_reconstruction
 from momaplib.data import clip_id, split_indices
 from momaplib.diffusion.objectives import pipeline_predictor
 from momaplib.diffusion.pipeline import load_pipeline
-from momaplib.evaluation import (
+from momaplib.eval import (
     evaluate_methods,
     format_table,
     paired_differences,
     table_to_markdown,
     write_table,
 )
-from momaplib.metrics_viz import plot_paired_differences
 from momaplib.sim import SimConfig, clip_seed, generate_clip
 from momaplib.storage import atomic_write_text
-from momaplib.viz import save_figure
+from momaplib.viz import plot_paired_differences, save_figure
 
 #: rows that read the GT: never marked best
 ORACLES = ("gt", "VAE (GT)")

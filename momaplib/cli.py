@@ -17,10 +17,10 @@ import tyro
 #: subcommand -> "module:JobClass"; a job class is a dataclass with a ``run()`` method.
 COMMANDS = {
     "sim": "momaplib.data:SimJob",
-    "eval": "momaplib.evaluation:EvalJob",
+    "eval": "momaplib.eval:EvalJob",
     "recon": "momaplib.recon.runner:ReconJob",
-    "train-image-vae": "momaplib.vae_train:TrainImageVAEJob",
-    "train-vae": "momaplib.vae_train:TrainVAEJob",
+    "train-image-vae": "momaplib.vae.train:TrainImageVAEJob",
+    "train-vae": "momaplib.vae.train:TrainVAEJob",
     "train-diffusion": "momaplib.diffusion.train:TrainDiffusionJob",
 }
 

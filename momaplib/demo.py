@@ -3,7 +3,7 @@
 The scenes are the example folders of ``--examples`` (default ``data/examples/``, three bundled
 MoMap-Sim scenes, two tabletop and one egocentric, 128x128, T = 32): each holds what a user gives
 for their own image (reference image, depth, instance map, K, prompt; layout in
-``momaplib.examples`` and ``data/README.md``) and, optionally, the ground-truth (GT) MoMap. For
+``momaplib.data.examples`` and ``data/README.md``) and, optionally, the ground-truth (GT) MoMap. For
 each scene the demo draws the reference image with its instances and the GT MoMap's
 ``momaplib.viz`` figures, samples ``--num-samples`` futures from the bundled ``momap-diffusion``
 pipeline with the scene's prompt, draws them (trajectory images, a GIF, a 3D plot) and writes the
@@ -33,7 +33,7 @@ import tyro
 from tqdm.auto import tqdm
 
 from momaplib import viz
-from momaplib.examples import Example, find_examples, load_example
+from momaplib.data.examples import Example, find_examples, load_example
 from momaplib.momap import MoMap
 from momaplib.sim import Clip, SimConfig, generate_clip
 
@@ -47,7 +47,7 @@ class DemoConfig:
     smoke: bool = False
     """Tiny simulated clips (32x32, T = 8, ``SimConfig.smoke``) and no model, for a quick check."""
     examples: Path | None = Path("data/examples")
-    """Folder of example scenes (``momaplib.examples``: one sub-folder per scene), relative to the
+    """Folder of example scenes (``momaplib.data.examples``: one sub-folder per scene), relative to the
     working directory. Used when it holds any and the model is sampled; None, a missing or empty
     folder, --smoke or --pipeline None: simulated scenes instead."""
     scenes: tuple[str, ...] = ()
@@ -127,7 +127,7 @@ class DemoConfig:
                     listing += _write_figures(scene, stem, self, progress)
                 if generate:
                     if panel is None:
-                        from momaplib.widgets import SamplingPanel
+                        from momaplib.ui import SamplingPanel
 
                         panel = SamplingPanel(self.pipeline)
                     progress.set_postfix_str(f"{name}: sample {self.num_samples} futures")
@@ -135,14 +135,12 @@ class DemoConfig:
                     listing += written
         scored = {name: run for name, run in runs.items() if run.metrics is not None}
         if scored:
-            from momaplib.evaluation import write_table
-            from momaplib.widgets import best_of_n_table
+            from momaplib.eval import per_scene_table, write_table
 
-            table = best_of_n_table(scored)
+            table = per_scene_table(scored)
             _, md_path = write_table(table, self.out / "metrics")
-            listing.append(
-                (md_path, f"best-of-{self.num_samples} metrics of the generated MoMaps vs GT (also .csv)")
-            )
+            what = f"per scene: best-of-{self.num_samples} metrics vs GT next to the static baseline"
+            listing.append((md_path, f"{what}, the better method of each scene in bold (also .csv)"))
             print(md_path.read_text())
         if any(path.suffix == ".html" for path, _ in listing):
             listing.append((self.out / "plotly.min.js", "plotly.js for the .html files (they work offline)"))
@@ -158,7 +156,7 @@ _GENERATED_PER_CLIP = 3
 
 def _write_samples(panel, scene: MoMap | Clip, name: str, stem: Path, config: DemoConfig, progress: tqdm):
     """Samples futures of ``scene`` with the panel's pipeline; writes figures; returns (result, listing)."""
-    from momaplib.widgets import figure_3d, sample_image_grid
+    from momaplib.ui import figure_3d, sample_image_grid
 
     result = panel.generate(
         scene, num_samples=config.num_samples, num_inference_steps=config.num_inference_steps,

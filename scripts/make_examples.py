@@ -4,7 +4,7 @@
     .venv/bin/python scripts/make_examples.py --out /tmp/ex   # somewhere else
 
 Each example is the reference frame of one MoMap-Sim clip at the default size (128x128,
-T = 32) in the layout of ``momaplib.examples``, with its GT MoMap; ``scene.json`` records the
+T = 32) in the layout of ``momaplib.data.examples``, with its GT MoMap; ``scene.json`` records the
 clip's family, seed and every ``SimConfig`` field under ``meta``, so
 ``generate_clip(meta["seed"], SimConfig(**meta["sim"]))`` gives the clip back (the tests check
 it). A clip is a function of its config and seed, so the files come out the same on every run.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from momaplib.examples import load_example, save_example
+from momaplib.data.examples import load_example, save_example
 from momaplib.metrics import sample_metrics
 from momaplib.sim import SimConfig, generate_clip
 

@@ -96,11 +96,11 @@ def main() -> None:
 
     from momaplib.data import SimJob
     from momaplib.diffusion.train import TrainDiffusionJob
-    from momaplib.evaluation import EvalJob
+    from momaplib.eval import EvalJob
     from momaplib.sim import SimConfig
     from momaplib.training import InMemoryDataset, TrainConfig, open_datasets
     from momaplib.vae import MoMapVAE
-    from momaplib.vae_train import TrainImageVAEJob, TrainVAEJob, evaluate_reconstruction
+    from momaplib.vae.train import TrainImageVAEJob, TrainVAEJob, evaluate_reconstruction
 
     cuda = torch.cuda.is_available() and not args.smoke
     device = "cuda" if cuda else "cpu"

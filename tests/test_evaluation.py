@@ -14,7 +14,7 @@ import tyro
 from momaplib.baselines import get_predictor
 from momaplib.cli import main
 from momaplib.data import write_dataset
-from momaplib.evaluation import (
+from momaplib.eval import (
     CLIPS_ROW,
     EvalJob,
     best_mask,

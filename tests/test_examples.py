@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import momaplib.examples
-from momaplib.examples import (
+import momaplib.data.examples
+from momaplib.data.examples import (
     EXAMPLES_DIR,
     GT_FILE,
     Example,
@@ -32,14 +32,25 @@ def momap() -> MoMap:
     return generate_clip(SEED, SimConfig(family="egocentric").smoke()).momap
 
 
-def assert_gt_close(stored: MoMap, exact: MoMap) -> None:
-    """Checks a stored GT against the exact one: float16 displacements, everything else exact."""
+def assert_gt_close(
+    stored: MoMap, exact: MoMap, atol_m: float = 1e-6, rgb_levels: int = 0, visible_flips: float = 0.0
+) -> None:
+    """Checks a stored GT against the exact one: float16 displacements, everything else exact.
+
+    ``atol_m``, ``rgb_levels`` and ``visible_flips`` (a fraction of the visibility flags, decided by
+    a depth test at a tolerance) allow for another numpy/torch build re-simulating the clip.
+    """
     motion = np.abs(exact.xyz - exact.xyz[:1])
     # float16 rounds a displacement by at most 2^-11 of itself; 1e-6 m covers the float32
     # rounding of the unprojected reference points
-    assert np.all(np.abs(stored.xyz - exact.xyz)[:, exact.valid] <= (2**-11 * motion + 1e-6)[:, exact.valid])
-    for key in ("valid", "visible", "ref_from_cam", "rgb", "instance", "K"):
+    assert np.all(
+        np.abs(stored.xyz - exact.xyz)[:, exact.valid] <= (2**-11 * motion + atol_m)[:, exact.valid]
+    )
+    assert (stored.visible != exact.visible).mean() <= visible_flips
+    np.testing.assert_allclose(stored.ref_from_cam, exact.ref_from_cam, rtol=0, atol=1e-9)
+    for key in ("valid", "instance", "K"):
         np.testing.assert_array_equal(getattr(stored, key), getattr(exact, key), err_msg=key)
+    assert np.abs(stored.rgb.astype(int) - exact.rgb.astype(int)).max() <= rgb_levels
     assert stored.prompt == exact.prompt and stored.meta == exact.meta
 
 
@@ -103,7 +114,7 @@ def test_an_interrupted_save_leaves_a_folder_that_is_refused(tmp_path, momap, mo
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(momaplib.examples, "save_npz", crash)
+    monkeypatch.setattr(momaplib.data.examples, "save_npz", crash)
     with pytest.raises(KeyboardInterrupt):
         save_example(folder, momap)
     with pytest.raises(DataFormatError, match=r"scene\.json: file not found.*interrupted"):
@@ -198,10 +209,12 @@ def test_bundled_examples_are_the_simulator_clips_of_their_seeds():
         clip = generate_clip(meta["seed"], sim)
         exact = replace(clip.momap, meta=meta)  # the stored meta adds the source and config
         assert example.prompt == clip.prompt != ""
-        np.testing.assert_array_equal(example.image, clip.frames[0])
-        np.testing.assert_allclose(example.depth, clip.depth[0], rtol=1e-6)
+        # shading is float maths: another numpy/torch build may round a few pixels the other way
+        difference = np.abs(example.image.astype(int) - clip.frames[0].astype(int))
+        assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
+        np.testing.assert_allclose(example.depth, clip.depth[0], rtol=1e-4)
         np.testing.assert_array_equal(example.instance, clip.instances[0])
-        assert_gt_close(example.gt, exact)
+        assert_gt_close(example.gt, exact, atol_m=2e-5, rgb_levels=1, visible_flips=1e-4)
         assert example.gt.moving_mask().any()
         # the prompt names the object that moves: the target of the clip's task
         target = example.instance_names[clip.task.target_id]["name"]

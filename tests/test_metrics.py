@@ -422,7 +422,7 @@ def test_neighbour_pixels_of_a_plane_pixel_are_its_8_neighbourhood():
 
 def test_metric_figures_draw_and_report_the_metric_values():
     plt = pytest.importorskip("matplotlib.pyplot")
-    from momaplib import metrics_viz
+    from momaplib import viz
 
     momap = toy_momap(T=8)
     late = np.concatenate([momap.xyz[:2], momap.xyz[:-2]])
@@ -430,11 +430,11 @@ def test_metric_figures_draw_and_report_the_metric_values():
     s = momap.scene_scale
     cost, length = dtw(torch.from_numpy(momap.xyz[:, v, u] / s), torch.from_numpy(late[:, v, u] / s))
     figures = [
-        metrics_viz.plot_moving_masks(momap, late),
-        metrics_viz.plot_dtw_alignment(momap.xyz[:, v, u], late[:, v, u], scale=s),
-        metrics_viz.plot_distance_signature(momap.xyz[:, v, u], late[:, v, u], scale=s),
-        metrics_viz.plot_local_distances(momap, late, (v, u)),
-        metrics_viz.plot_quantized_directions(momap.xyz[:, v, u], late[:, v, u], dt=2, scale=s),
+        viz.plot_moving_masks(momap, late),
+        viz.plot_dtw_alignment(momap.xyz[:, v, u], late[:, v, u], scale=s),
+        viz.plot_distance_signature(momap.xyz[:, v, u], late[:, v, u], scale=s),
+        viz.plot_local_distances(momap, late, (v, u)),
+        viz.plot_quantized_directions(momap.xyz[:, v, u], late[:, v, u], dt=2, scale=s),
     ]
     assert f"ate_dtw = {float(cost / length):.4f}" in figures[1].axes[0].get_title()
     assert "IoU = 1.000" in figures[0].axes[3].get_title()
@@ -447,8 +447,8 @@ def test_paired_difference_plot_puts_the_better_method_on_the_right():
     plt = pytest.importorskip("matplotlib.pyplot")
     import pandas as pd
 
-    from momaplib import metrics_viz
-    from momaplib.evaluation import paired_differences
+    from momaplib import viz
+    from momaplib.eval import paired_differences
 
     rng = np.random.default_rng(0)
     ids = [f"c{i}" for i in range(40)]
@@ -460,7 +460,7 @@ def test_paired_difference_plot_puts_the_better_method_on_the_right():
         )
         frames.append(paired_differences(a, pd.DataFrame(base)).assign(dataset=family))
     frame = pd.concat(frames)
-    figure = metrics_viz.plot_paired_differences(frame, "text", "no text")
+    figure = viz.plot_paired_differences(frame, "text", "no text")
     assert len(figure.axes) == 2  # one axis per metric
     for ax, metric in zip(figure.axes, ("fg_mask_iou", "ate_dtw"), strict=True):
         assert ax.get_ylabel() == metric
@@ -469,4 +469,4 @@ def test_paired_difference_plot_puts_the_better_method_on_the_right():
         assert [float(m.get_xdata()[0]) for m in markers] == pytest.approx([0.1, -0.05])
     plt.close(figure)
     with pytest.raises(ValueError, match="diff, low, high"):
-        metrics_viz.plot_paired_differences(frame.drop(columns="low"))
+        viz.plot_paired_differences(frame.drop(columns="low"))

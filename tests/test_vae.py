@@ -19,7 +19,7 @@ from momaplib.training import (
     fit,
 )
 from momaplib.vae import MoMapVAE, build_image_vae, inflate_from_image_vae
-from momaplib.vae_train import momap_vae_loss, reconstruction_epe
+from momaplib.vae.train import momap_vae_loss, reconstruction_epe
 
 TINY = dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4)
 
@@ -201,7 +201,7 @@ def test_checkpoint_resolver_bundled_names_env_override_and_errors(tmp_path, mon
 def test_vae_jobs_smoke_end_to_end(tmp_path):
     from momaplib.data import write_dataset
     from momaplib.sim import SimConfig
-    from momaplib.vae_train import TrainImageVAEJob, TrainVAEJob
+    from momaplib.vae.train import TrainImageVAEJob, TrainVAEJob
 
     write_dataset(tmp_path / "data", SimConfig().smoke(), num_clips=6, workers=0, progress=False)
     sets = (tmp_path / "data",)
@@ -234,7 +234,7 @@ def test_vae_jobs_smoke_end_to_end(tmp_path):
 
 
 def test_vae_job_rejects_decoder_only_without_a_pretrained_vae():
-    from momaplib.vae_train import TrainVAEJob
+    from momaplib.vae.train import TrainVAEJob
 
     with pytest.raises(ValueError, match="needs --init pretrained"):
         TrainVAEJob(trainable="decoder")
@@ -290,7 +290,7 @@ def test_displacement_term_counts_motion_relative_to_the_first_frame_only():
 
 
 def test_object_color_error_known_answers():
-    from momaplib.vae_train import object_color_error
+    from momaplib.vae.train import object_color_error
 
     rgb = torch.zeros(2, 3, 8, 8)
     instance = torch.zeros(2, 8, 8, dtype=torch.long)

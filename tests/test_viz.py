@@ -15,8 +15,8 @@ import pytest
 from PIL import Image, ImageSequence
 
 from momaplib import viz
+from momaplib.data.examples import EXAMPLES_DIR, load_example, save_example
 from momaplib.demo import main as demo_main
-from momaplib.examples import EXAMPLES_DIR, load_example, save_example
 from tests.conftest import tiny_simulation
 
 

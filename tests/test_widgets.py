@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from momaplib.examples import save_example
+from momaplib.data.examples import save_example
 from momaplib.metrics import METRIC_NAMES
 from momaplib.momap import MoMap
-from momaplib.widgets import (
+from momaplib.ui import (
     BEST_MARK,
     EXAMPLE_PREFIX,
     SIMULATED,

@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from momaplib.geometry import umeyama
+from momaplib.metrics.best_of_n import Predictor
 from momaplib.momap import MoMap
 
 #: The call signature shared by every predictor (reference and learned).
-Predictor = Callable[[MoMap, int, "torch.Generator | int | None"], Tensor]
 
 
 def _generator(generator: torch.Generator | int | None) -> torch.Generator:

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from momaplib.data import MoMapDataset, _generate, clip_id, collate, model_inputs, split_indices
+from momaplib.data import MoMapDataset, clip_id, collate, model_inputs, parallel_map, split_indices
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.grounding import instance_features, pad_instances, target_map, target_slots
 from momaplib.diffusion.text import TextEncoder
@@ -287,7 +287,7 @@ def simulate_latents(
             pending.clear()
 
     started = time.perf_counter()
-    items = _generate(tasks, workers, _simulate_inputs, chunksize=4)
+    items = parallel_map(tasks, workers, _simulate_inputs, chunksize=4)
     with tqdm(total=len(tasks), desc="simulate + encode", disable=not progress) as bar:
         for item in items:
             pending.append(item)

@@ -6,7 +6,7 @@ import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 from torch import Tensor
 
-from momaplib.baselines.momap_vae import ConditionalMoMapVAE, kl_divergence
+from momaplib.diffusion.cvae import ConditionalMoMapVAE, kl_divergence
 from momaplib.momap import MoMap
 
 
@@ -78,7 +78,7 @@ def cvae_loss(
 
 
 def pipeline_predictor(pipeline, use_text: bool = True, **call_options):
-    """Returns a ``momaplib.evaluation`` predictor ``(gt, num_samples, generator) -> (N, T, H, W, 3)``
+    """Returns a ``momaplib.eval`` predictor ``(gt, num_samples, generator) -> (N, T, H, W, 3)``
     that samples ``pipeline`` on the GT clip's reference image, XYZ, instances, K and (when
     ``use_text``) its prompt."""
 

@@ -19,8 +19,8 @@ from diffusers import (
 from diffusers.utils import BaseOutput
 from torch import Tensor
 
-import momaplib.baselines.momap_vae
-import momaplib.vae  # noqa: F401 - diffusers loads a component once its module is imported
+import momaplib.diffusion.cvae
+import momaplib.vae  # noqa: F401
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.grounding import PromptGrounder, instance_features, paint_scores
 from momaplib.diffusion.text import load_text_encoder
@@ -371,7 +371,7 @@ class MoMapVAEPipeline(MoMapPipeline):
     """The MoMap-VAE baseline (paper §4.1) behind the same interface as ``MoMapPipeline``.
 
     Same conditions, text encoder and MoMap VAE decoder; the generator is a conditional VAE
-    (``momaplib.baselines.momap_vae.ConditionalMoMapVAE``) that maps z ~ N(0, I) straight to
+    (``momaplib.diffusion.cvae.ConditionalMoMapVAE``) that maps z ~ N(0, I) straight to
     a MoMap latent. ``num_inference_steps``, ``guidance_scale`` and ``scheduler`` are ignored.
     """
 

@@ -96,7 +96,7 @@ def load_text_encoder(spec: str = "minilm", device: str = "cpu") -> TextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         folder = _minilm_folder(location or None)
-        model = AutoModel.from_pretrained(folder, torch_dtype=torch.float32)
+        model = AutoModel.from_pretrained(folder, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(folder)
         return TextEncoder(spec, model.to(device), tokenizer, model.config.hidden_size, 32)
     if kind == "clip":
@@ -105,7 +105,7 @@ def load_text_encoder(spec: str = "minilm", device: str = "cpu") -> TextEncoder:
         from momaplib.checkpoints import resolve_checkpoint
 
         folder = resolve_checkpoint(location or CLIP_DEFAULT)
-        model = CLIPTextModel.from_pretrained(folder, torch_dtype=torch.float32)
+        model = CLIPTextModel.from_pretrained(folder, dtype=torch.float32)
         tokenizer = CLIPTokenizer.from_pretrained(folder)
         return TextEncoder(spec, model.to(device), tokenizer, model.config.hidden_size, 77)
     raise ValueError(f"text encoder: expected 'minilm', 'clip', 'none' (optionally ':path'), got {spec!r}")

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -27,8 +25,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 
-from momaplib.baselines.momap_vae import ConditionalMoMapVAE
 from momaplib.checkpoints import resolve_checkpoint
+from momaplib.diffusion.cvae import ConditionalMoMapVAE
 from momaplib.diffusion.grounding import PromptGrounder, train_grounder
 from momaplib.diffusion.latents import LatentSet, encode_datasets, load_latent_set, save_latent_set
 from momaplib.diffusion.objectives import cvae_loss, diffusion_loss, motion_weight_map, pipeline_predictor
@@ -47,8 +45,10 @@ from momaplib.training import (
     build_accelerator,
     build_optimizer,
     build_scheduler,
+    ema_weights,
     fit,
     save_job_settings,
+    save_pipeline,
     select_trainable,
 )
 from momaplib.training import (
@@ -359,7 +359,7 @@ def make_pipeline(job: TrainDiffusionJob, model, vae, image_vae, text_spec: str 
 
 def validate(job: TrainDiffusionJob, pipeline, device) -> dict[str, float]:
     """Returns mean best-of-N metrics of ``pipeline`` on the first val clips of each dataset."""
-    from momaplib.evaluation import evaluate_predictor, load_split
+    from momaplib.metrics import evaluate_predictor, load_split
 
     clips = []
     for root in job.datasets:
@@ -443,9 +443,9 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
         with ema_weights(accelerator.unwrap_model(model), ema) as unwrapped:
             text_spec = job.pipeline_text_encoder or job.text_encoder
             pipeline = make_pipeline(job, unwrapped.eval(), vae, image_vae, text_spec, grounder)
-            _save_pipeline(pipeline, path)
+            save_pipeline(pipeline, path)
             if job.bundle_dir is not None:
-                _save_pipeline(pipeline, job.bundle_dir, bundle=True)
+                save_pipeline(pipeline, job.bundle_dir, bundle=True)
     accelerator.wait_for_everyone()
     return path
 
@@ -485,53 +485,6 @@ def _grounder(job: TrainDiffusionJob, train_set: LatentSet, device, is_main: boo
     return grounder.eval()
 
 
-@contextmanager
-def ema_weights(model: torch.nn.Module, ema: EMAModel | None) -> Iterator[torch.nn.Module]:
-    """Context: ``model`` holds the EMA weights inside, its own weights again after."""
-    if ema is None:
-        yield model
-        return
-    ema.store(model.parameters())
-    ema.copy_to(model.parameters())
-    try:
-        yield model
-    finally:
-        ema.restore(model.parameters())
-
-
-def _save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
-    """Writes ``pipeline.save_pretrained`` atomically; ``bundle``: fp16 shards <= 15 MiB."""
-    from momaplib.training import BUNDLE_SHARD_BYTES, SHARD_HEADER_ROOM, check_shard_sizes
-
-    folder = Path(folder)
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    if bundle:
-        dtypes = {name: next(module.parameters()).dtype for name, module in _modules(pipeline)}
-        pipeline.to(torch.float16)
-        try:
-            shard = BUNDLE_SHARD_BYTES - SHARD_HEADER_ROOM  # diffusers counts tensor bytes, not headers
-            pipeline.save_pretrained(partial, safe_serialization=True, max_shard_size=shard)
-        finally:
-            for name, module in _modules(pipeline):
-                module.to(dtypes[name])
-        check_shard_sizes(partial, BUNDLE_SHARD_BYTES)
-        for config in partial.glob("*/config.json"):  # a bundle names no training machine's folders
-            settings = json.loads(config.read_text())
-            if settings.pop("_name_or_path", None) is not None:
-                config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-    else:
-        pipeline.save_pretrained(partial, safe_serialization=True)
-    shutil.rmtree(folder, ignore_errors=True)
-    partial.replace(folder)
-
-
-def _modules(pipeline) -> list[tuple[str, torch.nn.Module]]:
-    return [
-        (name, module) for name, module in pipeline.components.items() if isinstance(module, torch.nn.Module)
-    ]
-
-
 def read_metrics(output_dir: str | Path) -> pd.DataFrame:
     """Returns ``metrics.jsonl`` of a training run as a DataFrame (one row per step)."""
     return pd.DataFrame(read_metric_records(output_dir))
@@ -539,7 +492,6 @@ def read_metrics(output_dir: str | Path) -> pd.DataFrame:
 
 __all__ = [
     "TrainDiffusionJob",
-    "ema_weights",
     "make_pipeline",
     "read_metrics",
     "train",

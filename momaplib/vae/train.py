@@ -50,7 +50,13 @@ from momaplib.training import (
     select_trainable,
     to_device,
 )
-from momaplib.vae import BLOCK_OUT_CHANNELS, LATENT_CHANNELS, LAYERS_PER_BLOCK, MoMapVAE, build_image_vae
+from momaplib.vae.model import (
+    BLOCK_OUT_CHANNELS,
+    LATENT_CHANNELS,
+    LAYERS_PER_BLOCK,
+    MoMapVAE,
+    build_image_vae,
+)
 
 #: Where a training run writes its final model (inside ``output_dir``).
 MODEL_DIR = "model"

@@ -2,19 +2,16 @@
 
 ``SamplingPanel`` holds a ``MoMapPipeline`` and samples MoMaps for one scene at a time: a
 freshly simulated MoMap-Sim scene or a bundled example (``data/examples/``: an example folder of
-``momaplib.examples``, or any ``*.npz`` file ``MoMap.load`` reads). ``SamplingPanel.generate``
+``momaplib.data.examples``, or any ``*.npz`` file ``MoMap.load`` reads). ``SamplingPanel.generate``
 is plain Python (notebooks, scripts, tests) and returns a ``SamplingResult``: the N samples and,
 when the scene's MoMap has the samples' shape (so it is a ground truth, GT), one row of metrics
 per sample (``momaplib.metrics``) and the sample the paper reports (best of N: lowest
 ``ate_dtw``). ``SamplingPanel.panel()`` wraps the same call in an ipywidgets UI: pick a scene,
 edit the prompt, set samples / steps / guidance / seed, press Generate.
 
-Figures of a result put the GT first and then the samples side by side, like the paper's
-Fig. 5-C ("diverse generations from the same condition with different random seeds"):
-
-- ``figure_3d``: plotly 3D trajectories, one view per MoMap, one time slider for all views;
-- ``sample_image_grid``: trajectory images (XYZ as RGB in one colour range for every row);
-- ``metrics_table``: metric rows x sample columns, the best value of each row in bold.
+The panel shows a result with ``momaplib.viz.figure_3d`` (plotly 3D trajectories, GT first, then
+the samples side by side, like the paper's Fig. 5-C), ``momaplib.viz.sample_image_grid``
+(trajectory images) and ``momaplib.eval.metrics_table`` (metric rows x sample columns).
 
 All positions are metres in the reference camera frame (x right, y down, z forward).
 ipywidgets and IPython are imported only by ``panel()``, so the rest works without them.
@@ -26,8 +23,7 @@ import io
 import os
 import time
 import zipfile
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +35,13 @@ import plotly.io as pio
 import torch
 from matplotlib.figure import Figure
 from PIL import Image
-from plotly.subplots import make_subplots
 
-from momaplib.evaluation import CLIPS_ROW, format_table, select_best, style_table
-from momaplib.examples import EXAMPLES_DIR, find_examples, load_example
-from momaplib.metrics import MetricConfig, sample_metrics
-from momaplib.momap import MOMAP_KEYS, TAU_MOVE, MoMap, moving_mask
+from momaplib.data.examples import EXAMPLES_DIR, find_examples, load_example
+from momaplib.eval.samples import SamplingResult, metrics_table
+from momaplib.metrics import MetricConfig, sample_metrics, select_best
+from momaplib.momap import MOMAP_KEYS, MoMap
 from momaplib.sim import FAMILIES, SimConfig, generate_clip
-from momaplib.viz import XYZ_PERCENTILES, time_controls, xyz_color_range, xyz_to_rgb
+from momaplib.viz import figure_3d, sample_image_grid
 
 #: Names of freshly simulated scenes -> their MoMap-Sim family.
 SIMULATED = {f"simulated {family}": family for family in FAMILIES}
@@ -54,15 +49,13 @@ SIMULATED = {f"simulated {family}": family for family in FAMILIES}
 EXAMPLE_PREFIX = "example: "
 #: Simulated scenes kept in memory (a 128x128, T = 32 MoMap is about 6 MB).
 SCENE_CACHE_SIZE = 8
-#: Marks the sample the paper reports (lowest ``ate_dtw``) in titles and table columns.
-BEST_MARK = "★"
 
 
 # ----------------------------------------------------------------------------- scenes
 def find_example_scenes(folder: str | os.PathLike = EXAMPLES_DIR) -> dict[str, Path]:
     """Returns ``{scene name: path}`` of the example scenes in ``folder``.
 
-    Those are the example folders (``momaplib.examples.find_examples``), then the ``*.npz``
+    Those are the example folders (``momaplib.data.examples.find_examples``), then the ``*.npz``
     files that hold a MoMap record: only each file's table of contents is read here (a MoMap or
     MoMap-Sim clip file has every array of ``MOMAP_KEYS``); the arrays load when the scene is
     used. A missing folder gives {}.
@@ -78,66 +71,6 @@ def find_example_scenes(folder: str | os.PathLike = EXAMPLES_DIR) -> dict[str, P
         if set(MOMAP_KEYS) <= names:
             scenes[EXAMPLE_PREFIX + path.stem] = path
     return scenes
-
-
-# ----------------------------------------------------------------------------- results
-@dataclass
-class SamplingResult:
-    """The samples of one ``SamplingPanel.generate`` call and, with a GT, their metrics."""
-
-    scene: MoMap  # the input scene: reference image, xyz[0], instances, K; all of xyz is the GT
-    samples: list[MoMap]  # N generated MoMaps (metres, reference camera frame)
-    xyz: np.ndarray  # (N, T, H, W, 3) float32: the samples' trajectories
-    prompt: str  # text the samples were conditioned on ("" = none)
-    settings: dict[str, Any]  # num_samples, num_inference_steps, guidance_scale, seed
-    metrics: pd.DataFrame | None = None  # one row per sample (index "sample"), one column per metric
-    best: int | None = None  # the sample the paper reports: lowest ate_dtw (best of N)
-    seconds: float = 0.0  # wall-clock time of the call (sampling and metrics)
-    meta: dict[str, Any] = field(default_factory=dict)  # scene name and seed when known
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.samples)
-
-    @property
-    def has_ground_truth(self) -> bool:
-        """True when the scene's MoMap has the samples' shape (T, H, W, 3), so it can be scored."""
-        return self.scene.num_frames > 1 and self.scene.xyz.shape == self.xyz.shape[1:]
-
-    def describe(self) -> str:
-        """Returns one line: what was sampled, how, how long it took and the best of N."""
-        s = self.settings
-        text = (
-            f"{self.num_samples} samples for {self.prompt or '(no text)'!r} "
-            f"({s['num_inference_steps']} steps, guidance {s['guidance_scale']}, seed {s['seed']}) "
-            f"in {self.seconds:.1f} s"
-        )
-        if self.metrics is None:
-            return text + "; no ground truth of the samples' shape, so no metrics"
-        row = self.metrics.loc[self.best]
-        return (
-            f"{text}; best of {self.num_samples} (lowest ate_dtw): sample {self.best}, "
-            f"ate_dtw {row['ate_dtw']:.3f}, fg_mask_iou {row['fg_mask_iou']:.3f}"
-        )
-
-
-def _sample_title(result: SamplingResult, index: int) -> str:
-    title = f"sample {index}"
-    if result.metrics is not None:
-        title += f" · ate_dtw {result.metrics.loc[index, 'ate_dtw']:.3f}"
-    return f"{title} {BEST_MARK}" if index == result.best else title
-
-
-def _shown(result: SamplingResult, samples: Sequence[int] | None, max_samples: int) -> list[tuple]:
-    """Returns ``[(title, xyz (T, H, W, 3))]``: the GT (when there is one), then the chosen samples."""
-    if samples is None:
-        samples = range(min(result.num_samples, max_samples))
-    shown = [("ground truth", result.scene.xyz)] if result.has_ground_truth else []
-    for index in samples:
-        if not 0 <= index < result.num_samples:
-            raise IndexError(f"samples: expected indices in [0, {result.num_samples}), got {index}")
-        shown.append((_sample_title(result, index), result.xyz[index]))
-    return shown
 
 
 # ----------------------------------------------------------------------------- the panel
@@ -164,8 +97,6 @@ class SamplingPanel:
         device: str | torch.device | None = None,
     ):
         if isinstance(pipeline, (str, os.PathLike)):
-            # the baseline's model class must be imported before diffusers can load its folder
-            import momaplib.baselines.momap_vae  # noqa: F401
             from momaplib.diffusion.pipeline import load_pipeline
 
             pipeline = load_pipeline(pipeline)
@@ -435,231 +366,3 @@ def _append_display(output: Any, obj: Any) -> None:
         formatter = shell.display_formatter if shell is not None else DisplayFormatter()
         data, metadata = formatter.format(obj)
     output.outputs += ({"output_type": "display_data", "data": data, "metadata": metadata},)
-
-
-# ----------------------------------------------------------------------------- tables
-def best_of_n_table(runs: Mapping[str, SamplingResult]) -> pd.DataFrame:
-    """Returns metric rows x one column per run: the values of each run's reported sample.
-
-    Every run needs a GT (``metrics``). Display it with ``momaplib.evaluation.style_table``.
-    """
-    missing = [name for name, run in runs.items() if run.metrics is None]
-    if missing:
-        raise ValueError(f"runs {missing} have no metrics (their scene has no ground truth)")
-    table = format_table({name: run.metrics.loc[run.best].to_dict() for name, run in runs.items()})
-    table = table.drop(index=CLIPS_ROW)  # one input per run: no clip count to show
-    table.columns.name = "run"
-    return table
-
-
-def metrics_table(result: SamplingResult, decimals: int = 3):
-    """Returns a pandas Styler: metric rows x sample columns, the best value of each row in bold.
-
-    The column of the sample the paper reports (lowest ``ate_dtw``) is marked with ★.
-    """
-    if result.metrics is None:
-        raise ValueError("metrics_table: the scene has no ground truth of the samples' shape, so no metrics")
-    columns = {
-        f"{i} {BEST_MARK}" if i == result.best else str(i): row.to_dict()
-        for i, row in result.metrics.iterrows()
-    }
-    table = format_table(columns).drop(index=CLIPS_ROW)
-    table.columns.name = "sample"
-    return style_table(table, decimals=decimals)
-
-
-# ----------------------------------------------------------------------------- 3D trajectories
-def _pick_pixels(
-    valid: np.ndarray, moving: np.ndarray, num_points: int, moving_fraction: float, seed: int
-) -> tuple[np.ndarray, int]:
-    """Returns ``(pixels (P, 2) int (v, u), M)``: up to ``num_points`` valid pixels, moving first.
-
-    Moving pixels would be a few percent of a uniform draw, so up to ``moving_fraction`` of the
-    budget goes to them (the first ``M`` rows); the rest is drawn from static pixels.
-    """
-    rng = np.random.default_rng(seed)
-    moving_pixels, static_pixels = np.argwhere(moving), np.argwhere(valid & ~moving)
-    num_moving = min(len(moving_pixels), round(moving_fraction * num_points))
-    num_static = min(len(static_pixels), num_points - num_moving)
-    picks = [
-        moving_pixels[rng.choice(len(moving_pixels), num_moving, replace=False)],
-        static_pixels[rng.choice(len(static_pixels), num_static, replace=False)],
-    ]
-    return np.concatenate(picks).reshape(-1, 2).astype(np.int64), num_moving
-
-
-def _polylines(curves: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Returns x, y, z (M * (T + 1),) of curves (M, T, 3), NaN between curves (one trace for all)."""
-    padded = np.concatenate([curves, np.full((len(curves), 1, 3), np.nan)], axis=1).reshape(-1, 3)
-    return padded[:, 0], padded[:, 1], padded[:, 2]
-
-
-def figure_3d(
-    result: SamplingResult,
-    num_points: int = 300,
-    max_samples: int = 3,
-    samples: Sequence[int] | None = None,
-    moving_fraction: float = 0.7,
-    tau_move: float = TAU_MOVE,
-    seed: int = 0,
-    view_height: int = 460,
-) -> go.Figure:
-    """Returns a plotly figure: the GT and samples as 3D trajectories side by side, one time slider.
-
-    Views, left to right: the GT (when the scene has one), then ``samples`` (default the first
-    ``max_samples``; ★ marks the best of N). Every view draws the same pixels, picked from those
-    that move (``|x_t - x_0| > tau_move * s``) in any view, plus static ones for context. Traces
-    of view ``k``: ``3k`` "trajectories" (the moving pixels' curves, coloured by their reference
-    RGB), ``3k + 1`` "scene at t0" (static pixels), ``3k + 2`` "points at t". One animation
-    frame per time step t = 0 .. T-1 moves the points at t of every view; all views share axis
-    ranges (metres, reference camera frame, seen from behind the camera with y down).
-    """
-    shown = _shown(result, samples, max_samples)
-    scene = result.scene
-    scale = scene.scene_scale
-    moving = np.zeros_like(scene.valid)
-    for _, xyz in shown:
-        moving |= moving_mask(xyz, scene.valid, tau_move, scale=scale)
-    pixels, num_moving = _pick_pixels(scene.valid, moving, num_points, moving_fraction, seed)
-    v, u = pixels[:, 0], pixels[:, 1]
-    colors = [f"rgb({r},{g},{b})" for r, g, b in scene.rgb[v, u]]
-    curves = [xyz[:, v, u].transpose(1, 0, 2).astype(np.float64) for _, xyz in shown]  # (P, T, 3) each
-    T = curves[0].shape[1]
-
-    # One colour per curve through a colour scale with one stop per curve: plotly checks colour
-    # strings one by one, which is slow for M * (T + 1) per-vertex strings.
-    stops = np.linspace(0.0, 1.0, max(num_moving, 2))
-    line_colors = np.repeat(stops[:num_moving], T + 1)
-    colorscale = [[float(stop), colors[min(i, num_moving - 1)]] for i, stop in enumerate(stops)]
-    colorscale = colorscale if num_moving else None
-    fig = make_subplots(
-        rows=1,
-        cols=len(shown),
-        specs=[[{"type": "scene"}] * len(shown)],
-        subplot_titles=[title for title, _ in shown],
-        horizontal_spacing=0.01,
-    )
-    for k, curve in enumerate(curves):
-        moving_curves, static_points = curve[:num_moving], curve[num_moving:, 0]
-        x, y, z = _polylines(moving_curves)
-        line = {"width": 3.0, "color": "grey"}
-        if colorscale:
-            line.update(color=line_colors, colorscale=colorscale, cmin=0.0, cmax=1.0)
-        legend = {"showlegend": k == 0}
-        fig.add_trace(
-            go.Scatter3d(
-                x=x, y=y, z=z, mode="lines", name="trajectories", legendgroup="lines", line=line, **legend
-            ),
-            row=1,
-            col=k + 1,
-        )
-        fig.add_trace(
-            go.Scatter3d(
-                x=static_points[:, 0],
-                y=static_points[:, 1],
-                z=static_points[:, 2],
-                mode="markers",
-                name="scene at t0",
-                legendgroup="scene",
-                marker={"size": 2.0, "color": colors[num_moving:], "opacity": 0.7},
-                **legend,
-            ),
-            row=1,
-            col=k + 1,
-        )
-        fig.add_trace(
-            go.Scatter3d(
-                x=moving_curves[:, 0, 0],
-                y=moving_curves[:, 0, 1],
-                z=moving_curves[:, 0, 2],
-                mode="markers",
-                name="points at t",
-                legendgroup="points",
-                marker={"size": 4.0, "color": colors[:num_moving], "line": {"color": "black", "width": 1}},
-                **legend,
-            ),
-            row=1,
-            col=k + 1,
-        )
-
-    # Frames carry positions only; plotly keeps the other properties of the traces they update.
-    frames = []
-    for t in range(T):
-        data = [
-            {
-                "type": "scatter3d",
-                "x": c[:num_moving, t, 0],
-                "y": c[:num_moving, t, 1],
-                "z": c[:num_moving, t, 2],
-            }
-            for c in curves
-        ]
-        frames.append(go.Frame(data=data, traces=[3 * k + 2 for k in range(len(curves))], name=str(t)))
-    fig.frames = frames
-
-    points = np.concatenate([c.reshape(-1, 3) for c in curves])
-    low, high = np.nanpercentile(points, XYZ_PERCENTILES, axis=0)  # far stray points do not zoom out
-    pad = 0.05 * (high - low).max()
-    low, high = low - pad, high + pad
-    span = (high - low) / (high - low).max()
-    axes = {
-        f"{axis}axis": {"range": [float(lo), float(hi)], "title": f"{axis} [m]"}
-        for axis, lo, hi in zip("xyz", low, high, strict=True)
-    }
-    view = {
-        **axes,
-        "aspectmode": "manual",
-        "aspectratio": dict(zip("xyz", map(float, span), strict=True)),
-        # behind and above the reference camera, image "up" (-y) on screen up (as momaplib.viz)
-        "camera": {"up": {"x": 0, "y": -1, "z": 0}, "eye": {"x": 0.25, "y": -0.9, "z": -1.7}},
-    }
-    fig.update_layout({f"scene{k + 1 if k else ''}": view for k in range(len(curves))})
-    fig.update_layout(
-        title=f"{result.prompt or '(no text)'!r}: {len(shown)} MoMaps of the same input",
-        height=view_height,
-        margin={"l": 0, "r": 0, "t": 60, "b": 0},
-        legend={"orientation": "h", "x": 0.0, "y": -0.02},
-        **time_controls([str(t) for t in range(T)]),
-    )
-    return fig
-
-
-# ----------------------------------------------------------------------------- trajectory images
-def sample_image_grid(
-    result: SamplingResult,
-    num_frames: int = 6,
-    max_samples: int = 4,
-    samples: Sequence[int] | None = None,
-    tau_move: float = TAU_MOVE,
-    panel_size: float = 1.45,
-) -> Figure:
-    """Returns a matplotlib figure: one row per MoMap (GT first, then samples) as trajectory images.
-
-    Column 0 is the MoMap's moving mask (``|x_t - x_0| > tau_move * s``, s from the scene), the
-    others ``xyz[t]`` as colour (R, G, B = x, y, z; paper Fig. 2-A) at ``num_frames`` evenly
-    spaced t, in ONE colour range for every row (that of the first row), so rows compare and a
-    pixel that keeps its colour did not move. Samples as in ``figure_3d`` (default the first
-    ``max_samples``).
-    """
-    shown = _shown(result, samples, max_samples)
-    scene = result.scene
-    T = shown[0][1].shape[0]
-    frames = np.unique(np.linspace(0, T - 1, min(num_frames, T)).round().astype(int))
-    color_range = xyz_color_range(shown[0][1], scene.valid)
-    rows, cols = len(shown), 1 + len(frames)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(panel_size * cols + 0.6, panel_size * rows + 0.8), squeeze=False
-    )
-    for r, (title, xyz) in enumerate(shown):
-        mask = moving_mask(xyz, scene.valid, tau_move, scale=scene.scene_scale)
-        axes[r, 0].imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[r, 0].set_ylabel(title.replace(" · ", "\n"), fontsize=8)
-        for c, image in enumerate(xyz_to_rgb(xyz[frames], scene.valid, color_range), start=1):
-            axes[r, c].imshow(image, interpolation="nearest")
-    for c, t in enumerate(["moving mask", *(f"t = {t}" for t in frames)]):
-        axes[0, c].set_title(t, fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"{result.prompt or '(no text)'!r}; XYZ as RGB in one range for all rows", fontsize=9)
-    return fig

@@ -182,7 +182,7 @@ def plot_quantized_directions(
 def plot_paired_differences(
     frame: pd.DataFrame, a_name: str = "a", b_name: str = "b", group: str | None = "dataset"
 ) -> Figure:
-    """Returns a forest plot of ``momaplib.evaluation.paired_differences`` output: per metric the
+    """Returns a forest plot of ``momaplib.eval.paired_differences`` output: per metric the
     mean per-clip difference ``a - b`` with its interval, signed so that right is always
     "``a`` better" (errors, where lower is better, are negated). The metrics have different
     scales, so each metric gets its own x axis. ``frame`` has ``diff``, ``low`` and ``high``

@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from momaplib.geometry import rotation_angle
 from momaplib.momap import MoMap
 from momaplib.recon.pipeline import ReconResult
-from momaplib.viz import colorize_depth, colorize_instances
+from momaplib.viz.colors import colorize_depth, colorize_instances
 
 
 def _frames(num_frames: int, num_panels: int) -> list[int]:

@@ -1,40 +1,5 @@
-"""Metrics for generated MoMaps (paper §4.2), exactly as DESIGN.md defines them.
-
-Every metric compares a generated MoMap with the ground truth (GT) of the same input; both share
-``valid``, ``instance`` and the reference frame. All distances are divided by the scene scale
-``s`` (median reference depth of valid GT pixels, ``momaplib.momap.scene_scale``), so thresholds
-and errors are fractions of the scene's size. ``F`` is the GT moving mask.
-
-============================  =====  =====================================================
-name                          best   definition (per clip, for one generated sample)
-============================  =====  =====================================================
-``fg_mask_iou``               ↑      IoU of GT and generated moving masks (1 when both empty)
-``ate_dtw``                   ↓      DTW cost / warping-path length per pixel, mean over F
-``D_sig``                     ↓      mean ``|S_gt - S_gen|`` of T x T matrices ``|x_i - x_j|``
-``local_dist_diff``           ↓      change of distances to the K nearest GT neighbours
-``patch_nearest_acc``         ↑      agreement of each moving patch's nearest patch over t
-``quantize_acc_{1,4,16}``     ↑      agreement of per-axis directions {-1, 0, +1} over dT
-``ate``                       ↓      plain absolute trajectory error (no warping)
-``epe``                       ↓      end-point error ``|x_{T-1} - y_{T-1}|``
-============================  =====  =====================================================
-
-Undefined values are NaN, never a silent 0 or 1 (the policy every function here follows):
-
-- metrics over F (``ate_dtw``, ``D_sig``, ``local_dist_diff``, ``quantize_acc_*``, ``ate``,
-  ``epe``) are NaN when nothing moves in the GT (F empty); ``fg_mask_iou`` is always defined;
-- ``patch_nearest_acc`` is NaN when no patch moves or there are fewer than two patches;
-- ``quantize_acc_dT`` is NaN when no window of ``dT`` frames fits (``T <= dT``);
-- ``local_dist_diff`` is NaN when the MoMap has a single valid pixel (no neighbours).
-
-Aggregation over clips (``momaplib.evaluation``) skips NaN and counts the clips that
-contribute; since F comes from the GT, every method is averaged over the same clips.
-
-The code is batched torch over samples and pixels (CPU or CUDA). Heavy loops keep the pair
-axis (sample x pixel) last and contiguous, so each elementwise op covers every pair at once
-(``benchmarks/bench_metrics.py`` times the whole set). It runs many mid-sized ops: on a CPU that
-other busy processes share, torch's intra-op threads wait for each other at every op, and
-``torch.set_num_threads(1)`` can then be many times faster.
-"""
+"""The per-sample metrics of a generated MoMap against its GT (paper §4.2; definitions in
+``momaplib.metrics``)."""
 
 from __future__ import annotations
 
@@ -48,6 +13,7 @@ import scipy.spatial
 import torch
 from torch import Tensor
 
+from momaplib.metrics.curves import default_chunk_size, dtw, quantize_displacements
 from momaplib.momap import TAU_MOVE, MoMap, moving_mask, scene_scale
 
 #: Default direction threshold as a fraction of the scene scale (DESIGN.md, quantize_acc).
@@ -117,154 +83,6 @@ def higher_is_better(name: str) -> bool:
     raise KeyError(f"unknown metric {name!r}; expected one of {METRIC_NAMES} (any quantize_acc_dT)")
 
 
-# ----------------------------------------------------------------------------- curve-level metrics
-def dtw(gt_curves: Tensor, pred_curves: Tensor, chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
-    """Returns ``(cost, length)`` [...]: DTW cost and optimal warping-path length per curve pair.
-
-    ``gt_curves`` [..., T, D] and ``pred_curves`` [..., U, D] broadcast over leading dims.
-    The step cost is the Euclidean distance ``|g_i - p_j|``; the cost is the sum over the cells
-    of the optimal path from (0, 0) to (T-1, U-1) with steps (1, 1), (1, 0), (0, 1); the length
-    is the number of cells on that path (between ``max(T, U)`` and ``T + U - 1``).
-
-    Tie-break: each cell takes the predecessor with the lowest accumulated cost; on exact ties
-    the diagonal (i-1, j-1) wins, then (i-1, j), then (i, j-1). This is the convention of the
-    backtracking in dtaidistance and tslearn, so path lengths agree with theirs. It matters in
-    practice: a static prediction matches x_0 of the GT exactly, and every path along that
-    zero-cost row has the same cost but a different length.
-
-    ``chunk_size`` pairs are processed at a time (None: ``default_chunk_size`` of the device).
-
-    Why our own: peer libraries (dtaidistance, tslearn) take one pair per Python call or all
-    pairs of a set, and their fast kernels return the cost without the path length. This is an
-    anti-diagonal wavefront DP, vectorised over all pairs with the pair axis contiguous (so it
-    also runs on CUDA), that carries the path length along.
-    """
-    if gt_curves.shape[-1] != pred_curves.shape[-1] or min(gt_curves.dim(), pred_curves.dim()) < 2:
-        raise ValueError(
-            f"dtw: expected curves [..., T, D] and [..., U, D], got {tuple(gt_curves.shape)} "
-            f"and {tuple(pred_curves.shape)}"
-        )
-    batch = torch.broadcast_shapes(gt_curves.shape[:-2], pred_curves.shape[:-2])
-    T, U, D = gt_curves.shape[-2], pred_curves.shape[-2], gt_curves.shape[-1]
-    if T == 0 or U == 0:
-        raise ValueError(f"dtw: curves need at least one point, got T={T}, U={U}")
-    dtype = torch.promote_types(torch.promote_types(gt_curves.dtype, pred_curves.dtype), torch.float32)
-    # pairs-last layout [D, T, P]: every op of the DP below runs over all pairs at once
-    gt_pairs = gt_curves.to(dtype).expand(*batch, T, D).reshape(-1, T, D).permute(2, 1, 0)
-    pred_pairs = pred_curves.to(dtype).expand(*batch, U, D).reshape(-1, U, D).permute(2, 1, 0)
-    num_pairs = gt_pairs.shape[-1]
-    chunk_size = chunk_size or default_chunk_size(gt_curves.device)
-    cost = torch.empty(num_pairs, dtype=dtype, device=gt_curves.device)
-    length = torch.empty(num_pairs, dtype=dtype, device=gt_curves.device)
-    for start in range(0, num_pairs, chunk_size):
-        stop = min(start + chunk_size, num_pairs)
-        cost[start:stop], length[start:stop] = _dtw_pairs_last(
-            gt_pairs[..., start:stop].contiguous(), pred_pairs[..., start:stop].flip(1).contiguous()
-        )
-    return cost.reshape(batch), length.reshape(batch)
-
-
-def default_chunk_size(device: torch.device | str) -> int:
-    """Returns the pairs per chunk used when ``chunk_size`` is None: 8192 on CPU, 65536 on GPUs."""
-    return 8192 if torch.device(device).type == "cpu" else 65536
-
-
-def _dtw_pairs_last(gt: Tensor, pred_reversed: Tensor) -> tuple[Tensor, Tensor]:
-    """Returns ``(cost [P], length [P])`` for curves [D, T, P] and time-reversed curves [D, U, P].
-
-    Cells (i, j) on anti-diagonal k = i + j depend only on diagonals k-1 and k-2, so each
-    diagonal is a handful of elementwise ops over [cells, P]. Reversing the prediction in time
-    makes its points along a diagonal a contiguous slice. Comparisons write floats (0/1) and
-    choices are blends (``torch.lerp``): on CPU these run many times faster than bool masks
-    and ``torch.where``.
-    """
-    D, T, P = gt.shape
-    U = pred_reversed.shape[1]
-    big = torch.finfo(gt.dtype).max / 8  # finite "unreachable", so big - big stays 0 (no NaN)
-
-    def buffers(fill: float) -> list[Tensor]:
-        # row i + 1 holds cell i of a diagonal. Rows are only ever written with cells of their
-        # diagonal, and the rows read beyond a diagonal's ends (row 0, and the row after the end
-        # while diagonals grow) were never written, so they keep the "unreachable" fill
-        return [torch.full((T + 2, P), fill, dtype=gt.dtype, device=gt.device) for _ in range(3)]
-
-    acc, steps = buffers(big), buffers(0.0)
-    rows = min(T, U)
-    step_cost, scratch, best, pick, best_steps = (
-        torch.empty((rows, P), dtype=gt.dtype, device=gt.device) for _ in range(5)
-    )
-    for k in range(T + U - 1):
-        lo, hi = max(0, k - U + 1), min(T, k + 1)  # GT indices i on diagonal k; j = k - i
-        n, j_rev = hi - lo, U - 1 - k + lo
-        cost_k, tmp = step_cost[:n], scratch[:n]
-        torch.sub(gt[0, lo:hi], pred_reversed[0, j_rev : j_rev + n], out=cost_k).square_()
-        for d in range(1, D):
-            torch.sub(gt[d, lo:hi], pred_reversed[d, j_rev : j_rev + n], out=tmp)
-            cost_k.addcmul_(tmp, tmp)
-        cost_k.sqrt_()
-        cur, prev, prev2 = acc[k % 3], acc[(k - 1) % 3], acc[(k - 2) % 3]
-        cur_steps, prev_steps, prev2_steps = steps[k % 3], steps[(k - 1) % 3], steps[(k - 2) % 3]
-        if k == 0:
-            cur[1], cur_steps[1] = cost_k[0], 1.0
-        else:
-            b, p, s = best[:n], pick[:n], best_steps[:n]
-            diag, up, left = prev2[lo:hi], prev[lo:hi], prev[lo + 1 : hi + 1]
-            # strict '>' keeps the earlier candidate on ties: diagonal, then up, then left
-            torch.gt(diag, up, out=p)
-            torch.minimum(diag, up, out=b)
-            torch.lerp(prev2_steps[lo:hi], prev_steps[lo:hi], p, out=s)
-            torch.gt(b, left, out=p)
-            torch.minimum(b, left, out=b)
-            s.lerp_(prev_steps[lo + 1 : hi + 1], p)
-            torch.add(b, cost_k, out=cur[lo + 1 : hi + 1])
-            torch.add(s, 1.0, out=cur_steps[lo + 1 : hi + 1])
-    last = (T + U - 2) % 3
-    return acc[last][T].clone(), steps[last][T].clone()
-
-
-def dtw_path(gt_curve: Any, pred_curve: Any) -> tuple[np.ndarray, float]:
-    """Returns ``(path [L, 2] int, cost)``: the optimal DTW path of one curve pair, for figures.
-
-    ``gt_curve`` [T, D] and ``pred_curve`` [U, D]; rows of ``path`` are (i, j) cells from
-    (0, 0) to (T-1, U-1). Same step cost and tie-break as ``dtw``; plain numpy, one pair only.
-    """
-    gt_curve, pred_curve = np.asarray(gt_curve, np.float64), np.asarray(pred_curve, np.float64)
-    step = np.linalg.norm(gt_curve[:, None] - pred_curve[None], axis=-1)
-    T, U = step.shape
-    acc = np.full((T + 1, U + 1), np.inf)
-    acc[0, 0] = 0.0
-    for i in range(T):
-        for j in range(U):
-            acc[i + 1, j + 1] = step[i, j] + min(acc[i, j], acc[i, j + 1], acc[i + 1, j])
-    path, i, j = [(T - 1, U - 1)], T - 1, U - 1
-    while (i, j) != (0, 0):
-        # np.argmin keeps the first minimum: diagonal, then (i-1, j), then (i, j-1)
-        move = int(np.argmin([acc[i, j], acc[i, j + 1], acc[i + 1, j]]))
-        i, j = (i - 1, j - 1) if move == 0 else (i - 1, j) if move == 1 else (i, j - 1)
-        path.append((i, j))
-    return np.array(path[::-1]), float(acc[T, U])
-
-
-def distance_signature(curves: Tensor) -> Tensor:
-    """Returns the T x T distance matrices [..., T, T] ``|x_i - x_j|`` of curves [..., T, D].
-
-    The signature is unchanged by any rotation and translation of a curve (paper §4.2, D_sig).
-    """
-    return torch.cdist(curves, curves, compute_mode="donot_use_mm_for_euclid_dist")
-
-
-def quantize_displacements(curves: Tensor, dt: int, threshold: float) -> Tensor:
-    """Returns per-axis directions [..., W, D] int8 in {-1, 0, +1} of curves [..., T, D] over dT windows.
-
-    Windows start at t = 0, dT, 2dT, ... with t + dT < T (W of them, possibly 0); a component
-    of ``x_{t+dT} - x_t`` counts when its magnitude exceeds ``threshold`` (same units as the
-    curves). Axes follow the reference camera: x left/right, y up/down, z forward/backward.
-    """
-    starts = torch.arange(0, max(curves.shape[-2] - dt, 0), dt, device=curves.device)
-    displacement = curves[..., starts + dt, :] - curves[..., starts, :]
-    return (torch.sign(displacement) * (displacement.abs() > threshold)).to(torch.int8)
-
-
 # ----------------------------------------------------------------------------- MoMap-level metrics
 @dataclass
 class _Inputs:
@@ -313,7 +131,7 @@ def sample_metrics(
     ``valid`` [H, W] defaults to all pixels and ``instance`` [H, W] to 0 (no patches, so
     ``patch_nearest_acc`` is NaN). Values at invalid pixels are ignored; a non-finite value at a
     valid pixel raises ``ValueError`` naming the sample. See the module docstring for the
-    definitions and the NaN policy. Best-of-N selection lives in ``momaplib.evaluation``.
+    definitions and the NaN policy. Best-of-N selection lives in ``momaplib.eval``.
     """
     config = config or MetricConfig()
     inputs = _prepare(gt, pred, valid, instance, device)
@@ -365,13 +183,13 @@ def compute_metrics(
     """Returns ``{metric name: float}`` for one generated MoMap ``pred`` [T, H, W, 3] against ``gt``.
 
     Arguments as in ``sample_metrics``; for N samples per input use
-    ``momaplib.evaluation.best_of_n`` (the paper reports the best of N = 10).
+    ``momaplib.eval.best_of_n`` (the paper reports the best of N = 10).
     """
     if isinstance(pred, (Tensor, np.ndarray)) and pred.ndim == 5:
         if pred.shape[0] != 1:
             raise ValueError(
                 f"compute_metrics: pred holds {pred.shape[0]} samples [N, T, H, W, 3]; pass one "
-                "[T, H, W, 3], or use momaplib.evaluation.best_of_n for N samples"
+                "[T, H, W, 3], or use momaplib.eval.best_of_n for N samples"
             )
     per_sample = sample_metrics(gt, pred, valid=valid, instance=instance, config=config, device=device)
     return {name: float(values[0]) for name, values in per_sample.items()}

@@ -9,7 +9,7 @@
 - ``build_image_vae``: the small RGB ``AutoencoderKL`` (SD VAE family) the kit trains offline.
 
 Training (``momap train-image-vae``, ``momap train-vae``) and the reconstruction error relative to
-the scene scale are in ``momaplib.vae_train``.
+the scene scale are in ``momaplib.vae.train``.
 
 Latent scaling: ``encode_channels`` returns latents multiplied by ``config.scaling_factor`` (as
 diffusers pipelines do with ``vae.config.scaling_factor``), ``decode_channels`` divides first.

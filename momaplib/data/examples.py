@@ -3,7 +3,7 @@
 An example folder holds exactly what a user gives ``MoMapPipeline`` for their own image, plus,
 optionally, the ground-truth MoMap so that samples can be scored. ``data/examples/`` bundles a
 few (written by ``scripts/make_examples.py`` from MoMap-Sim seeds); ``python -m momaplib.demo``
-and ``momaplib.widgets.SamplingPanel`` offer every folder found there.
+and ``momaplib.ui.SamplingPanel`` offer every folder found there.
 
 Layout of ``<name>/`` (H x W image, T frames; conventions of DESIGN.md: metres, OpenCV axes)::
 
@@ -52,7 +52,7 @@ from momaplib.momap import MoMap, MoMapValidationError
 from momaplib.storage import DataFormatError, atomic_write_bytes, atomic_write_text, load_npz, save_npz
 
 #: The bundled example scenes (a folder of example folders).
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "examples"
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "data" / "examples"
 #: Version of the folder layout written by ``save_example``.
 FORMAT_VERSION = 1
 

@@ -1,0 +1,58 @@
+"""Clip ids and train/val/test splits: a clip's split is a pure function of ``(split_seed, id)``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+
+# ----------------------------------------------------------------------------- ids and splits
+def clip_id(family: str, index: int, task_variant: int = 0) -> str:
+    """Returns the id of clip ``index`` of a ``family`` dataset, e.g. ``"tabletop_000042"``; a
+    ``SimConfig.task_variant`` > 0 of it ends in ``_v<variant>`` (``"tabletop_000042_v1"``)."""
+    return f"{family}_{index:06d}" + (f"_v{task_variant}" if task_variant else "")
+
+
+#: The dataset splits, in order.
+SPLITS = ("train", "val", "test")
+
+
+def split_of(clip_id: str, split_seed: int = 0, splits: Sequence[float] = (0.9, 0.05, 0.05)) -> str:
+    """Returns the split ("train", "val" or "test") of a clip: a pure function of its id.
+
+    A hash of ``(split_seed, clip_id)`` is mapped to [0, 1) and cut at the cumulative
+    fractions ``splits`` (train, val, test), so a clip keeps its split when the dataset grows
+    or a run resumes, and the split sizes follow the fractions up to sampling noise.
+    """
+    fractions = check_splits(splits)
+    digest = hashlib.sha256(f"momap-split:{split_seed}:{clip_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "little") / 2**64
+    cumulative = 0.0
+    for name, fraction in zip(SPLITS, fractions, strict=True):
+        cumulative += fraction
+        if u < cumulative:
+            return name
+    # Fractions that sum to 1 only up to rounding can leave u above the last cut.
+    return [name for name, fraction in zip(SPLITS, fractions, strict=True) if fraction > 0][-1]
+
+
+def split_indices(family: str, count: int, split: str, first_index: int = 0) -> list[int]:
+    """Returns the first ``count`` clip indices of a ``family`` from ``first_index`` on whose id
+    falls in ``split`` (``split_of`` with the default seed and fractions, as ``momap sim`` writes
+    them). A clip's split does not depend on the dataset size, so the first 117 tabletop test
+    indices are the test split of a 2,500-clip dataset and the list goes on past it."""
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    indices, index = [], first_index
+    while len(indices) < count:
+        if split_of(clip_id(family, index)) == split:
+            indices.append(index)
+        index += 1
+    return indices
+
+
+def check_splits(splits: Sequence[float]) -> tuple[float, float, float]:
+    fractions = tuple(float(f) for f in splits)
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"splits: expected 3 fractions (train, val, test) >= 0 summing to 1, got {splits}")
+    return fractions

@@ -1,0 +1,347 @@
+"""The resumable, atomic, parallel MoMap-Sim dataset writer and the ``momap sim`` job."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from momaplib.data.manifest import (
+    CLIPS_DIR,
+    DATASET_FILE,
+    LOCK_FILE,
+    MANIFEST_FILE,
+    MAX_DEFAULT_WORKERS,
+    SPLITS,
+    _check_entry,
+    _rewrite_manifest,
+    _settings,
+    check_settings,
+    load_settings,
+    manifest_line,
+    read_manifest,
+    verify_dataset,
+)
+from momaplib.data.splits import clip_id, split_of
+from momaplib.sim import SimConfig, clip_seed, generate_clip
+from momaplib.storage import DataFormatError, atomic_write_text
+
+
+# ----------------------------------------------------------------------------- writing
+@dataclass
+class WriteReport:
+    """What ``write_dataset`` did."""
+
+    root: Path  # the dataset folder
+    num_clips: int  # clips in the dataset now
+    generated: int  # clips rendered by this call
+    already_done: int  # clips found finished when the call started (resume)
+    split_counts: dict[str, int]  # clips per split, over the whole dataset
+    seconds: float  # wall-clock time of the call
+
+    @property
+    def clips_per_second(self) -> float:
+        """Returns the generation throughput of this call (0 when nothing was generated)."""
+        return self.generated / self.seconds if self.generated and self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _ClipTask:
+    """Everything a worker needs to render and write one clip (picklable for spawned workers)."""
+
+    root: str
+    clip_id: str
+    index: int
+    seed: int
+    split: str
+    config: SimConfig
+
+
+def _write_clip(task: _ClipTask) -> dict:
+    """Renders one clip, writes its npz atomically and returns its manifest entry."""
+    try:
+        clip = generate_clip(task.seed, task.config)
+        file = f"{CLIPS_DIR}/{task.clip_id}.npz"
+        path = Path(task.root) / file
+        sha256 = clip.save(path)
+    except Exception as exc:
+        raise RuntimeError(f"clip {task.clip_id} (index {task.index}, seed {task.seed}): {exc!r}") from exc
+    T, H, W = clip.momap.xyz.shape[:3]
+    entry = {
+        "id": task.clip_id,
+        "index": task.index,
+        "split": task.split,
+        "file": file,
+        "family": clip.family,
+        "seed": task.seed,
+        "shape": [T, H, W],
+        "prompt": clip.prompt,
+        "action": clip.task.action,
+        "sha256": sha256,
+        "bytes": path.stat().st_size,
+    }
+    return entry
+
+
+def _init_worker(parent_pid: int) -> None:
+    # One clip per core: torch's own thread pool on top of N processes oversubscribes the cores
+    # and makes generation ~10x slower.
+    torch.set_num_threads(1)
+    # Ctrl-C is the parent's to handle: it terminates the pool and reports how to resume.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A worker must not outlive a killed parent: it would keep writing into a folder that the
+    # next run is already resuming. Linux can kill it with the parent (prctl PR_SET_PDEATHSIG).
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def default_workers() -> int:
+    """Returns the default number of worker processes: one per usable CPU core, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, MAX_DEFAULT_WORKERS))
+
+
+def parallel_map(
+    tasks: Sequence[Any], workers: int, function: Callable[[Any], Any], chunksize: int = 1
+) -> Iterator[Any]:
+    """Yields ``function(task)`` of every task (e.g. the manifest entry of a written clip),
+    in completion order, from ``workers`` spawned processes (0: in this process). Closing the
+    iterator early terminates the workers."""
+    if workers == 0:  # in this process: for notebooks, debugging and tiny datasets
+        yield from map(function, tasks)
+        return
+    # "spawn", not fork: forking a process that has initialised torch's thread pools can deadlock.
+    context = multiprocessing.get_context("spawn")
+    processes = min(workers, len(tasks))
+    with context.Pool(processes, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
+        yield from pool.imap_unordered(function, tasks, chunksize=chunksize)
+
+
+@contextlib.contextmanager
+def _writer_lock(root: Path) -> Iterator[None]:
+    """Holds an exclusive lock on ``<root>/.lock`` (released by the OS even if the process is killed)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks; one writer per folder is then up to the user
+        yield
+        return
+    with open(root / LOCK_FILE, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RuntimeError(
+                f"{root}: another `momap sim` is writing this dataset (it holds {root / LOCK_FILE}); "
+                "wait for it to finish or stop it first"
+            ) from None
+        yield
+
+
+def _open_dataset(root: Path, requested: dict) -> None:
+    """Checks ``dataset.json`` against the request (or writes it for a new dataset)."""
+    path = root / DATASET_FILE
+    if path.exists():
+        existing = load_settings(root)
+        check_settings(path, existing, requested)
+        if existing["num_clips"] != requested["num_clips"]:  # growing: record the new size first
+            atomic_write_text(
+                path, json.dumps({**existing, "num_clips": requested["num_clips"]}, indent=2) + "\n"
+            )
+        return
+    _check_new_folder(root)
+    atomic_write_text(path, json.dumps(requested, indent=2) + "\n")
+
+
+def _check_new_folder(root: Path) -> None:
+    """Raises ``DataFormatError`` if ``root`` holds files but no dataset.json (a foreign folder)."""
+    if not root.is_dir() or (root / DATASET_FILE).exists():
+        return
+    others = sorted(p.name for p in root.iterdir() if p.name not in (LOCK_FILE, CLIPS_DIR))
+    if others:
+        raise DataFormatError(
+            f"{root}: not empty and has no {DATASET_FILE} (found {others[:5]}); "
+            "choose an empty or new --out for a new dataset"
+        )
+
+
+def _remove_temporary_files(root: Path) -> int:
+    """Deletes ``*.tmp`` files left by killed writers; returns how many. Only call under the lock."""
+    stale = [*root.glob("*.tmp"), *(root / CLIPS_DIR).glob("*.tmp")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
+def _finished_entries(root: Path, settings: dict) -> dict[int, dict]:
+    """Returns ``{index: entry}`` of clips that are done (in the manifest, file of the recorded size).
+
+    Rewrites the manifest atomically with exactly those entries, which drops a torn last line
+    and entries whose file is missing or truncated (they are generated again).
+    """
+    path = root / MANIFEST_FILE
+    if not path.exists():
+        return {}
+    entries, torn = read_manifest(path, tolerate_torn=True)
+    done: dict[int, dict] = {}
+    for entry in entries:
+        problem = _check_entry(entry, settings)
+        if problem:  # never mix clips of different settings in one folder
+            raise DataFormatError(
+                f"{path}: {problem}; this manifest does not belong to {root / DATASET_FILE}"
+            )
+        file = root / entry["file"]
+        if file.is_file() and file.stat().st_size == entry["bytes"]:
+            done[entry["index"]] = entry
+    # Also rewrite when an entry lacks only its newline (it would glue onto the next append) and
+    # when workers finished out of order (a killed run never reached the final sorted rewrite).
+    in_order = [entry["index"] for entry in entries] == sorted(done)
+    if torn or not in_order or not path.read_bytes().endswith(b"\n"):
+        _rewrite_manifest(root, list(done.values()))
+    return done
+
+
+def write_dataset(
+    root: str | os.PathLike,
+    config: SimConfig,
+    num_clips: int,
+    seed: int = 0,
+    workers: int | None = None,
+    splits: Sequence[float] = (0.9, 0.05, 0.05),
+    split_seed: int = 0,
+    progress: bool = True,
+) -> WriteReport:
+    """Returns a ``WriteReport`` after writing (or finishing) a dataset of ``num_clips`` clips at ``root``.
+
+    Clip ``i`` is ``generate_clip(clip_seed(seed, i), config)`` with id ``clip_id(family, i)``
+    and split ``split_of(id, split_seed, splits)``. ``workers`` processes render and write the
+    clips (None: ``default_workers()``; 0: in this process). Rerunning with the same arguments
+    resumes an interrupted run and does nothing for a complete dataset; a larger ``num_clips``
+    extends it; other settings raise ``DatasetSettingsError``. ``progress`` shows a ``tqdm`` bar
+    and a line when there is nothing to do.
+    """
+    if num_clips < 1:
+        raise ValueError(f"num_clips: expected >= 1, got {num_clips}")
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers: expected >= 0 (0 = in this process), got {workers}")
+    started = time.perf_counter()
+    root = Path(root)
+    requested = _settings(config, num_clips, seed, splits, split_seed)
+    _check_new_folder(root)  # before creating the lock file in it
+    root.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(root):
+        _open_dataset(root, requested)
+        (root / CLIPS_DIR).mkdir(exist_ok=True)
+        _remove_temporary_files(root)
+        done = _finished_entries(root, requested)
+        already_done = len(done)
+        tasks = []
+        for index in range(num_clips):
+            if index not in done:
+                identifier = clip_id(config.family, index)
+                split = split_of(identifier, split_seed, splits)
+                tasks.append(_ClipTask(str(root), identifier, index, clip_seed(seed, index), split, config))
+        if not tasks:
+            if progress:
+                print(f"{root}: all {num_clips} clips are already written; nothing to do")
+        else:
+            bar = tqdm(
+                total=num_clips,
+                initial=already_done,
+                desc=f"momap sim {config.family}",
+                unit="clip",
+                disable=not progress,
+            )
+            try:
+                with bar, open(root / MANIFEST_FILE, "a") as manifest:
+                    for entry in parallel_map(tasks, workers, _write_clip):
+                        manifest.write(manifest_line(entry))
+                        manifest.flush()
+                        os.fsync(manifest.fileno())  # the clip counts as done only once its line is on disk
+                        done[entry["index"]] = entry
+                        bar.update()
+            except KeyboardInterrupt:
+                print(
+                    f"\ninterrupted: {len(done)} of {num_clips} clips are written; "
+                    "rerun the same command to resume"
+                )
+                raise
+            _rewrite_manifest(root, list(done.values()))
+    split_counts = {name: sum(entry["split"] == name for entry in done.values()) for name in SPLITS}
+    return WriteReport(root, len(done), len(tasks), already_done, split_counts, time.perf_counter() - started)
+
+
+# ----------------------------------------------------------------------------- command line
+@dataclass
+class SimJob:
+    """Writes a MoMap-Sim dataset: one npz per clip, manifest.jsonl with sha256, train/val/test splits.
+
+    Resumable: rerun the same command after an interruption to finish the dataset (finished
+    clips are skipped); a larger --num-clips extends it. The layout is described in
+    data/README.md.
+    """
+
+    out: Path
+    """Dataset folder to write (created if missing), e.g. data/sim_tabletop."""
+    num_clips: int = 1000
+    """Number of clips."""
+    sim: SimConfig = field(default_factory=SimConfig)
+    """Simulator settings, shared by every clip."""
+    smoke: bool = False
+    """Use the smoke size (32x32 pixels, T = 8) instead of --height/--width/--num-frames."""
+    seed: int = 0
+    """Base seed: clip i uses momaplib.sim.clip_seed(seed, i)."""
+    workers: int | None = None
+    """Worker processes (None: one per CPU core, at most 8; 0: generate in this process)."""
+    splits: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    """Fractions of train, val and test clips."""
+    split_seed: int = 0
+    """Seed of the split assignment (a hash of this seed and the clip id)."""
+    verify: bool = True
+    """Check every file's sha256 against the manifest at the end."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def run(self) -> WriteReport:
+        """Writes (or finishes) the dataset, prints a summary and returns the ``WriteReport``."""
+        config = self.sim.smoke() if self.smoke else self.sim
+        try:
+            report = write_dataset(
+                self.out,
+                config,
+                self.num_clips,
+                seed=self.seed,
+                workers=self.workers,
+                splits=self.splits,
+                split_seed=self.split_seed,
+                progress=self.progress,
+            )
+        except KeyboardInterrupt:  # write_dataset said how to resume; a traceback would only bury it
+            raise SystemExit(130) from None
+        counts = ", ".join(f"{name} {count}" for name, count in report.split_counts.items())
+        speed = f", {report.clips_per_second:.2f} clips/s" if report.generated else ""
+        print(
+            f"{report.root}: {report.num_clips} clips ({counts}); generated {report.generated} "
+            f"({report.already_done} were already done) in {report.seconds:.1f} s{speed}"
+        )
+        if self.verify:
+            checked = verify_dataset(self.out, progress=self.progress)
+            print(
+                f"verified {checked.num_clips} clips ({checked.bytes / 1e6:.1f} MB, sha256) "
+                f"in {checked.seconds:.1f} s"
+            )
+        return report

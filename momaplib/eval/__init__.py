@@ -1,0 +1,45 @@
+"""Evaluation (paper §4.2, Table 1): methods side by side on datasets, paired comparisons, tables.
+
+``momaplib.metrics`` computes the metrics and a predictor's best-of-N rows; this package puts
+methods (reference predictors, prediction folders, saved pipelines) side by side: ``tables``
+(``format_table`` like Table 1 with one row per metric and its ↑/↓ arrow, ``style_table`` bolds
+the best *method* of each row, ``paired_differences`` with bootstrap intervals, ``write_table``
+to CSV and Markdown) and ``job`` (``evaluate_methods`` and the ``momap eval`` job). The metric
+functions and ``evaluate_predictor`` are re-exported here for convenience.
+"""
+
+from momaplib.eval.job import EvalJob, evaluate_methods
+from momaplib.eval.samples import BEST_MARK, SamplingResult, best_of_n_table, metrics_table, per_scene_table
+from momaplib.eval.tables import (
+    CLIPS_ROW,
+    best_mask,
+    format_table,
+    metric_label,
+    paired_differences,
+    style_table,
+    summarize,
+    table_to_markdown,
+    write_table,
+)
+from momaplib.metrics import *  # noqa: F403 - the metrics are part of this package's public face
+from momaplib.metrics import __all__ as _metric_names
+
+__all__ = [
+    *_metric_names,
+    "BEST_MARK",
+    "CLIPS_ROW",
+    "EvalJob",
+    "SamplingResult",
+    "best_mask",
+    "best_of_n_table",
+    "evaluate_methods",
+    "format_table",
+    "metric_label",
+    "metrics_table",
+    "paired_differences",
+    "per_scene_table",
+    "style_table",
+    "summarize",
+    "table_to_markdown",
+    "write_table",
+]

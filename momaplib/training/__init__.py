@@ -1,0 +1,108 @@
+"""Training utilities shared by every trainer of the kit (VAEs, diffusion UNet): small, with accelerate.
+
+A trainer builds its model, optimizer and loss, then hands the loop to ``fit``::
+
+    config = TrainConfig(output_dir=Path("outputs/my-run"), max_steps=2000)
+    accelerator = build_accelerator(config)
+    model, optimizer = accelerator.prepare(model, torch.optim.AdamW(model.parameters(), config.learning_rate))
+    scheduler = build_scheduler(optimizer, config)
+    run = fit(accelerator, config, model, optimizer, scheduler, dataset, loss_fn, validate=validate_fn)
+
+What ``fit`` guarantees:
+- **Deterministic data order.** Micro-batch ``k`` of the run is a pure function of ``(seed, k)``
+  (``StepBatchSampler``: the stream is the concatenation of epoch permutations seeded by
+  ``(seed, epoch)``, cut into consecutive batches), so a resumed run sees exactly the batches the
+  uninterrupted run would have seen, whether items come from disk (a ``DataLoader`` with
+  workers) or from memory (``InMemoryDataset``). With several processes, process ``r`` takes
+  slice ``r`` of each global batch.
+- **Atomic checkpoints** every ``checkpoint_every`` steps and at the end, in
+  ``output_dir/checkpoints/step_XXXXXXX``: accelerate's state (model, optimizer, grad scaler,
+  registered objects such as an EMA, RNG states of every process; safetensors for the model,
+  ``torch.load`` with ``weights_only=True`` on the way back) plus ``state.json`` with the step,
+  from which the LR scheduler is set again. Each is written into
+  a hidden temporary folder and renamed into place, so a kill never leaves a checkpoint that
+  ``latest_checkpoint`` accepts half-written; the last ``keep_checkpoints`` are kept.
+- **Exact resume.** Rerunning the same command continues from the latest checkpoint: same
+  weights, optimizer moments, LR, RNG state and data position, so on CPU the loss curve of an
+  interrupted-and-resumed run equals the uninterrupted one bit for bit (a test checks this).
+  ``metrics.jsonl`` is cut back to the checkpoint's step first, so it never holds two curves.
+- **Logging**: one JSON line per optimizer step in ``output_dir/metrics.jsonl`` (``step``,
+  ``loss``, ``lr``, the loss function's extra terms, validation metrics on validation steps),
+  a ``tqdm.auto`` progress bar on the main process.
+
+Step numbers count optimizer steps; one step is ``gradient_accumulation_steps`` micro-batches of
+``batch_size`` items per process. The LR schedule is in optimizer steps too.
+
+Modules: ``config`` (TrainConfig, accelerator, optimizer, schedule), ``batches`` (samplers and
+datasets), ``state`` (checkpoints, settings, metrics log), ``loop`` (``fit``), ``bundle`` (final weights).
+"""
+
+from momaplib.training.batches import (
+    InMemoryDataset,
+    StepBatchSampler,
+    batch_stream,
+    dataset_shape,
+    load_training_data,
+    open_datasets,
+    to_device,
+)
+from momaplib.training.bundle import check_shard_sizes, ema_weights, save_bundle, save_model, save_pipeline
+from momaplib.training.config import (
+    BUNDLE_SHARD_BYTES,
+    CHECKPOINTS_DIR,
+    METRICS_FILE,
+    SHARD_HEADER_ROOM,
+    ResumeError,
+    TrainConfig,
+    build_accelerator,
+    build_optimizer,
+    build_scheduler,
+    select_trainable,
+)
+from momaplib.training.loop import FitResult, fit, resume_step
+from momaplib.training.state import (
+    MetricsLog,
+    checkpoint_dir,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    read_metrics,
+    save_checkpoint,
+    save_job_settings,
+)
+
+__all__ = [
+    "BUNDLE_SHARD_BYTES",
+    "CHECKPOINTS_DIR",
+    "METRICS_FILE",
+    "SHARD_HEADER_ROOM",
+    "FitResult",
+    "InMemoryDataset",
+    "MetricsLog",
+    "ResumeError",
+    "StepBatchSampler",
+    "TrainConfig",
+    "batch_stream",
+    "build_accelerator",
+    "build_optimizer",
+    "build_scheduler",
+    "check_shard_sizes",
+    "checkpoint_dir",
+    "dataset_shape",
+    "ema_weights",
+    "fit",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_training_data",
+    "open_datasets",
+    "read_metrics",
+    "resume_step",
+    "save_bundle",
+    "save_checkpoint",
+    "save_job_settings",
+    "save_model",
+    "save_pipeline",
+    "select_trainable",
+    "to_device",
+]
