@@ -158,24 +158,40 @@ def scene(seed: int = 0, size: int = 16):
 
 
 def test_pipeline_output_shapes_and_metric_units(tiny_pipeline):
-    image, xyz, instance = scene()
-    output = tiny_pipeline(
-        image,
-        xyz=xyz,
-        instance_map=instance,
-        num_samples=3,
-        num_inference_steps=2,
-        generator=torch.Generator().manual_seed(0),
-        progress=False,
-    )
+    from momaplib.geometry import depth_to_xyz, pixel_grid, project
+
+    image, _, instance = scene()
+    # a pinhole XYZ map: every point lies on the ray of its pixel centre under K_true
+    K_true = np.array([[20.0, 0.0, 7.5], [0.0, 18.0, 8.25], [0.0, 0.0, 1.0]], dtype=np.float32)
+    depth = np.random.default_rng(1).uniform(0.8, 1.2, (16, 16)).astype(np.float32)
+    xyz = depth_to_xyz(depth, K_true)
+
+    def sample(xyz):
+        return tiny_pipeline(
+            image,
+            xyz=xyz,
+            instance_map=instance,
+            num_samples=3,
+            num_inference_steps=2,
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        )
+
+    output = sample(xyz)
     assert output.xyz.shape == (3, T_TINY, 16, 16, 3)
     assert len(output.momaps) == 3 and output.momaps[0].xyz.shape == (T_TINY, 16, 16, 3)
-    # samples live around the scene: de-normalised with its centre and scale
     assert np.isfinite(output.xyz).all()
-    assert abs(float(np.median(output.xyz[..., 2])) - 1.0) < 5.0
-    # K estimated from the XYZ map when not given maps the points back to their pixels
+    # samples are de-normalised with the scene's centre and scale: a scene scaled by s and moved
+    # by d sideways (the median z, so the scale, scales by s) has the same model-range input, so
+    # the same generator gives the samples scaled by s and moved by d
+    s, d = 2.0, np.array([0.5, -0.3, 0.0], dtype=np.float32)
+    moved = sample(xyz * s + d)
+    np.testing.assert_allclose(moved.xyz, output.xyz * s + d, rtol=0, atol=1e-4)
+    # K estimated from the XYZ map when not given maps the points back to their pixel centres
     K = output.momaps[0].K
-    assert K.shape == (3, 3) and K[2, 2] == 1
+    np.testing.assert_allclose(K, K_true, rtol=0, atol=1e-3)
+    uv, _ = project(xyz, K)
+    np.testing.assert_allclose(uv, pixel_grid(16, 16).numpy(), rtol=0, atol=1e-3)
 
 
 def test_pipeline_is_deterministic_under_a_generator(tiny_pipeline):
@@ -376,7 +392,9 @@ def _tiny_frozen_models(tmp_path, num_frames: int):
 
 
 def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
-    from momaplib.data import write_dataset
+    from momaplib.data import MoMapDataset, write_dataset
+    from momaplib.diffusion.grounding import PromptGrounder
+    from momaplib.diffusion.latents import load_latent_set
     from momaplib.diffusion.pipeline import MoMapPipeline
     from momaplib.diffusion.train import TrainDiffusionJob, _build_model, select_trainable
     from momaplib.sim import SimConfig, simulate
@@ -442,8 +460,25 @@ def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
     assert not model.conv_in.weight[:, -1].any()
     grounded = MoMapPipeline.from_pretrained(grounded_job.run())
     assert grounded.grounder is not None and grounded.unet.conv_in.weight[:, -1].any()
+    # the pipeline's grounder is the one the job trained and saved with its metrics
+    trained = PromptGrounder.from_pretrained(tmp_path / "fifth" / "grounder").state_dict()
+    saved_grounder = grounded.grounder.state_dict()
+    assert saved_grounder.keys() == trained.keys()
+    assert not [key for key, value in saved_grounder.items() if not torch.equal(value, trained[key])]
     metrics = json.loads((tmp_path / "fifth" / "grounder" / "grounder_metrics.json").read_text())
-    assert metrics["train_clips"] >= 1 and 0 <= metrics["train_accuracy"] <= 1
+    # it trained on the job's train clips with a target in view and a prompt, less 5 % (>= 1) held out
+    cache = load_latent_set(tmp_path / "fifth" / "latents_train.safetensors")
+    assert len(cache) == len(MoMapDataset(tmp_path / "data", "train"))
+    usable = ((cache.target_slot >= 0) & (cache.prompt_index > 0)).nonzero().squeeze(1)
+    assert len(usable) >= 2 and (metrics["train_clips"], metrics["heldout_clips"]) == (len(usable) - 1, 1)
+    # its accuracies count the clips whose target the saved grounder scores highest
+    tokens = cache.text[cache.prompt_index[usable]]
+    with torch.no_grad():
+        logits = grounded.grounder(cache.instance_features[usable], cache.instance_ids[usable], tokens)
+    hits = int((logits.argmax(1) == cache.target_slot[usable]).sum())
+    counted = sum(metrics[f"{part}_accuracy"] * metrics[f"{part}_clips"] for part in ("train", "heldout"))
+    assert counted == pytest.approx(hits, abs=1e-6), (metrics, hits)
+    assert metrics["train_accuracy"] == 1.0, metrics  # its steps fit the few train clips
     sampled = grounded(
         gt.rgb, xyz=gt.xyz[0], instance_map=gt.instance, K=gt.K, prompt=gt.prompt, num_samples=2,
         num_inference_steps=2, progress=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import cv2
 import numpy as np
@@ -444,10 +445,31 @@ def test_pipeline_with_gt_depth_and_tracks_is_exact(family):
 @pytest.mark.parametrize("family", ["tabletop", "egocentric"])
 def test_pipeline_with_flow_tracks_on_a_smoke_clip(family, tmp_path):
     clip = tiny_simulation(family, 2).clip
-    result = Pipeline()(Video.from_clip(clip))
-    assert set(result.report) == {"depth", "tracking", "poses", "segmentation", "infill"}
-    assert all(values["seconds"] >= 0 for values in result.report.values())
-    assert result.summary().count("\n") == 4
+    video = Video.from_clip(clip)
+    started = time.perf_counter()
+    result = Pipeline()(video)
+    total = time.perf_counter() - started
+    stages = ["depth", "tracking", "poses", "segmentation", "infill"]
+    assert list(result.report) == stages  # in the order they ran
+    # each stage's own time: together nearly all of the call (not the input check or the MoMap record)
+    seconds = [result.report[stage]["seconds"] for stage in stages]
+    assert all(t > 0 for t in seconds) and 0.5 * total < sum(seconds) <= total, (seconds, total)
+    # the quality numbers are those of the intermediate results, and the MoMap keeps the report
+    report = result.report
+    assert report["depth"]["median_m"] == float(np.median(result.depth))
+    assert report["tracking"]["tracked_fraction"] == result.tracks.tracked_fraction
+    assert report["segmentation"]["num_instances"] == len(np.unique(result.instance[result.instance > 0]))
+    assert report["infill"]["hidden_fraction"] == result.infill.hidden_fraction
+    assert result.momap.meta["recon"] == report
+    # the summary: a line per stage, in order, with its seconds and every quality number
+    lines = result.summary().splitlines()
+    assert len(lines) == len(stages)
+    for line, stage in zip(lines, stages, strict=True):
+        values = report[stage]
+        assert line.split()[:3] == [stage, f"{values['seconds']:.3f}", "s"], line
+        for key, value in values.items():
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            assert key == "seconds" or f"{key} {shown}" in line, (key, line)
     errors = reconstruction_errors(result.momap, clip.momap)
     assert errors["visible_epe"] < 0.03, errors
     # 32x32 pixels: coarser than the benchmark's 64x64, where the mean is well below 1 degree.

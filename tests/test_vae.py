@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from momaplib.checkpoints import CheckpointNotFoundError, resolve_checkpoint
+from momaplib.momap import channels_to_xyz, normalization_stats
 from momaplib.training import (
     InMemoryDataset,
     TrainConfig,
@@ -84,8 +85,21 @@ def test_encode_decode_momap_in_metres_and_shape_errors():
         latents = vae.encode_momap(xyz, valid)
         decoded = vae.decode_momap(latents.latents, latents.center, latents.scale)
     assert latents.latents.shape == (2, 8, 2, 2) and decoded.shape == xyz.shape
-    # an untrained decoder outputs model range ~ N(0, 1) around the centre: metres near z = 2
-    assert abs(float(decoded[..., 2].median()) - 2.0) < 2.0
+    # the latents carry the reference frame's normalisation ...
+    center, scale = normalization_stats(xyz[:, 0], valid)
+    assert torch.equal(latents.center, center) and torch.equal(latents.scale, scale)
+    # ... and decoding de-normalises the decoder's model-range output with the given centre and scale
+    d = torch.tensor([[0.5, -1.0, 3.0], [-2.0, 0.25, 1.0]])
+    with torch.no_grad():
+        model_range = channels_to_xyz(vae.decode_channels(latents.latents))
+        moved = vae.decode_momap(latents.latents, center + d, scale)
+        doubled = vae.decode_momap(latents.latents, center, 2 * scale)
+    assert model_range.abs().amax() > 0.1  # random weights: a non-trivial output, so the checks bite
+    expected = model_range * scale[:, None, None, None, None] + center[:, None, None, None, :]
+    torch.testing.assert_close(decoded, expected)
+    torch.testing.assert_close(moved - decoded, d[:, None, None, None, :].expand_as(decoded))
+    center_b = center[:, None, None, None, :]
+    torch.testing.assert_close(doubled - center_b, 2 * (decoded - center_b))
     with pytest.raises(ValueError, match=r"xyz: expected \(B, T, H, W, 3\) with T = 3"):
         vae.encode_momap(xyz[:, :2], valid)
     with pytest.raises(ValueError, match=r"valid: expected \(B, H, W\)"):
