@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from momaplib.data import write_dataset
 from momaplib.eval import (
     CLIPS_ROW,
     EvalJob,
+    SamplingResult,
     best_mask,
     best_of_n,
     evaluate_methods,
@@ -25,7 +27,9 @@ from momaplib.eval import (
     format_table,
     load_predictions,
     load_split,
+    metric_label,
     paired_differences,
+    per_scene_table,
     save_predictions,
     select_best,
     style_table,
@@ -33,7 +37,7 @@ from momaplib.eval import (
     table_to_markdown,
     write_table,
 )
-from momaplib.metrics import METRIC_NAMES
+from momaplib.metrics import METRIC_NAMES, sample_metrics
 from momaplib.momap import MoMap
 from momaplib.sim import SimConfig
 from momaplib.storage import DataFormatError
@@ -390,3 +394,44 @@ def test_text_grounding_probe_features_and_head_shapes():
     features = torch.from_numpy(examples[0][2])
     assert head(features, torch.randn(5, 8)).shape == (len(features),)
     assert head(features, torch.zeros(3, 8)).shape == (len(features),)  # an empty prompt reads nothing
+
+
+def _result(seed: int, noises: tuple[float, float]) -> SamplingResult:
+    """A scored SamplingResult on a simulated scene: sample i is the GT plus Gaussian noise ``noises[i]``."""
+    from momaplib.sim import generate_clip
+
+    scene = generate_clip(seed, SimConfig(family="tabletop").smoke()).momap
+    generator = np.random.default_rng(seed)
+    xyz = np.stack([scene.xyz + n * generator.standard_normal(scene.xyz.shape) for n in noises])
+    metrics = pd.DataFrame({k: v.numpy() for k, v in sample_metrics(scene, xyz.astype(np.float32)).items()})
+    metrics.index.name = "sample"
+    best = select_best({k: torch.tensor(v.to_numpy()) for k, v in metrics.items()})[1]
+    settings = {"num_samples": 2, "num_inference_steps": 1, "guidance_scale": 1.0, "seed": seed}
+    return SamplingResult(scene, [scene, scene], xyz, scene.prompt, settings, metrics=metrics, best=best)
+
+
+def test_per_scene_table_marks_the_best_method_within_each_scene_only():
+    # scene a: both samples noisy; scene b: one sample is the exact GT (a perfect row no other scene has)
+    runs = {"scene a": _result(1, (0.05, 0.01)), "scene b": _result(2, (0.05, 0.0))}
+    table = per_scene_table(runs)
+    ours = "ours (best of 2)"
+    assert list(table.columns) == [(name, method) for name in runs for method in (ours, "static")]
+    assert CLIPS_ROW not in table.index
+    for name, run in runs.items():
+        assert run.best == 1  # the less noisy sample
+        for metric in ("ate_dtw", "fg_mask_iou"):
+            assert table.loc[metric_label(metric), (name, ours)] == run.metrics.loc[1, metric]
+        static = select_best(sample_metrics(run.scene, get_predictor("static")(run.scene, 1, 0)))[0]
+        assert table.loc[metric_label("ate_dtw"), (name, "static")] == pytest.approx(static["ate_dtw"])
+    assert table.loc[metric_label("ate_dtw"), ("scene b", ours)] == pytest.approx(0.0, abs=1e-6)
+    assert table.loc[metric_label("ate_dtw"), ("scene a", ours)] > 1e-3
+    bold = best_mask(table)
+    # within each scene the model's near-GT sample beats static on ate_dtw; static is never bold there
+    for name in runs:
+        assert bold.loc[metric_label("ate_dtw"), (name, ours)]
+        assert not bold.loc[metric_label("ate_dtw"), (name, "static")]
+    # one bold cell per scene, although scene b's 0.0 is better than anything in scene a: a table-wide
+    # "best" would bold scene b alone
+    assert bold.loc[metric_label("ate_dtw")].groupby(level="scene").sum().tolist() == [1, 1]
+    with pytest.raises(ValueError, match="have no metrics"):
+        per_scene_table({"x": replace(runs["scene a"], metrics=None)})
