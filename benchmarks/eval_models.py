@@ -33,10 +33,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from momaplib.baselines.simple import get_predictor, vae_reconstruction
-from momaplib.data import clip_id, split_indices
+from momaplib.data import simulate_split_clips
 from momaplib.diffusion.objectives import pipeline_predictor
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.eval import (
@@ -46,35 +45,11 @@ from momaplib.eval import (
     table_to_markdown,
     write_table,
 )
-from momaplib.sim import SimConfig, clip_seed, generate_clip
 from momaplib.storage import atomic_write_text
 from momaplib.viz import plot_paired_differences, save_figure
 
 #: rows that read the GT: never marked best
 ORACLES = ("gt", "VAE (GT)")
-
-
-def test_clips(
-    family: str,
-    count: int,
-    seed: int = 0,
-    config: SimConfig | None = None,
-    split: str = "test",
-    shard: tuple[int, int] = (0, 1),
-    skip: int = 0,
-) -> list:
-    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``
-    without the first ``skip``; with ``shard=(k, n)`` only every n-th of them from the k-th on
-    (only those are simulated)."""
-    if not 0 <= skip <= count:
-        raise ValueError(f"skip: expected 0 <= skip <= count ({count}), got {skip}")
-    config = config or SimConfig(family=family)
-    k, n = shard
-    chosen = split_indices(family, count, split)[skip:][k::n]
-    return [
-        (clip_id(family, index), generate_clip(clip_seed(seed, index), config).momap)
-        for index in tqdm(chosen, desc=f"simulate {family} {split} clips", leave=False)
-    ]
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -212,7 +187,7 @@ def evaluate(args: argparse.Namespace) -> pd.DataFrame:
     methods = {name: makers[name]() for name in names}
     rows = []
     for family in args.families:
-        clips = test_clips(family, args.clips, split=args.split, shard=args.shard, skip=args.skip)
+        clips = simulate_split_clips(family, args.clips, split=args.split, shard=args.shard, skip=args.skip)
         results = evaluate_methods(clips, methods, num_samples=args.num_samples, device=args.device)
         rows += [df.assign(dataset=family, method=name) for name, df in results.items()]
     return pd.concat(rows, ignore_index=True)

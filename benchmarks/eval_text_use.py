@@ -35,9 +35,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from eval_models import test_clips
 from tqdm.auto import tqdm
 
+from momaplib.data import simulate_split_clips
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.metrics import sample_metrics
 from momaplib.momap import MoMap, moving_mask, scene_scale
@@ -121,7 +121,7 @@ def main() -> None:
     columns += ["grounder_acc"] if grounded else []
     rows = []
     for family in args.families:
-        clips = test_clips(family, args.clips)
+        clips = simulate_split_clips(family, args.clips)
         for index, (clip_id, gt) in enumerate(tqdm(clips, desc=f"{family} clips")):
             xyz0 = np.where(gt.valid[..., None], gt.xyz[0], np.nan)
             prompts = {"right": gt.prompt, "none": None, "wrong": other_prompt(clips, index)}

@@ -361,18 +361,22 @@ def test_eval_models_shards_merge_into_one_table(tmp_path):
         script.merge_runs([tmp_path])
 
 
-def test_eval_models_skip_leaves_out_the_clips_of_an_earlier_run():
-    from momaplib.data import clip_id, split_indices
-    from momaplib.sim import SimConfig
+def test_simulate_split_clips_skip_leaves_out_the_clips_of_an_earlier_run():
+    from momaplib.data import clip_id, simulate_split_clips, split_indices
+    from momaplib.sim import clip_seed, generate_clip
 
-    script = _eval_models_script()
     config = SimConfig(family="tabletop", height=24, width=24, num_frames=4)
-    clips = script.test_clips("tabletop", 5, config=config, skip=3)
+    clips = simulate_split_clips("tabletop", 5, config=config, skip=3)
     later = split_indices("tabletop", 5, "test")[3:]
     assert [cid for cid, _ in clips] == [clip_id("tabletop", i) for i in later]
-    assert script.test_clips("tabletop", 5, config=config, skip=5) == []
+    assert simulate_split_clips("tabletop", 5, config=config, skip=5) == []
     with pytest.raises(ValueError, match="skip"):
-        script.test_clips("tabletop", 5, config=config, skip=6)
+        simulate_split_clips("tabletop", 5, config=config, skip=6)
+    # the clips are those `momap sim --seed 7` writes, and a shard takes every n-th of them
+    (cid, momap), *_ = simulate_split_clips("tabletop", 5, seed=7, config=config, shard=(1, 2))
+    index = split_indices("tabletop", 5, "test")[1]
+    assert cid == clip_id("tabletop", index)
+    np.testing.assert_array_equal(momap.xyz, generate_clip(clip_seed(7, index), config).momap.xyz)
 
 
 def test_text_grounding_probe_features_and_head_shapes():

@@ -64,7 +64,7 @@ from momaplib.data.manifest import (
     read_manifest,
     verify_dataset,
 )
-from momaplib.data.splits import check_splits, clip_id, split_indices, split_of
+from momaplib.data.splits import check_splits, clip_id, simulate_split_clips, split_indices, split_of
 from momaplib.data.writer import SimJob, WriteReport, default_workers, parallel_map, write_dataset
 
 __all__ = [
@@ -106,6 +106,7 @@ __all__ = [
     "parallel_map",
     "read_manifest",
     "save_example",
+    "simulate_split_clips",
     "split_indices",
     "split_of",
     "verify_dataset",

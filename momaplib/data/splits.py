@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from tqdm.auto import tqdm
+
+from momaplib.sim import SimConfig, clip_seed, generate_clip
+
 
 # ----------------------------------------------------------------------------- ids and splits
 def clip_id(family: str, index: int, task_variant: int = 0) -> str:
@@ -56,3 +60,27 @@ def check_splits(splits: Sequence[float]) -> tuple[float, float, float]:
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"splits: expected 3 fractions (train, val, test) >= 0 summing to 1, got {splits}")
     return fractions
+
+
+def simulate_split_clips(
+    family: str,
+    count: int,
+    seed: int = 0,
+    config: SimConfig | None = None,
+    split: str = "test",
+    shard: tuple[int, int] = (0, 1),
+    skip: int = 0,
+) -> list:
+    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``
+    without the first ``skip``; with ``shard=(k, n)`` only every n-th of them from the k-th on
+    (only those are simulated). Clip ``i`` is ``generate_clip(clip_seed(seed, i), config)``: the
+    clip ``momap sim --seed seed`` writes, so evaluations on simulated and written splits agree."""
+    if not 0 <= skip <= count:
+        raise ValueError(f"skip: expected 0 <= skip <= count ({count}), got {skip}")
+    config = config or SimConfig(family=family)
+    k, n = shard
+    chosen = split_indices(family, count, split)[skip:][k::n]
+    return [
+        (clip_id(family, index), generate_clip(clip_seed(seed, index), config).momap)
+        for index in tqdm(chosen, desc=f"simulate {family} {split} clips", leave=False)
+    ]
