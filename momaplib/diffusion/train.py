@@ -422,7 +422,6 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     if job.ema_decay:
         ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=job.ema_decay, foreach=True)
         ema.to(device)
-        accelerator.register_for_checkpointing(ema)
     if accelerator.is_main_process:
         save_job_settings(job, config.output_dir)
 
@@ -437,6 +436,7 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     fit(
         accelerator, config, model, optimizer, scheduler, dataset, training_loss(job, text_table),
         validate=validate_fn if job.num_val_clips > 0 else None, after_step=after_step,
+        states={"ema": ema} if ema is not None else None,
     )  # fmt: skip
     path = config.output_dir / "pipeline"
     if accelerator.is_main_process:

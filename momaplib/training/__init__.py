@@ -66,9 +66,11 @@ from momaplib.training.state import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    load_states,
     read_metrics,
     save_checkpoint,
     save_job_settings,
+    save_states,
 )
 
 __all__ = [
@@ -94,6 +96,7 @@ __all__ = [
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_states",
     "load_training_data",
     "open_datasets",
     "read_metrics",
@@ -103,6 +106,7 @@ __all__ = [
     "save_job_settings",
     "save_model",
     "save_pipeline",
+    "save_states",
     "select_trainable",
     "to_device",
 ]

@@ -34,8 +34,11 @@ class FitResult:
     seconds: float = 0.0  # wall-clock time of the loop
 
 
-def resume_step(accelerator: Accelerator, config: TrainConfig) -> int:
-    """Returns the step to start from: 0, or that of the latest checkpoint (whose state is loaded)."""
+def resume_step(
+    accelerator: Accelerator, config: TrainConfig, states: Mapping[str, Any] | None = None
+) -> int:
+    """Returns the step to start from: 0, or that of the latest checkpoint (whose state is loaded,
+    ``states`` included)."""
     path = latest_checkpoint(config.output_dir)
     if path is None:
         return 0
@@ -44,7 +47,7 @@ def resume_step(accelerator: Accelerator, config: TrainConfig) -> int:
             f"output_dir {config.output_dir} holds checkpoints of an earlier run ({path.name}); "
             "resume it (resume=True, the default) or choose another output_dir"
         )
-    state = load_checkpoint(accelerator, path)
+    state = load_checkpoint(accelerator, path, states)
     if accelerator.is_main_process and config.progress:
         print(f"resuming from {path} (step {state['step']})")
     return int(state["step"])
@@ -77,6 +80,7 @@ def fit(
     validate: ValidateFn | None = None,
     stop_after: int | None = None,
     after_step: Callable[[torch.nn.Module, int], None] | None = None,
+    states: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Trains ``model`` up to ``config.max_steps``, resuming from the latest checkpoint.
 
@@ -88,14 +92,15 @@ def fit(
     the training curve). ``stop_after`` ends the loop after that step as if killed right after
     its checkpoint (tests use it to interrupt a run). ``after_step(model, step)`` runs after
     every optimizer step, before validation and checkpointing (e.g. an EMA update; objects with
-    state it keeps must be registered with ``accelerator.register_for_checkpointing`` to resume
-    exactly). Returns a ``FitResult``.
+    state it keeps go in ``states``, ``{name: object with state_dict/load_state_dict}``, saved in
+    every checkpoint as safetensors + JSON and restored on resume, so the run resumes exactly
+    without unpickling anything). Returns a ``FitResult``.
     """
     started = time.perf_counter()
     output_dir = config.output_dir
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-    start = resume_step(accelerator, config)
+    start = resume_step(accelerator, config, states)
     _advance_scheduler(lr_scheduler, start)
     log = MetricsLog(output_dir / METRICS_FILE, start, enabled=accelerator.is_main_process)
     result = FitResult(start, config.max_steps, None)
@@ -170,7 +175,7 @@ def fit(
         if checkpoint or len(pending) >= LOG_FLUSH_STEPS:
             flush()
         if checkpoint:
-            save_checkpoint(accelerator, output_dir, done, keep=config.keep_checkpoints)
+            save_checkpoint(accelerator, output_dir, done, keep=config.keep_checkpoints, states=states)
         bar.update()
         if (stop_after is not None and done >= stop_after) or out_of_time:
             if out_of_time and not last and accelerator.is_main_process:

@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
 
 from momaplib.storage import atomic_write_text
 from momaplib.training.config import CHECKPOINTS_DIR, METRICS_FILE, STATE_FILE, ResumeError
@@ -60,17 +62,26 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return found[-1][1] if found else None
 
 
+#: Pickle files accelerate writes and reads back with ``weights_only=True`` (RNG states of process i).
+RNG_STATE_PREFIX = "random_states_"
+
+
 def save_checkpoint(
     accelerator: Accelerator,
     output_dir: str | os.PathLike,
     step: int,
     keep: int = 2,
     extra: Mapping[str, Any] | None = None,
+    states: Mapping[str, Any] | None = None,
 ) -> Path:
     """Writes accelerate's state + ``state.json`` (step, ``extra``) atomically; returns the folder.
 
-    Every process calls it (each saves its RNG state). The folder is written under a hidden
-    temporary name and renamed when complete; checkpoints beyond the newest ``keep`` are removed.
+    Every process calls it (each saves its RNG state). ``states`` are further objects with
+    ``state_dict`` / ``load_state_dict`` (e.g. an EMA), written as ``<name>.safetensors`` plus
+    ``<name>.json`` by ``save_states``: never pickled (accelerate's ``register_for_checkpointing``
+    would pickle them and unpickle them unrestricted on resume). The folder is
+    written under a hidden temporary name and renamed when complete; checkpoints beyond the
+    newest ``keep`` are removed.
     """
     final = checkpoint_dir(output_dir, step)
     temporary = final.with_name(f".{final.name}.tmp")
@@ -81,6 +92,7 @@ def save_checkpoint(
     accelerator.save_state(str(temporary), safe_serialization=True)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        save_states(temporary, states or {})
         state = {"step": step, "time": time.time(), **(extra or {})}
         atomic_write_text(temporary / STATE_FILE, json.dumps(state, indent=2) + "\n")
         if final.exists():
@@ -104,14 +116,98 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
-def load_checkpoint(accelerator: Accelerator, path: str | os.PathLike) -> dict[str, Any]:
-    """Restores accelerate's state from a checkpoint folder; returns its ``state.json``."""
+def load_checkpoint(
+    accelerator: Accelerator, path: str | os.PathLike, states: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Restores accelerate's state (and ``states``, see ``save_checkpoint``) from a checkpoint
+    folder; returns its ``state.json``.
+
+    Nothing in the folder is unpickled beyond what ``torch.load(weights_only=True)`` allows: a
+    checkpoint with any other pickle (e.g. a ``custom_checkpoint_*.pkl``, which this kit never
+    writes) or an RNG state that needs more is refused with ``ResumeError`` before anything loads.
+    """
     path = Path(path)
     state_file = path / STATE_FILE
     if not state_file.is_file():
         raise ResumeError(f"checkpoint {path}: no {STATE_FILE}; it is incomplete")
-    accelerator.load_state(str(path))
+    _check_pickles(path)
+    try:
+        accelerator.load_state(str(path))
+    except Exception as error:  # e.g. a weights_only refusal of a tampered optimizer.bin
+        raise ResumeError(
+            f"checkpoint {path}: could not be loaded ({type(error).__name__}: {error})"
+        ) from error
+    load_states(path, states or {})
     return json.loads(state_file.read_text())
+
+
+def _check_pickles(path: Path) -> None:
+    """Refuses pickles this kit does not write; loads the RNG states as accelerate will, but strictly."""
+    from accelerate.utils.other import load as accelerate_load
+
+    for pickled in sorted(path.glob("*.pkl")):
+        if not pickled.name.startswith(RNG_STATE_PREFIX):
+            raise ResumeError(
+                f"checkpoint {path}: {pickled.name} is a pickle this kit never writes (extra state is "
+                "saved as safetensors + JSON); refusing to load it. Delete the file if you trust it."
+            )
+        try:  # accelerate itself would swallow a failure here and resume with other RNG states
+            accelerate_load(pickled, map_location="cpu", weights_only=True)
+        except Exception as error:
+            raise ResumeError(
+                f"checkpoint {path}: {pickled.name} is not a plain RNG state ({type(error).__name__}); "
+                "refusing to load it"
+            ) from error
+
+
+def save_states(folder: str | os.PathLike, states: Mapping[str, Any]) -> None:
+    """Writes each object's ``state_dict()`` as ``<name>.safetensors`` (tensors, lists of tensors)
+    and ``<name>.json`` (everything else, which must be JSON: numbers, strings, lists, dicts)."""
+    folder = Path(folder)
+    for name, obj in states.items():
+        tensors: dict[str, torch.Tensor] = {}
+        plain: dict[str, Any] = {}
+        for key, value in obj.state_dict().items():
+            if isinstance(value, torch.Tensor):
+                tensors[key] = value.detach().cpu().contiguous()
+                plain[key] = {"tensor": key}
+            elif (
+                isinstance(value, list | tuple) and value and all(isinstance(v, torch.Tensor) for v in value)
+            ):
+                for i, v in enumerate(value):
+                    tensors[f"{key}.{i}"] = v.detach().cpu().contiguous()
+                plain[key] = {"tensors": [f"{key}.{i}" for i in range(len(value))]}
+            else:
+                try:
+                    json.dumps(value)
+                except TypeError as error:
+                    raise TypeError(
+                        f"states[{name!r}]: state_dict key {key!r} is not a tensor or JSON"
+                    ) from error
+                plain[key] = {"value": value}
+        save_file(tensors, str(folder / f"{name}.safetensors"))
+        atomic_write_text(folder / f"{name}.json", json.dumps(plain, indent=1) + "\n")
+
+
+def load_states(folder: str | os.PathLike, states: Mapping[str, Any]) -> None:
+    """Restores objects written by ``save_states``; a missing file is a ``ResumeError``."""
+    folder = Path(folder)
+    for name, obj in states.items():
+        files = folder / f"{name}.safetensors", folder / f"{name}.json"
+        if not all(f.is_file() for f in files):
+            raise ResumeError(
+                f"checkpoint {folder}: no saved state {name!r} ({files[0].name}, {files[1].name})"
+            )
+        tensors = load_file(str(files[0]))
+        state = {}
+        for key, entry in json.loads(files[1].read_text()).items():
+            if "tensor" in entry:
+                state[key] = tensors[entry["tensor"]]
+            elif "tensors" in entry:
+                state[key] = [tensors[k] for k in entry["tensors"]]
+            else:
+                state[key] = entry["value"]
+        obj.load_state_dict(state)
 
 
 class MetricsLog:
