@@ -15,10 +15,20 @@ order:
 
 With no network, 1 and 2 work and 3 raises ``CheckpointNotFoundError``, naming every place tried
 (``HF_HUB_OFFLINE=1`` makes the hub step use the cache only, without waiting for time-outs).
+
+Integrity: every folder the kit saves weights into gets a ``weights.sha256.json`` manifest
+(``write_weight_manifest``: the sha256 of every ``*.safetensors`` file and shard index below it).
+``resolve_checkpoint`` checks the resolved folder against the manifest found in it or in one of
+its two parent folders (a pipeline's manifest covers its ``vae/``, ``unet/``, ...) before anything
+loads: a changed, missing or unlisted weight file is a ``CheckpointIntegrityError`` naming the
+file. Folders without a manifest (someone else's hub checkpoint) are not checked. Opt out with
+``verify=False`` or ``MOMAP_SKIP_WEIGHT_CHECK=1`` when you edit weights on purpose, or write a new
+manifest with ``write_weight_manifest(folder)``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,6 +46,10 @@ except ImportError:  # pragma: no cover - a broken install; step 3 then explains
 CHECKPOINTS_ENV = "MOMAP_CHECKPOINTS"
 #: Files fetched from the hub: configs, safetensors weights and model cards, nothing pickled.
 HUB_PATTERNS = ("*.json", "*.safetensors", "*.md")
+#: The manifest of weight-file hashes written next to saved weights.
+WEIGHT_MANIFEST = "weights.sha256.json"
+#: Environment variable that turns the manifest check off (``1``) for edited weights.
+SKIP_WEIGHT_CHECK_ENV = "MOMAP_SKIP_WEIGHT_CHECK"
 #: Hub ids: "owner/name" (or a bare legacy name), letters, digits, "-", "_" and ".".
 HUB_ID = re.compile(r"^(?:[\w.-]+/)?[\w.-]+$")
 
@@ -45,7 +59,7 @@ class CheckpointNotFoundError(FileNotFoundError):
 
 
 class CheckpointIntegrityError(ValueError):
-    """A bundled checkpoint's file does not match the sha256 in ``CHECKPOINTS``."""
+    """A weight file does not match its sha256 (``weights.sha256.json`` or ``CHECKPOINTS``)."""
 
 
 @dataclass(frozen=True)
@@ -111,17 +125,90 @@ def _verify(name: str, folder: Path, expected: dict[str, str]) -> None:
             )
 
 
+def _weight_files(folder: Path) -> list[Path]:
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.name.endswith((".safetensors", ".safetensors.index.json"))
+    )
+
+
+def write_weight_manifest(folder: str | os.PathLike) -> Path:
+    """Writes ``folder/weights.sha256.json``: ``{relative path: sha256}`` of every weight file below
+    ``folder``; returns its path. Savers call it; call it yourself after editing weights on purpose."""
+    from momaplib.storage import atomic_write_text
+
+    folder = Path(folder)
+    hashes = {p.relative_to(folder).as_posix(): sha256_file(p) for p in _weight_files(folder)}
+    path = folder / WEIGHT_MANIFEST
+    atomic_write_text(path, json.dumps(hashes, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def verify_weights(folder: str | os.PathLike) -> int:
+    """Checks the weight files below ``folder`` against the nearest ``weights.sha256.json`` (in
+    ``folder`` or one of its two parents); returns the number of files checked (0: no manifest).
+
+    Raises ``CheckpointIntegrityError`` naming the first file that differs, is missing or is not
+    listed (a weight file added after the save).
+    """
+    folder = Path(folder).resolve()
+    for base in (folder, folder.parent, folder.parent.parent):
+        manifest = base / WEIGHT_MANIFEST
+        if manifest.is_file():
+            break
+    else:
+        return 0
+    try:
+        listed = json.loads(manifest.read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointIntegrityError(f"{manifest}: not a readable weight manifest ({error})") from error
+    prefix = "" if base == folder else folder.relative_to(base).as_posix() + "/"
+    expected = {name: sha for name, sha in listed.items() if name.startswith(prefix)}
+    present = {p.relative_to(base).as_posix() for p in _weight_files(folder)}
+    hint = (
+        f"; if you changed the weights on purpose, rewrite the manifest with "
+        f"momaplib.checkpoints.write_weight_manifest({str(base)!r}) or set {SKIP_WEIGHT_CHECK_ENV}=1"
+    )
+    for name in sorted(present - set(expected)):
+        raise CheckpointIntegrityError(f"{base / name}: a weight file not listed in {manifest}{hint}")
+    for name, sha256 in sorted(expected.items()):
+        path = base / name
+        if not path.is_file():
+            raise CheckpointIntegrityError(f"{path}: listed in {manifest} but missing{hint}")
+        actual = sha256_file(path)
+        if actual != sha256:
+            raise CheckpointIntegrityError(
+                f"{path}: sha256 {actual} does not match {sha256} in {manifest} (the file is corrupted "
+                f"or was changed after it was saved){hint}"
+            )
+    return len(expected)
+
+
 def resolve_checkpoint(
-    name_or_path: str | os.PathLike, subfolder: str | None = None, revision: str | None = None
+    name_or_path: str | os.PathLike,
+    subfolder: str | None = None,
+    revision: str | None = None,
+    verify: bool | None = None,
 ) -> Path:
     """Returns the local folder of a checkpoint: a local folder, a bundled name or a hub id.
 
     ``subfolder`` (e.g. ``"vae"`` of a Stable Diffusion repository) limits a hub download to that
     folder; the returned path is still the repository root, so pass the same ``subfolder`` to
     ``from_pretrained``. ``revision`` is a hub branch, tag or commit. Raises
-    ``CheckpointNotFoundError`` naming what was tried, ``CheckpointIntegrityError`` when a bundled
-    file's sha256 does not match ``CHECKPOINTS``.
+    ``CheckpointNotFoundError`` naming what was tried, ``CheckpointIntegrityError`` when a weight
+    file does not match its manifest (``verify_weights``; ``verify=False`` or
+    ``$MOMAP_SKIP_WEIGHT_CHECK=1`` skips that) or a bundled file the sha256 in ``CHECKPOINTS``.
     """
+    if verify is None:
+        verify = os.environ.get(SKIP_WEIGHT_CHECK_ENV, "") in ("", "0")
+    folder = _resolve(name_or_path, subfolder, revision)
+    if verify:
+        verify_weights(folder / subfolder if subfolder and (folder / subfolder).is_dir() else folder)
+    return folder
+
+
+def _resolve(name_or_path: str | os.PathLike, subfolder: str | None, revision: str | None) -> Path:
     name = os.fspath(name_or_path)
     if not name:
         raise CheckpointNotFoundError("checkpoint: expected a folder, a bundled name or a hub id, got ''")
@@ -178,10 +265,14 @@ def resolve_checkpoint(
 __all__ = [
     "CHECKPOINTS",
     "CHECKPOINTS_ENV",
+    "SKIP_WEIGHT_CHECK_ENV",
+    "WEIGHT_MANIFEST",
     "CheckpointEntry",
     "CheckpointIntegrityError",
     "CheckpointNotFoundError",
     "checkpoint_hashes",
     "checkpoints_root",
     "resolve_checkpoint",
+    "verify_weights",
+    "write_weight_manifest",
 ]

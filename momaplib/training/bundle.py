@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from diffusers.training_utils import EMAModel
 
+from momaplib.checkpoints import write_weight_manifest
 from momaplib.training.config import BUNDLE_SHARD_BYTES, SHARD_HEADER_ROOM
 
 
@@ -34,6 +35,7 @@ def save_model(
     if dtype != next(model.parameters()).dtype:
         source = _copy_model(model).to(dtype)
     source.save_pretrained(temporary, safe_serialization=True, max_shard_size=max_shard_size)
+    write_weight_manifest(temporary)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(temporary, folder)
@@ -110,6 +112,7 @@ def save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
                 config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     else:
         pipeline.save_pretrained(partial, safe_serialization=True)
+    write_weight_manifest(partial)
     shutil.rmtree(folder, ignore_errors=True)
     partial.replace(folder)
 
