@@ -75,7 +75,8 @@ def test_missing_and_unlisted_weight_files_are_errors(saved):
 
 def test_bundled_checkpoints_carry_manifests_and_a_corrupted_copy_is_refused(tmp_path, monkeypatch):
     root = checkpoints_root()
-    assert verify_weights(resolve_checkpoint("momap-diffusion")) == 6  # 4 models; the UNet as 2 shards + index
+    # 4 models, the UNet as 2 shards + their index
+    assert verify_weights(resolve_checkpoint("momap-diffusion")) == 6
     assert (
         verify_weights(resolve_checkpoint("momap-vae")) == 1
     )  # a part, checked against the parent's manifest
