@@ -12,6 +12,7 @@ import torch
 
 from momaplib.data.examples import save_example
 from momaplib.eval import metric_label
+from momaplib.eval.samples import sample_diversity
 from momaplib.metrics import METRIC_NAMES
 from momaplib.momap import MoMap
 from momaplib.ui import (
@@ -25,6 +26,7 @@ from momaplib.ui import (
     metrics_table,
     sample_image_grid,
 )
+from momaplib.viz.plot3d import VIEW_TITLES_PX
 
 SCENE = "simulated tabletop"
 TINY = {"num_samples": 2, "num_inference_steps": 2, "guidance_scale": 3.0, "seed": 0}
@@ -59,6 +61,10 @@ def test_generate_returns_n_samples_of_the_scene_shape(panel, result):
     assert result.prompt == gt.prompt and result.has_ground_truth
     # two samples of one input are two different futures (paper Fig. 5-C)
     assert np.abs(result.xyz[0] - result.xyz[1])[:, gt.valid].max() > 1e-3
+    # ... and the result says how far apart, with the GT as yardstick
+    assert result.diversity == sample_diversity(result.xyz, gt.valid, gt.scene_scale, gt=gt.xyz)
+    assert result.diversity["pairwise_distance"] > 0 and result.diversity["distance_to_gt"] > 0
+    assert "apart on moving pixels" in result.describe()
 
 
 def test_generate_is_reproducible_from_its_seed(panel, result):
@@ -110,6 +116,7 @@ def test_a_scene_without_ground_truth_gets_samples_but_no_metrics(panel):
     result = panel.generate(reference_only, **{**TINY, "num_samples": 1})
     assert result.xyz.shape == (1, *gt.xyz.shape)
     assert not result.has_ground_truth and result.metrics is None and result.best is None
+    assert result.diversity is None  # one sample: nothing to compare it with
     assert len(figure_3d(result, num_points=50).layout.annotations) == 1  # sample views only
     with pytest.raises(ValueError, match="no ground truth"):
         metrics_table(result)
@@ -129,6 +136,25 @@ def test_figure_3d_has_one_frame_per_time_step_and_one_view_per_momap(result):
     gt_last = result.scene.xyz[-1][result.scene.valid]
     assert len(points) > 0
     assert np.abs(points[:, None] - gt_last[None]).sum(-1).min(1).max() < 1e-6
+
+
+def test_figure_3d_keeps_title_legend_view_titles_and_controls_apart(result):
+    fig = figure_3d(result, num_points=60, view_height=500)
+    layout = fig.layout
+    # pixels from the top edge: title line, then legend line, then the view titles above the plot
+    title_top = (1 - layout.title.y) * 500
+    legend_top = (1 - layout.legend.y) * 500
+    view_titles_top = layout.margin.t - VIEW_TITLES_PX
+    assert layout.title.yref == layout.legend.yref == "container"
+    assert layout.title.yanchor == layout.legend.yanchor == "top"
+    assert title_top + 20 <= legend_top and legend_top + 20 <= view_titles_top
+    assert layout.legend.xanchor == "right" and layout.legend.orientation == "h"
+    assert all(a.yanchor == "bottom" and a.y == 1.0 for a in layout.annotations)  # on top of the views
+    # play/pause and the slider hang below the views, the slider right of the buttons
+    menu, slider = layout.updatemenus[0], layout.sliders[0]
+    assert menu.y == 0.0 and menu.yanchor == "top"
+    assert slider.y is None and slider.yanchor is None  # plotly's default: y = 0, anchored at its top
+    assert slider.x >= 0.2 and slider.currentvalue.xanchor == "right"
 
 
 def test_sample_image_grid_has_a_row_per_momap(result):
@@ -185,3 +211,4 @@ def test_example_folders_are_offered_and_one_without_gt_is_sampled_unscored(tmp_
     result = with_examples.generate(EXAMPLE_PREFIX + "shelf", **TINY)
     assert result.scene.num_frames == 1 and not result.has_ground_truth and result.metrics is None
     assert result.xyz.shape == (2, *gt.xyz.shape) and result.prompt == gt.prompt
+    assert set(result.diversity) == {"pairwise_distance", "pairwise_distance_moving", "label_disagreement"}

@@ -6,7 +6,8 @@ freshly simulated MoMap-Sim scene or a bundled example (``data/examples/``: an e
 is plain Python (notebooks, scripts, tests) and returns a ``SamplingResult``: the N samples and,
 when the scene's MoMap has the samples' shape (so it is a ground truth, GT), one row of metrics
 per sample (``momaplib.metrics``) and the sample the paper reports (best of N: lowest
-``ate_dtw``). ``SamplingPanel.panel()`` wraps the same call in an ipywidgets UI: pick a scene,
+``ate_dtw``), and, for N >= 2, how far apart the samples are (``sample_diversity``).
+``SamplingPanel.panel()`` wraps the same call in an ipywidgets UI: pick a scene,
 edit the prompt, set samples / steps / guidance / seed, press Generate.
 
 The panel shows a result with ``momaplib.viz.figure_3d`` (plotly 3D trajectories, GT first, then
@@ -37,7 +38,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from momaplib.data.examples import EXAMPLES_DIR, find_examples, load_example
-from momaplib.eval.samples import SamplingResult, metrics_table
+from momaplib.eval.samples import SamplingResult, metrics_table, sample_diversity
 from momaplib.metrics import MetricConfig, sample_metrics, select_best
 from momaplib.momap import MOMAP_KEYS, MoMap
 from momaplib.sim import FAMILIES, SimConfig, generate_clip
@@ -150,6 +151,9 @@ class SamplingPanel:
     ) -> SamplingResult:
         """Returns ``num_samples`` MoMaps sampled for ``scene`` and, with a GT, their metrics.
 
+        The result's ``diversity`` (N >= 2) is ``sample_diversity`` of the samples, with the GT
+        as yardstick when there is one.
+
         Args:
             scene: a name of ``scene_names``, a MoMap or a MoMap-Sim ``Clip``. Its reference
                 image, XYZ map (``xyz[0]`` at valid pixels), instances and K condition the
@@ -199,6 +203,11 @@ class SamplingPanel:
                 {name: values.numpy() for name, values in per_sample.items()}, index
             )
             result.best = select_best(per_sample)[1]
+        if num_samples >= 2:
+            gt = scene.xyz if result.has_ground_truth else None
+            result.diversity = sample_diversity(
+                output.xyz, scene.valid, scene.scene_scale, gt=gt, tau_move=self.metric_config.tau_move
+            )
         result.seconds = time.perf_counter() - started
         return result
 

@@ -17,8 +17,13 @@ from momaplib.viz.colors import XYZ_PERCENTILES, _as_momap
 
 #: 3D view from behind and above the reference camera, image "up" (-y) on screen up.
 REFERENCE_VIEW = {"up": {"x": 0, "y": -1, "z": 0}, "eye": {"x": 0.25, "y": -0.9, "z": -1.7}}
-#: Legend in the top-right corner, clear of the play/pause buttons and slider at the bottom.
-LEGEND = {"orientation": "h", "x": 1.0, "xanchor": "right", "y": 1.0, "yanchor": "bottom"}
+#: Horizontal legend at the top right, on its own line under the title (``top_matter`` sets its
+#: height), clear of the view titles and of the play/pause buttons and slider at the bottom.
+LEGEND = {"orientation": "h", "x": 1.0, "xanchor": "right", "yanchor": "top", "yref": "container"}
+#: Pixels from the figure's top edge to the title line, to the legend line and past the legend.
+TITLE_TOP_PX, LEGEND_TOP_PX, LEGEND_BOTTOM_PX = 10, 40, 66
+#: Pixels above the plot kept for the view titles of ``figure_3d`` (one line of 16 px text).
+VIEW_TITLES_PX = 28
 
 
 def _allocate(counts: np.ndarray, budget: int) -> np.ndarray:
@@ -221,10 +226,8 @@ def plot_trajectories_3d(
         frames.append(go.Frame(data=data, traces=[2, 3] if show_camera else [2], name=str(t)))
     fig = go.Figure(data=traces, frames=frames)
     fig.update_layout(
-        title=title if title is not None else momap.prompt,
         height=620,
-        margin={"l": 0, "r": 0, "t": 40, "b": 0},
-        legend=LEGEND,
+        **top_matter(title if title is not None else momap.prompt, 620),
         scene={
             "xaxis_title": "x (right) [m]",
             "yaxis_title": "y (down) [m]",
@@ -235,6 +238,19 @@ def plot_trajectories_3d(
         **time_controls([str(t) for t in shown]),
     )
     return fig
+
+
+def top_matter(title: str, height: int, view_titles_px: int = 0) -> dict[str, Any]:
+    """Returns plotly layout entries (``title``, ``legend``, ``margin``) of a figure ``height``
+    pixels high: the title on the first line of the top margin (left), the legend on the second
+    (right), then ``view_titles_px`` pixels for subplot titles above the plot. The margin is fixed
+    in pixels, so the lines never overlap, however wide the figure is drawn."""
+    return {
+        "title": {"text": title, "x": 0.01, "xanchor": "left", "yref": "container", "yanchor": "top",
+                  "y": 1 - TITLE_TOP_PX / height},
+        "legend": {**LEGEND, "y": 1 - LEGEND_TOP_PX / height},
+        "margin": {"l": 0, "r": 0, "b": 0, "t": LEGEND_BOTTOM_PX + view_titles_px},
+    }  # fmt: skip
 
 
 def time_controls(frame_names: Sequence[str]) -> dict[str, list]:
@@ -257,10 +273,11 @@ def time_controls(frame_names: Sequence[str]) -> dict[str, list]:
     # buttons left of the slider, both below the plot: neither covers the legend (top right)
     menu = {"type": "buttons", "direction": "left", "showactive": False, "x": 0.0, "y": 0.0}
     menu.update(xanchor="left", yanchor="top", pad={"t": 30})
-    slider = {"active": 0, "currentvalue": {"prefix": "t = "}, "pad": {"t": 30}, "steps": steps}
+    # the "t = ..." label at the slider's right end, never under the buttons of a narrow figure
+    slider = {"active": 0, "currentvalue": {"prefix": "t = ", "xanchor": "right"}, "pad": {"t": 30}}
     return {
         "updatemenus": [{**menu, "buttons": buttons}],
-        "sliders": [{**slider, "x": 0.2, "len": 0.8}],
+        "sliders": [{**slider, "steps": steps, "x": 0.22, "len": 0.78}],
     }
 
 
@@ -338,11 +355,10 @@ def figure_3d(
         "camera": REFERENCE_VIEW,
     }
     fig.update_layout({f"scene{k + 1 if k else ''}": view for k in range(len(curves))})
+    title = f"{result.prompt or '(no text)'!r}: {len(shown)} MoMaps of the same input"
     fig.update_layout(
-        title=f"{result.prompt or '(no text)'!r}: {len(shown)} MoMaps of the same input",
         height=view_height,
-        margin={"l": 0, "r": 0, "t": 60, "b": 0},
-        legend=LEGEND,
+        **top_matter(title, view_height, view_titles_px=VIEW_TITLES_PX),
         **time_controls([str(t) for t in range(T)]),
     )
     return fig
