@@ -9,7 +9,15 @@ functions and ``evaluate_predictor`` are re-exported here for convenience.
 """
 
 from momaplib.eval.job import EvalJob, evaluate_methods
-from momaplib.eval.samples import BEST_MARK, SamplingResult, best_of_n_table, metrics_table, per_scene_table
+from momaplib.eval.samples import (
+    BEST_MARK,
+    SamplingResult,
+    best_of_n_table,
+    instance_motion_table,
+    metrics_table,
+    per_scene_table,
+    sample_diversity,
+)
 from momaplib.eval.tables import (
     CLIPS_ROW,
     best_mask,
@@ -34,10 +42,12 @@ __all__ = [
     "best_of_n_table",
     "evaluate_methods",
     "format_table",
+    "instance_motion_table",
     "metric_label",
     "metrics_table",
     "paired_differences",
     "per_scene_table",
+    "sample_diversity",
     "style_table",
     "summarize",
     "table_to_markdown",
