@@ -15,8 +15,9 @@ Colour conventions shared by every figure, so that panels can be compared:
 Modules: ``colors`` (the colour conventions), ``figures`` (matplotlib: trajectory images, clip
 strips, instances, a result's samples), ``camera`` (camera disentanglement, paper §3.1),
 ``plot3d`` (plotly 3D trajectories), ``animation`` (GIF/MP4 and ``save_figure``), ``metrics``
-(figures of the metric definitions, paper §4.2) and ``recon`` (figures of a reconstruction run,
-paper §3.2). Every figure of the kit is drawn here; notebooks and apps only call these.
+(figures of the metric definitions, paper §4.2), ``recon`` (figures of a reconstruction run,
+paper §3.2) and ``diffusion`` (conditioning, latents and training of the diffusion model, paper
+§3.3.3). Every figure of the kit is drawn here; notebooks and apps only call these.
 """
 
 from momaplib.viz.animation import save_clip_animation, save_figure
@@ -31,6 +32,15 @@ from momaplib.viz.colors import (
     instance_colors,
     xyz_color_range,
     xyz_to_rgb,
+)
+from momaplib.viz.diffusion import (
+    plot_condition_latents,
+    plot_conditioning_stack,
+    plot_forward_noising,
+    plot_grounding_maps,
+    plot_latent_channels,
+    plot_loss_curves,
+    plot_max_displacement,
 )
 from momaplib.viz.figures import (
     instance_overlay,
@@ -77,11 +87,18 @@ __all__ = [
     "plot_camera_disentanglement",
     "plot_camera_trajectory",
     "plot_clip_strip",
+    "plot_condition_latents",
+    "plot_conditioning_stack",
     "plot_depth",
     "plot_distance_signature",
     "plot_dtw_alignment",
+    "plot_forward_noising",
+    "plot_grounding_maps",
     "plot_infill",
+    "plot_latent_channels",
     "plot_local_distances",
+    "plot_loss_curves",
+    "plot_max_displacement",
     "plot_moving_masks",
     "plot_paired_differences",
     "plot_quantized_directions",
