@@ -1,15 +1,21 @@
-"""MoMap VAE: inflation is function-preserving, training overfits and resumes exactly, checkpoints resolve."""
+"""MoMap VAE: inflation is function-preserving, training overfits and resumes exactly, checkpoints resolve;
+the analyses of notebook 02 (``momaplib.vae.analysis``) give known answers."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from momaplib.checkpoints import CheckpointNotFoundError, resolve_checkpoint
+from momaplib.data import split_of, write_dataset
 from momaplib.momap import channels_to_xyz, normalization_stats
+from momaplib.sim import SimConfig, clip_seed
 from momaplib.training import (
     InMemoryDataset,
     TrainConfig,
@@ -20,7 +26,20 @@ from momaplib.training import (
     fit,
 )
 from momaplib.vae import MoMapVAE, build_image_vae, inflate_from_image_vae
+from momaplib.vae.analysis import (
+    INFLATED_LAYERS,
+    compare_inits,
+    held_out_clips,
+    inflation_checks,
+    inflation_table,
+    init_summary,
+    load_runs,
+    motion_errors,
+    reconstruction_table,
+    round_trip,
+)  # fmt: skip
 from momaplib.vae.train import momap_vae_loss, reconstruction_epe
+from tests.conftest import tiny_simulation
 
 TINY = dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4)
 
@@ -213,8 +232,6 @@ def test_checkpoint_resolver_bundled_names_env_override_and_errors(tmp_path, mon
 
 
 def test_vae_jobs_smoke_end_to_end(tmp_path):
-    from momaplib.data import write_dataset
-    from momaplib.sim import SimConfig
     from momaplib.vae.train import TrainImageVAEJob, TrainVAEJob
 
     write_dataset(tmp_path / "data", SimConfig().smoke(), num_clips=6, workers=0, progress=False)
@@ -335,3 +352,148 @@ def test_bundles_are_planned_below_the_file_limit_and_oversized_shards_are_named
     check_shard_sizes(tmp_path / "bundle", limit)
     with pytest.raises(ValueError, match=r"shards \['diffusion_pytorch_model-00001-of-"):
         check_shard_sizes(tmp_path / "bundle", 1000)
+
+
+# ----------------------------------------------------------------------------- momaplib.vae.analysis
+def test_inflation_table_re_shapes_exactly_the_inflated_layers(image_vae):
+    table = inflation_table(image_vae, inflate_from_image_vae(image_vae, num_frames=4, latent_channels=12))
+    reshaped = table[table["status"] == "re-shaped"]
+    assert set(reshaped["layer"]) == set(INFLATED_LAYERS)
+    assert (table.loc[table["status"] != "re-shaped", "status"] == "copied").all()
+    assert reshaped.loc["encoder.conv_in.weight", "MoMap VAE"] == (8, 12, 3, 3)  # 3 -> 3T input channels
+    assert reshaped.loc["decoder.conv_out.bias", "image VAE"] == (3,)
+    # one frame and the image VAE's own latent width: the inflation is the image VAE, tensor for tensor
+    same = inflate_from_image_vae(image_vae, num_frames=1, latent_channels=4)
+    assert (inflation_table(image_vae, same)["status"] == "copied").all()
+    with torch.no_grad():
+        same.decoder.mid_block.resnets[0].conv1.bias.add_(1.0)
+    changed = inflation_table(image_vae, same)
+    assert changed.index[changed["status"] != "copied"].tolist() == ["decoder.mid_block.resnets.0.conv1.bias"]
+    assert changed.loc["decoder.mid_block.resnets.0.conv1.bias", "status"] == "re-initialised"
+    other = build_image_vae((8, 16, 16, 16), layers_per_block=2, norm_num_groups=4)
+    with pytest.raises(ValueError, match="has no tensors"):
+        inflation_table(image_vae, inflate_from_image_vae(other, num_frames=2, latent_channels=4))
+
+
+def test_inflation_checks_pass_for_an_inflation_and_name_what_breaks(image_vae):
+    momap = _batch(B=1, T=4, H=16)["momap"]  # (1, 12, 16, 16): moves linearly in time
+    vae = inflate_from_image_vae(image_vae, num_frames=4, latent_channels=8).eval()
+    checks = inflation_checks(image_vae, vae, momap)
+    assert checks["ok"].all(), checks
+    assert len(checks) == 5 and checks.iloc[1]["value"] == 0  # the extra channels are exactly the prior
+    # frame 2 of the decoder gets its own weights: the decoded frames differ, the encoder is untouched
+    with torch.no_grad():
+        vae.decoder.conv_out.bias[6:9] += 0.5
+    broken = inflation_checks(image_vae, vae, momap)["ok"]
+    assert broken.tolist() == [True, True, False, False, True]
+    with torch.no_grad():
+        vae.quant_conv.bias[4] = 0.1  # the mean of extra latent channel 4 leaves the prior
+    assert not inflation_checks(image_vae, vae, momap)["ok"].iloc[1]
+    with pytest.raises(ValueError, match=r"momap: expected \(1, 3T, H, W\) = \(1, 12, H, W\)"):
+        inflation_checks(image_vae, vae, momap[:, :9])
+
+
+def test_load_runs_and_init_summary_known_answers(tmp_path):
+    records = [
+        {"step": 1, "loss": 4.0},
+        {"step": 2, "loss": 2.0, "val/epe_median": 0.5},
+        {"step": 3, "loss": 1.0},
+        {"step": 3, "loss": 0.5, "val/epe_median": 0.25},  # a repeated step: the last record counts
+    ]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in records) + '\n{"step": 4, "lo')
+    (tmp_path / "b.jsonl").write_text(json.dumps({"step": 1, "loss": 8.0}) + "\n")
+    runs = load_runs({"inflate": tmp_path / "a.jsonl", "scratch": tmp_path / "b.jsonl"})
+    assert runs.columns[0] == "init" and runs["init"].tolist() == ["inflate"] * 3 + ["scratch"]
+    assert runs["step"].tolist() == [1, 2, 3, 1] and runs["loss"].tolist() == [4.0, 2.0, 0.5, 8.0]
+    summary = init_summary(runs, first_records=2)
+    assert summary.index.tolist() == ["inflate", "scratch"]
+    assert summary.loc["inflate"].tolist() == [3.0, 0.5, 0.25]
+    assert summary.loc["scratch", "start loss"] == 8.0 and np.isnan(summary.loc["scratch", "final val EPE"])
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(ValueError, match="no records"):
+        load_runs({"x": tmp_path / "empty.jsonl"})
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared CPU: a second thread per op costs more than it saves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_compare_inits_trains_both_inits_alike_and_the_inflated_one_starts_lower(tmp_path, one_thread):
+    # 19 clips: tabletop clips 16 and 18 fall in the val split, so validation runs
+    write_dataset(tmp_path / "data", SimConfig().smoke(), num_clips=19, workers=0, progress=False)
+    settings = dict(
+        steps=12, image_vae_steps=20, batch_size=4, learning_rate=3e-3, latent_channels=8,
+        block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4, progress=False,
+        vae_options={"velocity_weight": 0.5},
+    )  # fmt: skip
+    runs = compare_inits([tmp_path / "data"], tmp_path / "runs", **settings)
+    steps = runs.groupby("init")["step"].apply(list).to_dict()  # every step of both runs, alike
+    assert steps == {"inflate": list(range(1, 13)), "scratch": list(range(1, 13))}
+    validated = runs.dropna(subset=["val/epe_median"]).groupby("init")["step"].apply(list).to_dict()
+    assert validated == {"inflate": [3, 6, 9, 12], "scratch": [3, 6, 9, 12]}  # every quarter
+    for init in ("inflate", "scratch"):  # both learn
+        loss = runs.loc[runs["init"] == init, "loss"].to_numpy()
+        assert loss[-3:].mean() < loss[:3].mean(), (init, loss)
+    assert runs["velocity"].notna().all()  # vae_options reach both jobs: their loss logs the velocity term
+    summary = init_summary(runs, first_records=3)
+    assert summary.loc["inflate", "start loss"] < summary.loc["scratch", "start loss"]
+    assert (tmp_path / "runs" / "image-vae" / "model").is_dir()
+    # a second call resumes the finished runs: the same records, nothing trained again
+    again = compare_inits([tmp_path / "data"], tmp_path / "runs", **settings)
+    pd.testing.assert_frame_equal(again, runs)
+    with pytest.raises(ValueError, match="inits: expected some of"):
+        compare_inits([tmp_path / "data"], tmp_path / "x", steps=1, inits=("pretrained",))
+
+
+def test_motion_errors_known_answers():
+    gt = tiny_simulation("tabletop", 3).clip.momap
+    s, moving = gt.scene_scale, gt.moving_mask()
+    assert moving.any() and (~moving).any()
+    exact = motion_errors(gt, gt)
+    assert exact["EPE all"] == exact["EPE still"] == exact["EPE moving"] == 0
+    assert exact["GT travel"] == exact["decoded travel"] > 0.02  # moving pixels travel past tau_move
+    assert exact["moving pixels"] == pytest.approx(moving.mean())
+    # every point held at its reference position: a reconstruction that loses all motion
+    frozen = motion_errors(gt, dataclasses.replace(gt, xyz=np.repeat(gt.xyz[:1], gt.num_frames, axis=0)))
+    distance = np.linalg.norm(gt.xyz - gt.xyz[:1], axis=-1) / s  # (T, H, W): exactly the frozen error
+    assert frozen["decoded travel"] == 0 and frozen["GT travel"] == exact["GT travel"]
+    assert frozen["EPE moving"] == pytest.approx(np.median(distance[:, moving]))
+    assert frozen["EPE still"] == pytest.approx(np.median(distance[:, gt.valid & ~moving]))
+    assert frozen["EPE still"] < 0.02 < frozen["EPE moving"]
+    with pytest.raises(ValueError, match="decoded: expected xyz of shape"):
+        motion_errors(gt, SimpleNamespace(xyz=gt.xyz[:4]))
+
+
+def test_round_trip_decodes_in_metres_and_the_table_has_a_row_per_clip():
+    gt = tiny_simulation("egocentric", 1).clip.momap  # 32x32, T = 8
+    torch.manual_seed(0)
+    vae = MoMapVAE.build(8, latent_channels=8, **TINY).eval()
+    decoded = round_trip(vae, gt)
+    with torch.no_grad():
+        encoded = vae.encode_momap(torch.from_numpy(gt.xyz)[None], torch.from_numpy(gt.valid)[None])
+        expected = vae.decode_momap(encoded.latents, encoded.center, encoded.scale)[0].numpy()
+    np.testing.assert_allclose(decoded.xyz[:, gt.valid], expected[:, gt.valid], rtol=1e-5, atol=1e-6)
+    assert decoded.xyz.dtype == np.float32 and decoded.prompt == gt.prompt and decoded.rgb is gt.rgb
+    table = reconstruction_table(
+        vae, {"a": gt, "b": tiny_simulation("tabletop", 3).clip.momap}, progress=False
+    )
+    assert table.index.tolist() == ["a", "b"]
+    assert table.columns.tolist() == [
+        "moving pixels", "EPE all", "EPE still", "EPE moving", "GT travel", "decoded travel",
+    ]  # fmt: skip
+    assert (table["EPE all"] > 0).all()  # a random VAE does not reconstruct
+    with pytest.raises(ValueError, match="xyz: expected"):
+        round_trip(MoMapVAE.build(4, latent_channels=8, **TINY), gt)
+
+
+def test_held_out_clips_are_the_test_split_of_momap_sim():
+    clips = held_out_clips(2, families=("tabletop",), progress=False)
+    assert list(clips) == ["tabletop_000021", "tabletop_000031"]
+    assert all(split_of(name) == "test" for name in clips)
+    assert clips["tabletop_000031"].seed == clip_seed(0, 31) and clips["tabletop_000031"].family == "tabletop"
+    assert clips["tabletop_000021"].momap.xyz.shape == (32, 128, 128, 3)

@@ -1,4 +1,6 @@
-"""MoMap compression (paper §3.3.2): the MoMap VAE (``model``) and its training jobs (``train``).
+"""MoMap compression (paper §3.3.2): the MoMap VAE (``model``), its training jobs (``train``) and
+the analyses of notebook 02 (``analysis``: what inflation changes, inflated vs scratch, the errors
+of still and moving points).
 
 ``momaplib.vae.MoMapVAE`` is the documented name of the model (saved pipelines refer to it there);
 the trainers (``momap train-image-vae``, ``momap train-vae``) are in ``momaplib.vae.train``.

@@ -67,6 +67,12 @@ from momaplib.viz.plot3d import (
     time_controls,
 )
 from momaplib.viz.recon import plot_camera_trajectory, plot_depth, plot_infill, plot_static_split, plot_tracks
+from momaplib.viz.vae import (
+    plot_inflation_diagram,
+    plot_reconstruction,
+    plot_reconstruction_errors,
+    plot_vae_runs,
+)
 
 __all__ = [
     "ANIMATION_SUFFIXES",
@@ -95,6 +101,7 @@ __all__ = [
     "plot_forward_noising",
     "plot_grounding_maps",
     "plot_infill",
+    "plot_inflation_diagram",
     "plot_latent_channels",
     "plot_local_distances",
     "plot_loss_curves",
@@ -102,9 +109,12 @@ __all__ = [
     "plot_moving_masks",
     "plot_paired_differences",
     "plot_quantized_directions",
+    "plot_reconstruction",
+    "plot_reconstruction_errors",
     "plot_static_split",
     "plot_tracks",
     "plot_trajectories_3d",
+    "plot_vae_runs",
     "sample_image_grid",
     "save_clip_animation",
     "save_figure",
