@@ -15,7 +15,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,49 @@ import numpy as np
 
 class DataFormatError(ValueError):
     """A file on disk is missing, truncated, corrupted or does not have the expected content."""
+
+
+def check_relative_path(relative: Any, what: str) -> str:
+    """Returns ``relative`` after checking that it is a relative path that cannot climb out of its folder.
+
+    For paths read from files (a manifest's ``file``, an id that names ``<id>.npz``): a non-empty
+    string, not absolute (POSIX or Windows style) and without a ``..`` component. Raises
+    ``DataFormatError`` naming ``what``. Symlinks are checked by ``confined_path``.
+    """
+    if not isinstance(relative, str) or not relative.strip():
+        raise DataFormatError(f"{what}: expected a non-empty relative path, got {relative!r}")
+    parts = relative.replace("\\", "/").split("/")
+    absolute = PurePosixPath(relative).is_absolute() or bool(PureWindowsPath(relative).anchor)
+    if absolute or ".." in parts or "\0" in relative:
+        raise DataFormatError(
+            f"{what}: {relative!r} is not a relative path inside its folder "
+            "(expected e.g. 'clips/<id>.npz': no absolute path, no '..')"
+        )
+    return relative
+
+
+def confined_path(root: str | os.PathLike, relative: Any, what: str) -> Path:
+    """Returns ``root / relative`` after checking that it stays inside ``root``, symlinks followed.
+
+    Every path read from a file (manifest entries, ids that name files) goes through here, so a
+    dataset or predictions folder from elsewhere can never make the kit read or write outside
+    it: ``relative`` must pass ``check_relative_path``, and the resolved path (following any
+    symlink on the way) must lie under the resolved ``root``. Raises ``DataFormatError`` naming
+    ``what`` otherwise. The file need not exist.
+    """
+    check_relative_path(relative, what)
+    root = Path(root)
+    path = root / relative
+    try:
+        inside = path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise DataFormatError(f"{what}: cannot resolve {path} ({exc})") from exc
+    if not inside:
+        raise DataFormatError(
+            f"{what}: {path} leads outside {root} (a symlink pointing out of the folder); "
+            "expected a file inside the folder"
+        )
+    return path
 
 
 def _umask() -> int:

@@ -381,3 +381,70 @@ def test_dataset_refuses_a_folder_that_is_not_a_dataset(tmp_path):
         DataFormatError, match=r"no dataset\.json; expected a dataset folder written by `momap sim`"
     ):
         MoMapDataset(tmp_path)
+
+
+# ----------------------------------------------------------------------------- paths and limits
+def _rewrite_entry(root: Path, index: int, **changes) -> None:
+    lines = _lines(root)
+    lines[index] = json.dumps({**json.loads(lines[index]), **changes})
+    (root / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "file", ["../outside.npz", "clips/../../outside.npz", "/tmp/outside.npz", "C:\\x.npz"]
+)
+def test_a_manifest_file_outside_the_folder_is_refused_by_every_reader(copy, file):
+    shutil.copy(copy / "clips" / "egocentric_000001.npz", copy.parent / "outside.npz")  # readable, out there
+    _rewrite_entry(copy, 1, file=file)
+    for read in (load_manifest, lambda root: MoMapDataset(root, split=None)):
+        with pytest.raises(
+            DataFormatError, match=r"manifest\.jsonl:2: .*not a relative path inside its folder"
+        ):
+            read(copy)
+    with pytest.raises(DataFormatError, match="not a relative path inside its folder"):
+        verify_dataset(copy)
+    with pytest.raises(DataFormatError, match="not a relative path inside its folder"):
+        write_dataset(copy, TINY, NUM_CLIPS, seed=3, workers=0, progress=False)  # resume
+
+
+def test_a_clip_file_that_is_a_symlink_out_of_the_folder_is_refused(copy, tmp_path):
+    outside = tmp_path / "secret.npz"
+    shutil.copy(copy / "clips" / "egocentric_000002.npz", outside)  # same bytes: hashes would pass
+    link = copy / "clips" / "egocentric_000002.npz"
+    link.unlink()
+    link.symlink_to(outside)
+    dataset = MoMapDataset(copy, split=None, verify=True)
+    with pytest.raises(DataFormatError, match=r"clip egocentric_000002: file: .* leads outside"):
+        dataset[2]
+    with pytest.raises(DataFormatError, match=r"clip egocentric_000002: file: .* leads outside"):
+        verify_dataset(copy)
+    with pytest.raises(DataFormatError, match="leads outside"):
+        write_dataset(copy, TINY, NUM_CLIPS, seed=3, workers=0, progress=False)
+    inside = copy / "clips" / "egocentric_000003.npz"  # a link that stays inside is fine
+    (copy / "elsewhere").mkdir()
+    inside.rename(copy / "elsewhere" / inside.name)
+    inside.symlink_to(copy / "elsewhere" / inside.name)
+    assert dataset[3]["id"] == "egocentric_000003"
+
+
+def test_a_manifest_id_that_is_not_a_file_name_is_refused(copy):
+    _rewrite_entry(copy, 0, id="../../predictions")
+    with pytest.raises(DataFormatError, match=r"manifest\.jsonl:1: .*id: expected a clip name"):
+        load_manifest(copy)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"num_clips": 0}, r"num_clips: expected 1\.\.1000000, got 0"),
+        ({"num_clips": 10**7}, r"num_clips: expected 1\.\.1000000"),
+        ({"num_clips": 2.5}, r"num_clips: expected 1\.\.1000000, got 2\.5"),
+        ({"num_clips": 2, "workers": 100_000}, r"workers: expected 0\.\.256"),
+        ({"num_clips": 2, "seed": "3"}, r"seed: expected an integer"),
+        ({"num_clips": 2, "splits": (0.5, 0.5, 0.5)}, r"splits: expected 3 fractions"),
+    ],
+)
+def test_write_dataset_checks_its_arguments_before_writing_anything(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        write_dataset(tmp_path / "out", TINY, **{"workers": 0, "progress": False, **options})
+    assert not (tmp_path / "out").exists()

@@ -439,3 +439,144 @@ def test_per_scene_table_marks_the_best_method_within_each_scene_only():
     assert bold.loc[metric_label("ate_dtw")].groupby(level="scene").sum().tolist() == [1, 1]
     with pytest.raises(ValueError, match="have no metrics"):
         per_scene_table({"x": replace(runs["scene a"], metrics=None)})
+
+
+# ----------------------------------------------------------------------------- evaluation cannot silently lie
+def _toy_dataset(root):
+    from tests.faults_data_eval import tiny_dataset
+
+    root.mkdir(parents=True)
+    return tiny_dataset(root)
+
+
+def _save_scaled(dataset, folder, factor: float) -> None:
+    for clip_id, momap in load_split(dataset, "test"):
+        save_predictions(folder, clip_id, momap.xyz[None] * np.float32(factor))
+
+
+def test_eval_columns_never_overwrite_each_other(tmp_path, capsys):
+    first, second = _toy_dataset(tmp_path / "a" / "toy"), _toy_dataset(tmp_path / "b" / "toy")
+    _save_scaled(first, tmp_path / "run1" / "preds", 1.0)  # a perfect model
+    _save_scaled(first, tmp_path / "run2" / "preds", 1.05)  # a worse one, same folder name
+    _save_scaled(first, tmp_path / "mine" / "gt", 1.1)  # a model folder named like the gt oracle
+    job = EvalJob(
+        datasets=(first, second),
+        predictions=(tmp_path / "run1" / "preds", tmp_path / "run2" / "preds", tmp_path / "mine" / "gt"),
+        baselines=("gt",),
+        progress=False,
+    )
+    table = job.run()
+    methods = ["gt", "run1/preds", "run2/preds", "mine/gt"]
+    assert list(table.columns) == [(d, m) for d in ("a/toy", "b/toy") for m in methods]
+    assert "column 'mine/gt' (the name 'gt' is taken)" in capsys.readouterr().out
+    ate = table.loc[metric_label("ate")]
+    assert ate[("a/toy", "run1/preds")] == 0 < ate[("a/toy", "run2/preds")] < ate[("a/toy", "mine/gt")]
+    # the model folder named gt competes for bold like any model (the gt oracle never does)
+    assert best_mask(table).loc[metric_label("ate"), ("a/toy", "run1/preds")]
+
+    with pytest.raises(ValueError, match=r"predictions: .*preds is given twice"):
+        replace(
+            job, predictions=(tmp_path / "run1" / "preds", tmp_path / "run1" / ".." / "run1" / "preds")
+        ).run()
+    with pytest.raises(ValueError, match=r"datasets: .* is given twice"):
+        replace(job, datasets=(first, first)).run()
+    with pytest.raises(ValueError, match=r"method names \['ours'\] are given twice"):
+        replace(job, pipelines=("ours=momap-diffusion", "ours=momap-diffusion:no-text")).run()
+    with pytest.raises(ValueError, match=r"pipelines: labels \['gt'\] are names of reference predictors"):
+        replace(job, baselines=(), pipelines=("gt=momap-diffusion",)).run()
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"max_clips": -1}, r"max_clips: expected >= 1 or None \(all clips\), got -1"),
+        ({"max_clips": 0}, r"max_clips: expected >= 1"),
+        ({"num_samples": 0}, r"num_samples: expected 1\.\.1000, got 0"),
+        ({"num_inference_steps": 0}, r"num_inference_steps: expected 1\.\.1000"),
+        ({"guidance_scale": -1.0}, r"guidance_scale: expected 0\.\.100"),
+        ({"baselines": ("gt", "oracle")}, r"baselines: unknown \['oracle'\]"),
+        ({"device": "gpu"}, r"device: expected 'cpu', 'cuda' or 'cuda:<index>', got 'gpu'"),
+        ({"mode": "best"}, r"mode: expected 'ate_dtw' or 'oracle'"),
+    ],
+)
+def test_eval_settings_out_of_range_are_errors_before_any_clip_is_read(tmp_path, fields, message):
+    settings = {"datasets": (tmp_path / "nowhere",), "baselines": ("gt",), "progress": False} | fields
+    with pytest.raises(ValueError, match=message):
+        EvalJob(**settings).run()
+
+
+def test_max_clips_minus_one_no_longer_drops_a_clip(tmp_path, capsys):
+    dataset = _toy_dataset(tmp_path / "toy")
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "--datasets", str(dataset), "--baselines", "gt", "--max-clips", "-1", "--no-progress"])
+    assert exited.value.code == 2 and "max_clips: expected >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="max_clips"):
+        load_split(dataset, "test", max_clips=-1)
+    assert len(load_split(dataset, "test", max_clips=1)) == 1
+
+
+def test_predictions_scaled_by_1e20_fail_naming_the_clip_and_the_file(tmp_path, capsys):
+    dataset = _toy_dataset(tmp_path / "toy")
+    _save_scaled(dataset, tmp_path / "preds", 1e20)
+    args = ["eval", "--datasets", str(dataset), "--predictions", str(tmp_path / "preds"), "--no-progress"]
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--out", str(tmp_path / "out")])
+    error = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "clip toy_000000: pred[0] (sample 0): coordinates up to" in error
+    assert str(tmp_path / "preds" / "toy_000000.npz") in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_metric_values_are_reported_and_fail_the_job(tmp_path, monkeypatch, capsys):
+    import momaplib.eval.job as job_module
+
+    dataset = _toy_dataset(tmp_path / "toy")
+    real = job_module.evaluate_methods
+
+    def with_an_overflow(*args, **kwargs):
+        results = real(*args, **kwargs)
+        results["gt"].loc[1, "ate_dtw"] = math.inf
+        return results
+
+    monkeypatch.setattr(job_module, "evaluate_methods", with_an_overflow)
+    with pytest.raises(SystemExit) as exited:
+        main(["eval", "--datasets", str(dataset), "--baselines", "gt", "--out", str(tmp_path / "out")])
+    captured = capsys.readouterr()
+    assert exited.value.code == 2
+    assert "| ate_dtw ↓ | inf |" in captured.out  # the table is shown, then the job fails
+    assert (
+        "1 metric value(s) are not finite" in captured.err
+        and "toy: gt: clip toy_000001: ate_dtw = inf" in (captured.err)
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_values_tells_undefined_from_broken():
+    from momaplib.metrics import non_finite_values
+
+    rows = pd.DataFrame(
+        {
+            "clip_id": ["still", "moving", "broken"],
+            "num_fg": [0, 5, 5],
+            "fg_mask_iou": [1.0, 0.5, 0.5],
+            "ate_dtw": [math.nan, 0.1, math.nan],  # NaN is "undefined" only where nothing moves
+            "patch_nearest_acc": [math.nan, math.nan, 1.0],  # may be NaN anywhere (< 2 patches)
+            "epe": [math.nan, 0.2, -math.inf],
+        }
+    )
+    assert non_finite_values(rows, "m") == ["m: clip broken: ate_dtw = nan", "m: clip broken: epe = -inf"]
+
+
+def test_clip_ids_cannot_lead_prediction_files_out_of_their_folder(tmp_path):
+    clips = {"../escape": toy_momap(T=4)}
+    with pytest.raises(DataFormatError, match=r"id: expected a clip name"):
+        save_predictions(tmp_path / "preds", "../escape", clips["../escape"].xyz[None])
+    assert not (tmp_path / "escape.npz").exists()
+    (tmp_path / "preds").mkdir()
+    toy_momap(T=4).save(tmp_path / "elsewhere.npz")
+    (tmp_path / "preds" / "c0.npz").symlink_to(tmp_path / "elsewhere.npz")
+    with pytest.raises(DataFormatError, match=r"clip c0: predictions file: .* leads outside"):
+        evaluate_predictions({"c0": toy_momap(T=4)}, tmp_path / "preds", progress=False)
+    with pytest.raises(DataFormatError, match=r"id: expected a clip name"):
+        evaluate_predictions(clips, tmp_path / "preds", progress=False)

@@ -470,3 +470,16 @@ def test_paired_difference_plot_puts_the_better_method_on_the_right():
     plt.close(figure)
     with pytest.raises(ValueError, match="diff, low, high"):
         viz.plot_paired_differences(frame.drop(columns="low"))
+
+
+def test_coordinates_that_would_overflow_the_metrics_are_errors():
+    gt = toy_momap(T=6)
+    with pytest.raises(ValueError, match=r"pred\[1\] \(sample 1\): coordinates up to 2\.\d+e\+20 m"):
+        sample_metrics(gt, np.stack([gt.xyz, gt.xyz * np.float32(1e20)]))
+    far = gt.xyz.copy()
+    far[-1, 0, 0] = 1e20  # one GT point flies off: squares of ~1e20 overflow float32 into inf
+    with pytest.raises(ValueError, match=r"gt\.xyz: coordinates up to 1e\+20 m .* scene scale s = 2 m"):
+        sample_metrics(far, gt.xyz, valid=gt.valid, instance=gt.instance)
+    # a wrong but plausible prediction (a unit error of x 1000) is still scored, finitely
+    scores = compute_metrics(gt, gt.xyz * np.float32(1000))
+    assert all(math.isfinite(scores[name]) for name in ("ate_dtw", "D_sig", "local_dist_diff", "ate", "epe"))

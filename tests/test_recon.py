@@ -556,3 +556,31 @@ def test_recon_job_reports_bad_settings_and_videos(tmp_path, capsys):
     with pytest.raises(ValueError, match=r"(?s)1 video\(s\).*nodepth: depth"):
         ReconJob(videos=videos, out=tmp_path / "o3", progress=False).run()
     assert [entry["id"] for entry in load_manifest(tmp_path / "o3")] == ["ego_0"]
+
+
+# ----------------------------------------------------------------------------- paths and size limits
+def test_recon_manifests_cannot_point_outside_the_dataset_folder(tmp_path):
+    from tests.faults_data_eval import escaping_symlink, tiny_dataset
+
+    root = escaping_symlink(tmp_path)  # clips/toy_000000.npz is a link to a file outside
+    with pytest.raises(DataFormatError, match=r"clip toy_000000: file: .* leads outside"):
+        verify_recon_dataset(root)
+    with pytest.raises(DataFormatError, match="leads outside"):
+        merge_manifests(root, ["toy_000000", "toy_000001"])
+    shard = tiny_dataset((tmp_path / "sharded").resolve())
+    shard.joinpath("shards").mkdir()
+    entry = {**json.loads((shard / "manifest.jsonl").read_text().splitlines()[0]), "file": "../../x.npz"}
+    (shard / "shards" / "manifest-0-of-2.jsonl").write_text(json.dumps(entry) + "\n")
+    with pytest.raises(DataFormatError, match=r"manifest-0-of-2\.jsonl:1: .*not a relative path inside"):
+        merge_manifests(shard, ["toy_000000", "toy_000001"])
+
+
+def test_recon_sizes_are_bounded_before_anything_is_written(tmp_path):
+    videos = _video_folder(tmp_path, count=1)
+    with pytest.raises(ReconSettingsError, match=r"height: expected 8\.\.1024 pixels or None, got 20000"):
+        ReconJob(videos=videos, out=tmp_path / "out", height=20000, progress=False).run()
+    with pytest.raises(ReconSettingsError, match=r"num_frames: expected 2\.\.512 frames or None"):
+        ReconJob(videos=videos, out=tmp_path / "out", num_frames=10_000, progress=False).run()
+    with pytest.raises(ReconSettingsError, match=r"MoMaps of 512 x 1024 x 1024 .* T x H x W <= 16777216"):
+        ReconJob(videos=videos, out=tmp_path / "out", num_frames=512, height=1024, width=1024).run()
+    assert not (tmp_path / "out").exists()

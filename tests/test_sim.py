@@ -259,6 +259,62 @@ def test_config_rejects_bad_values():
         SimConfig(min_objects=4, max_objects=3)
 
 
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"fov_deg": 0}, r"SimConfig\.fov_deg: expected 30\.\.160 degrees, got 0"),
+        ({"fov_deg": float("inf")}, r"SimConfig\.fov_deg: expected 30\.\.160"),
+        ({"height": 20000}, r"SimConfig\.height: expected 8\.\.1024 pixels, got 20000"),
+        ({"width": 7}, r"SimConfig\.width: expected 8\.\.1024 pixels"),
+        ({"width": 64.0}, r"SimConfig\.width: expected an integer"),
+        ({"num_frames": 513}, r"SimConfig\.num_frames: expected 2\.\.512 frames"),
+        ({"num_frames": 256, "height": 512, "width": 512}, r"num_frames/height/width: 256 x 512 x 512"),
+        ({"family": "kitchen"}, r"SimConfig\.family: expected one of \('tabletop', 'egocentric'\)"),
+        ({"device": "tpu"}, r"SimConfig\.device: expected 'cpu', 'cuda'"),
+        ({"actions": "push"}, r"SimConfig\.actions: expected a tuple of action names"),
+    ],
+)
+def test_every_config_field_has_a_range_named_in_the_error(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SimConfig(**changes)
+
+
+def test_the_limits_themselves_are_accepted():
+    SimConfig(fov_deg=30, num_frames=2, height=8, width=8)
+    SimConfig(fov_deg=160, num_frames=512, height=128, width=256)  # 2^24 pixels exactly
+    SimConfig(height=1024, width=1024, num_frames=16, device="cuda:0", actions=["push"])
+
+
+def test_momap_sim_with_a_bad_config_writes_nothing(tmp_path, capsys):
+    from momaplib.cli import main
+
+    out = tmp_path / "data"
+    with pytest.raises(SystemExit) as exited:
+        main(
+            [
+                "sim",
+                "--out",
+                str(out),
+                "--num-clips",
+                "1",
+                "--fov-deg",
+                "0",
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+    assert exited.value.code == 2
+    assert "SimConfig.fov_deg: expected 30..160" in capsys.readouterr().err
+    assert not out.exists()  # not even dataset.json: a rerun must not be refused
+
+
+def test_two_frame_clips_of_lid_tasks():
+    # with T = 2 a task phase can hold no frame; the lid's pose path must accept that
+    clip = generate_clip(1, SimConfig(height=16, width=16, num_frames=2, actions=("open_lid", "close_lid")))
+    assert clip.momap.xyz.shape == (2, 16, 16, 3) and clip.task.action in ("open_lid", "close_lid")
+
+
 def test_egocentric_probe_uses_the_moving_camera():
     sim = simulate(5, SimConfig(family="egocentric", height=24, width=24, num_frames=4))
     H, W = 24, 24

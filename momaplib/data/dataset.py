@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from momaplib.data.manifest import load_manifest, load_settings
+from momaplib.data.manifest import clip_path, load_manifest, load_settings
 from momaplib.momap import MoMap, normalization_stats, normalize_xyz, xyz_to_channels
 from momaplib.storage import DataFormatError, sha256_file
 
@@ -68,7 +68,7 @@ class MoMapDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         entry = self.entries[index]
-        path = self.root / entry["file"]
+        path = clip_path(self.root, entry)  # never outside the dataset folder
         if self.verify:
             if not path.is_file():
                 raise DataFormatError(f"clip {entry['id']}: file {path} is missing")

@@ -20,7 +20,13 @@ from tqdm.auto import tqdm
 
 from momaplib.data.splits import SPLITS, check_splits, clip_id, split_of
 from momaplib.sim import SimConfig, clip_seed
-from momaplib.storage import DataFormatError, atomic_write_text, sha256_file
+from momaplib.storage import (
+    DataFormatError,
+    atomic_write_text,
+    check_relative_path,
+    confined_path,
+    sha256_file,
+)
 
 #: Version of the on-disk layout; bump it when dataset.json, the manifest or the npz keys change.
 FORMAT_VERSION = 1
@@ -164,6 +170,8 @@ def read_manifest(path: Path, tolerate_torn: bool) -> tuple[list[dict], bool]:
             missing = [key for key in MANIFEST_KEYS if key not in entry]
             if missing:
                 raise ValueError(f"missing keys {missing}")
+            check_clip_id(entry["id"])
+            check_relative_path(entry["file"], "file")  # readers also resolve symlinks (clip_path)
         except ValueError as exc:  # json.JSONDecodeError is a ValueError
             if last_without_newline and tolerate_torn:
                 torn = True
@@ -174,6 +182,32 @@ def read_manifest(path: Path, tolerate_torn: bool) -> tuple[list[dict], bool]:
             ) from exc
         entries.append(entry)
     return entries, torn
+
+
+def check_clip_id(identifier: Any) -> str:
+    """Returns a manifest ``id`` after checking that it can name a file (``<id>.npz``) in its folder.
+
+    Ids name prediction files and clip files, so one from a foreign manifest must not be able to
+    point elsewhere: a non-empty string without path separators, not "." or "..".
+    """
+    if (
+        not isinstance(identifier, str)
+        or identifier.strip() in ("", ".", "..")
+        or any(c in identifier for c in "/\\\0")
+    ):
+        raise DataFormatError(
+            f"id: expected a clip name usable as a file name (no '/', '\\', not '..'), got {identifier!r}"
+        )
+    return identifier
+
+
+def clip_path(root: str | os.PathLike, entry: dict) -> Path:
+    """Returns the path of a manifest entry's clip file, confined to the dataset folder ``root``.
+
+    Raises ``DataFormatError`` naming the clip when ``file`` is absolute, climbs out with ``..``
+    or leads out of the folder through a symlink (``momaplib.storage.confined_path``).
+    """
+    return confined_path(root, entry["file"], f"clip {entry['id']}: file")
 
 
 def _check_unique(path: Path, entries: list[dict]) -> None:
@@ -253,7 +287,10 @@ def check_clip_file(root: Path, entry: dict) -> tuple[str | None, int]:
 
     A problem names the clip: its file is missing, or its size or sha256 differs from the line.
     """
-    file = root / entry["file"]
+    try:
+        file = clip_path(root, entry)
+    except DataFormatError as exc:
+        return str(exc), 0
     if not file.is_file():
         return f"clip {entry['id']}: file {file} is missing", 0
     size, sha256 = file.stat().st_size, sha256_file(file)

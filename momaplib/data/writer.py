@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import json
 import multiprocessing
+import numbers
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ from momaplib.data.manifest import (
     _rewrite_manifest,
     _settings,
     check_settings,
+    clip_path,
     load_settings,
     manifest_line,
     read_manifest,
@@ -37,6 +39,16 @@ from momaplib.data.manifest import (
 from momaplib.data.splits import clip_id, split_of
 from momaplib.sim import SimConfig, clip_seed, generate_clip
 from momaplib.storage import DataFormatError, atomic_write_text
+
+#: Most clips of one dataset: the writer keeps one task per clip in memory (1e6 clips of the
+#: default size are ~1 TB on disk).
+MAX_CLIPS = 1_000_000
+#: Most worker processes (each holds a clip's working memory; see ``momaplib.sim.SimConfig``).
+MAX_WORKERS = 256
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -203,7 +215,7 @@ def _finished_entries(root: Path, settings: dict) -> dict[int, dict]:
             raise DataFormatError(
                 f"{path}: {problem}; this manifest does not belong to {root / DATASET_FILE}"
             )
-        file = root / entry["file"]
+        file = clip_path(root, entry)
         if file.is_file() and file.stat().st_size == entry["bytes"]:
             done[entry["index"]] = entry
     # Also rewrite when an entry lacks only its newline (it would glue onto the next append) and
@@ -233,11 +245,14 @@ def write_dataset(
     extends it; other settings raise ``DatasetSettingsError``. ``progress`` shows a ``tqdm`` bar
     and a line when there is nothing to do.
     """
-    if num_clips < 1:
-        raise ValueError(f"num_clips: expected >= 1, got {num_clips}")
+    if not _is_int(num_clips) or not 1 <= num_clips <= MAX_CLIPS:
+        raise ValueError(f"num_clips: expected 1..{MAX_CLIPS}, got {num_clips!r}")
     workers = default_workers() if workers is None else workers
-    if workers < 0:
-        raise ValueError(f"workers: expected >= 0 (0 = in this process), got {workers}")
+    if not _is_int(workers) or not 0 <= workers <= MAX_WORKERS:
+        raise ValueError(f"workers: expected 0..{MAX_WORKERS} (0 = in this process), got {workers!r}")
+    for name, value in (("seed", seed), ("split_seed", split_seed)):
+        if not _is_int(value):
+            raise ValueError(f"{name}: expected an integer, got {value!r}")
     started = time.perf_counter()
     root = Path(root)
     requested = _settings(config, num_clips, seed, splits, split_seed)
@@ -298,7 +313,7 @@ class SimJob:
     out: Path
     """Dataset folder to write (created if missing), e.g. data/sim_tabletop."""
     num_clips: int = 1000
-    """Number of clips."""
+    """Number of clips, 1..1000000."""
     sim: SimConfig = field(default_factory=SimConfig)
     """Simulator settings, shared by every clip."""
     smoke: bool = False
@@ -306,7 +321,7 @@ class SimJob:
     seed: int = 0
     """Base seed: clip i uses momaplib.sim.clip_seed(seed, i)."""
     workers: int | None = None
-    """Worker processes (None: one per CPU core, at most 8; 0: generate in this process)."""
+    """Worker processes, 0..256 (None: one per CPU core, at most 8; 0: generate in this process)."""
     splits: tuple[float, float, float] = (0.9, 0.05, 0.05)
     """Fractions of train, val and test clips."""
     split_seed: int = 0

@@ -12,19 +12,27 @@ from typing import Any, Literal
 import pandas as pd
 import torch
 
-from momaplib.baselines.simple import get_predictor
+from momaplib.baselines.simple import PREDICTORS, get_predictor
+from momaplib.data.splits import SPLITS
 from momaplib.eval.tables import format_table, table_to_markdown, write_table
 from momaplib.metrics.best_of_n import (
+    MAX_SAMPLES,
     Predictor,
     SelectMode,
     as_clips,
     evaluate_predictions,
     evaluate_predictor,
     load_split,
+    non_finite_values,
 )
 from momaplib.metrics.scores import MetricConfig
 from momaplib.momap import MoMap
 from momaplib.storage import DataFormatError, atomic_write_text
+
+#: Most denoising steps of --pipelines (DDPM's full chain is 1000).
+MAX_INFERENCE_STEPS = 1000
+#: Largest classifier-free guidance scale of --pipelines.
+MAX_GUIDANCE = 100.0
 
 
 def evaluate_methods(
@@ -61,6 +69,41 @@ def evaluate_methods(
     return results
 
 
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def unique_labels(paths: Sequence[str | os.PathLike], taken: set[str], field_name: str) -> dict[str, Path]:
+    """Returns ``{label: path}``: each path's name, lengthened by its parent folders where needed.
+
+    A label is the shortest tail of the path (``preds``, ``run2/preds``, ...) that no other
+    path's label and no name in ``taken`` shares. The same folder given twice raises
+    ``ValueError`` naming ``field_name``.
+    """
+    absolute = [Path(os.path.abspath(path)) for path in paths]
+    resolved = [path.resolve() for path in absolute]
+    for i, path in enumerate(resolved):
+        if path in resolved[:i]:
+            raise ValueError(f"{field_name}: {paths[i]} is given twice (as {paths[resolved.index(path)]})")
+    depth = [1] * len(paths)
+    while True:
+        labels = [
+            "/".join(path.parts[-d:]).lstrip("/") or str(path)
+            for path, d in zip(absolute, depth, strict=True)
+        ]
+        clashing = [i for i, label in enumerate(labels) if label in taken or labels.count(label) > 1]
+        growing = [i for i in clashing if depth[i] < len(absolute[i].parts)]
+        if not growing:
+            break
+        for i in growing:
+            depth[i] += 1
+    if clashing:  # a full path that is still taken (e.g. a folder "/gt")
+        raise ValueError(
+            f"{field_name}: cannot name {paths[clashing[0]]} apart from {sorted(taken)} and the other folders"
+        )
+    return {label: Path(path) for label, path in zip(labels, paths, strict=True)}
+
+
 # ----------------------------------------------------------------------------- command line
 @dataclass
 class EvalJob:
@@ -75,9 +118,12 @@ class EvalJob:
     """
 
     datasets: tuple[Path, ...] = (Path("data/sim_tabletop"),)
-    """Dataset folders (written by `momap sim`); each gets its own group of columns."""
+    """Dataset folders (written by `momap sim`); each gets its own group of columns, named like
+    the predictions folders."""
     predictions: tuple[Path, ...] = ()
-    """Predictions folders, one per method: <clip_id>.npz holding xyz (N, T, H, W, 3) in metres."""
+    """Predictions folders, one per method: <clip_id>.npz holding xyz (N, T, H, W, 3) in metres. A
+    folder's column is its name, or its last path components where that name is taken (another
+    folder's, a baseline's such as gt, a pipeline label): e.g. run1/preds and run2/preds."""
     baselines: tuple[str, ...] = ()
     """Reference predictors to evaluate too (static, gt, gt+noise, gt_wrong_object, gt_time_shift,
     constant_velocity)."""
@@ -86,15 +132,16 @@ class EvalJob:
     MoMapPipeline / MoMapVAEPipeline); append :no-text to sample without the prompt, e.g.
     "Ours (text)=momap-diffusion" "Ours (no text)=momap-diffusion:no-text"."""
     num_inference_steps: int = 25
-    """Denoising steps of --pipelines."""
+    """Denoising steps of --pipelines, 1..1000."""
     guidance_scale: float = 2.0
-    """Classifier-free guidance of --pipelines."""
+    """Classifier-free guidance of --pipelines, 0..100."""
     text_encoder: str | None = None
     """Override the text encoder spec stored in the pipelines (e.g. minilm:/path/to/folder)."""
     split: str = "test"
     """Dataset split to evaluate (train, val or test)."""
     num_samples: int = 10
-    """Samples per clip drawn from each baseline (prediction files bring their own N)."""
+    """Samples per clip drawn from each baseline and pipeline, 1..1000 (prediction files bring their
+    own N)."""
     mode: Literal["ate_dtw", "oracle"] = "ate_dtw"
     """Best-of-N rule: the sample with the lowest ate_dtw for every metric (paper), or each
     metric's own best sample (oracle)."""
@@ -103,15 +150,49 @@ class EvalJob:
     seed: int = 0
     """Seed of the baselines' samples (combined with each clip id)."""
     max_clips: int | None = None
-    """Evaluate only the first clips of the split in each dataset (None: all)."""
+    """Evaluate only the first clips of the split in each dataset, >= 1 (None: all)."""
     verify: bool = False
     """Check every clip file's sha256 against the manifest before use."""
     device: str = "cpu"
-    """Torch device for the metrics ("cpu" or "cuda")."""
+    """Torch device for the metrics ("cpu", "cuda" or "cuda:<index>")."""
     out: Path | None = None
     """Folder for per_clip.csv, table.csv and table.md (nothing is written when unset)."""
     progress: bool = True
     """Show progress bars."""
+
+    def _check(self) -> None:
+        """Raises ``ValueError`` naming the first field outside its range (before anything is loaded)."""
+        if not self.predictions and not self.baselines and not self.pipelines:
+            raise ValueError(
+                "EvalJob: nothing to evaluate; pass --predictions DIR ... and/or --baselines NAME ..."
+            )
+        if not self.datasets:
+            raise ValueError("EvalJob: no dataset; pass --datasets DIR ...")
+        unknown = [name for name in self.baselines if name not in PREDICTORS]
+        if unknown:
+            raise ValueError(f"baselines: unknown {unknown}; expected names from {sorted(PREDICTORS)}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split: expected one of {SPLITS}, got {self.split!r}")
+        if self.mode not in ("ate_dtw", "oracle"):
+            raise ValueError(f"mode: expected 'ate_dtw' or 'oracle', got {self.mode!r}")
+        for name, value, high in (
+            ("num_samples", self.num_samples, MAX_SAMPLES),
+            ("num_inference_steps", self.num_inference_steps, MAX_INFERENCE_STEPS),
+        ):
+            if not _is_count(value) or not 1 <= value <= high:
+                raise ValueError(f"{name}: expected 1..{high}, got {value!r}")
+        if self.max_clips is not None and (not _is_count(self.max_clips) or self.max_clips < 1):
+            raise ValueError(f"max_clips: expected >= 1 or None (all clips), got {self.max_clips!r}")
+        if not (isinstance(self.guidance_scale, (int, float)) and 0 <= self.guidance_scale <= MAX_GUIDANCE):
+            raise ValueError(f"guidance_scale: expected 0..{MAX_GUIDANCE:g}, got {self.guidance_scale!r}")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(
+                f"device: expected 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}"
+            ) from exc
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}")
 
     def _pipeline_predictors(self) -> dict[str, Predictor]:
         if not self.pipelines:
@@ -120,10 +201,7 @@ class EvalJob:
         from momaplib.diffusion.pipeline import load_pipeline
 
         predictors, loaded = {}, {}
-        for entry in self.pipelines:
-            label, sep, target = entry.partition("=")
-            if not sep or not label or not target:
-                raise ValueError(f"pipelines: expected LABEL=PIPELINE[:no-text], got {entry!r}")
+        for label, target in self._pipeline_targets():
             use_text = not target.endswith(":no-text")
             target = target.removesuffix(":no-text")
             if target not in loaded:
@@ -135,25 +213,67 @@ class EvalJob:
             predictors[label] = pipeline_predictor(loaded[target], use_text=use_text, **options)
         return predictors
 
-    def run(self) -> pd.DataFrame:
-        """Evaluates every method on every dataset, prints the Markdown table and returns the table."""
-        if not self.predictions and not self.baselines and not self.pipelines:
+    def _pipeline_targets(self) -> list[tuple[str, str]]:
+        """Returns ``[(label, target[:no-text])]`` of --pipelines; raises on a malformed entry."""
+        targets = []
+        for entry in self.pipelines:
+            label, sep, target = entry.partition("=")
+            if not sep or not label or not target:
+                raise ValueError(f"pipelines: expected LABEL=PIPELINE[:no-text], got {entry!r}")
+            targets.append((label, target))
+        return targets
+
+    def _method_names(self) -> dict[str, Path]:
+        """Returns ``{column: folder}`` of --predictions after checking that every column name is unique.
+
+        Baselines and pipeline labels keep their names (a repeated one is an error). A predictions
+        folder is named after itself, or, when that name is taken (by another folder of the same
+        name, a pipeline label or any reference predictor's name such as ``gt``, which the
+        tables treat specially), by its last path components, e.g. ``run2/preds``.
+        """
+        labels = [label for label, _ in self._pipeline_targets()]
+        reserved = sorted(set(labels) & set(PREDICTORS))
+        if reserved:
             raise ValueError(
-                "EvalJob: nothing to evaluate; pass --predictions DIR ... and/or --baselines NAME ..."
+                f"pipelines: labels {reserved} are names of reference predictors (the tables treat gt "
+                "specially); choose other labels"
             )
-        if not self.datasets:
-            raise ValueError("EvalJob: no dataset; pass --datasets DIR ...")
-        methods: dict[str, Any] = {name: get_predictor(name) for name in self.baselines}
-        methods.update(self._pipeline_predictors())
+        names = [*self.baselines, *labels]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(
+                f"baselines/pipelines: method names {repeated} are given twice; use unique labels"
+            )
         for folder in self.predictions:
             if not Path(folder).is_dir():
                 raise DataFormatError(f"{folder}: predictions folder not found")
-            methods[Path(folder).name] = Path(folder)
+        taken = {*names, *PREDICTORS}
+        labels = unique_labels(self.predictions, taken, "predictions")
+        for label, folder in labels.items():
+            if label != Path(folder).name:
+                print(f"predictions {folder}: column {label!r} (the name {Path(folder).name!r} is taken)")
+        return labels
+
+    def run(self) -> pd.DataFrame:
+        """Evaluates every method on every dataset, prints the Markdown table and returns the table.
+
+        Raises ``ValueError`` (exit status 2 from ``momap eval``) on settings out of range, method
+        or dataset names that would share a column, predictions that are not finite or not in
+        metres (naming the clip and the file), and metric values that are not numbers where the
+        metric is defined (``momaplib.metrics.non_finite_values``; the table is printed first and
+        nothing is written to ``out``).
+        """
+        self._check()
+        folders = self._method_names()
+        dataset_names = unique_labels(self.datasets, set(), "datasets")
+        methods: dict[str, Any] = {name: get_predictor(name) for name in self.baselines}
+        methods.update(self._pipeline_predictors())
+        methods.update(folders)
         results, rows = {}, []
-        for dataset in self.datasets:
+        for name, dataset in dataset_names.items():
             clips = load_split(dataset, self.split, self.max_clips, self.verify)
             print(f"{dataset} [{self.split}]: {len(clips)} clips")
-            results[Path(dataset).name] = evaluate_methods(
+            results[name] = evaluate_methods(
                 clips,
                 methods,
                 num_samples=self.num_samples,
@@ -163,13 +283,24 @@ class EvalJob:
                 device=self.device,
                 progress=self.progress,
             )
-            rows += [
-                df.assign(dataset=Path(dataset).name, method=name)
-                for name, df in results[Path(dataset).name].items()
-            ]
+            rows += [df.assign(dataset=name, method=method) for method, df in results[name].items()]
         table = format_table(results if len(results) > 1 else next(iter(results.values())))
         print(f"\nbest of N by {self.mode}\n")
         print(table_to_markdown(table))
+        problems = [
+            line
+            for dataset, group in results.items()
+            for method, per_clip in group.items()
+            for line in non_finite_values(per_clip, f"{dataset}: {method}")
+        ]
+        if problems:
+            shown = "\n  - ".join(problems[:20]) + (
+                f"\n  ... and {len(problems) - 20} more" * (len(problems) > 20)
+            )
+            raise ValueError(
+                f"{len(problems)} metric value(s) are not finite where the metric is defined; the table "
+                f"above is not trustworthy and nothing was written:\n  - {shown}"
+            )
         if self.out is not None:
             Path(self.out).mkdir(parents=True, exist_ok=True)
             atomic_write_text(

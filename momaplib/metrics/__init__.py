@@ -29,6 +29,11 @@ Undefined values are NaN, never a silent 0 or 1 (the policy every function here 
 Aggregation over clips (``momaplib.metrics.best_of_n``, ``momaplib.eval``) skips NaN and counts the clips that
 contribute; since F comes from the GT, every method is averaged over the same clips.
 
+Inputs never produce inf: a non-finite value at a valid pixel, or a coordinate beyond
+``MAX_SCALED_COORDINATE`` (1e6) scene scales (a unit error that would overflow float32), raises
+``ValueError`` naming the sample; ``best_of_n.non_finite_values`` lists any value that is still
+not a number where the metric is defined, and ``momap eval`` fails on them.
+
 The code is batched torch over samples and pixels (CPU or CUDA). Heavy loops keep the pair
 axis (sample x pixel) last and contiguous, so each elementwise op covers every pair at once
 (``benchmarks/bench_metrics.py`` times the whole set). It runs many mid-sized ops: on a CPU that
@@ -48,6 +53,8 @@ from momaplib.metrics.best_of_n import (
     evaluate_predictor,
     load_predictions,
     load_split,
+    non_finite_values,
+    prediction_path,
     save_predictions,
     select_best,
 )
@@ -92,6 +99,8 @@ __all__ = [
     "load_predictions",
     "load_split",
     "neighbour_pixels",
+    "non_finite_values",
+    "prediction_path",
     "quantize_displacements",
     "sample_metrics",
     "save_predictions",

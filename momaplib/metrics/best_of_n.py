@@ -38,15 +38,25 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from momaplib.data import load_manifest
+from momaplib.data.manifest import check_clip_id, clip_path
 from momaplib.metrics.scores import MetricConfig, foreground_mask, higher_is_better, sample_metrics
 from momaplib.momap import MoMap
-from momaplib.storage import DataFormatError, load_npz, save_npz, sha256_file
+from momaplib.storage import DataFormatError, confined_path, load_npz, save_npz, sha256_file
 
 #: A method under evaluation: the GT MoMap of an input, N and a generator (or seed) -> N samples
 #: ``(N, T, H, W, 3)`` float32 CPU tensor in metres, reference frame (``momaplib.baselines``).
 Predictor = Callable[[MoMap, int, "torch.Generator | int | None"], Tensor]
 #: How the reported sample is chosen: the lowest ``ate_dtw`` (paper) or each metric's best (oracle).
 SelectMode = Literal["ate_dtw", "oracle"]
+#: Most samples per clip a predictor is asked for (the paper uses 10).
+MAX_SAMPLES = 1000
+#: Metrics that have a value whenever the GT has moving pixels (``num_fg > 0``); the others may be
+#: NaN by definition (no neighbours, fewer than two patches, a window longer than the clip).
+DEFINED_WHEN_MOVING = ("ate_dtw", "D_sig", "ate", "epe")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 # ----------------------------------------------------------------------------- best of N
@@ -122,7 +132,12 @@ def _evaluate(
     device: torch.device | str | None,
     progress: bool,
     description: str,
+    source_of: Callable[[str], str],
 ) -> pd.DataFrame:
+    """Returns the per-clip rows; ``source_of(clip_id)`` names where the samples came from (a file,
+    a method) in errors, which always name the clip too."""
+    if mode not in ("ate_dtw", "oracle"):  # before any sample is drawn
+        raise ValueError(f"mode: expected 'ate_dtw' or 'oracle', got {mode!r}")
     config = config or MetricConfig()
     rows = []
     for clip_id, gt in tqdm(clips, desc=description, disable=not progress, leave=False):
@@ -130,7 +145,7 @@ def _evaluate(
         try:
             per_sample = sample_metrics(gt, samples, config=config, device=device)
         except ValueError as exc:
-            raise ValueError(f"clip {clip_id}: {exc}") from exc
+            raise ValueError(f"clip {clip_id}: {exc} ({source_of(clip_id)})") from exc
         values, index = select_best(per_sample, mode)
         num_fg = int(foreground_mask(gt, tau_move=config.tau_move).sum())
         rows.append(
@@ -138,6 +153,29 @@ def _evaluate(
         )
     columns = ["clip_id", "num_fg", "num_samples", "selected", *config.metric_names]
     return pd.DataFrame(rows, columns=columns)
+
+
+def non_finite_values(per_clip: pd.DataFrame, method: str | None = None) -> list[str]:
+    """Returns one line per metric value of ``per_clip`` that is not a number it may be.
+
+    A value is reported when it is infinite, or NaN where the metric is always defined:
+    ``fg_mask_iou`` on every clip, ``DEFINED_WHEN_MOVING`` on clips whose GT moves. Other NaNs
+    are the metrics' documented "undefined" (e.g. no moving pixel) and are skipped by the tables.
+    Each line names the clip, the metric and the value (and ``method`` if given).
+    """
+    problems = []
+    prefix = f"{method}: " if method is not None else ""
+    for _, row in per_clip.iterrows():
+        for metric in per_clip.columns:
+            try:
+                higher_is_better(metric)
+            except KeyError:
+                continue  # clip_id, num_fg, ...
+            value = float(row[metric])
+            required = metric == "fg_mask_iou" or (metric in DEFINED_WHEN_MOVING and row.get("num_fg", 1) > 0)
+            if math.isinf(value) or (math.isnan(value) and required):
+                problems.append(f"{prefix}clip {row['clip_id']}: {metric} = {value}")
+    return problems
 
 
 def evaluate_predictor(
@@ -158,6 +196,8 @@ def evaluate_predictor(
     its generator is seeded from ``(seed, clip_id)``. ``selected`` is the reported sample
     (-1 in oracle mode); ``num_fg`` the size of F (clips with 0 have NaN F-metrics).
     """
+    if not _is_int(num_samples) or not 1 <= num_samples <= MAX_SAMPLES:
+        raise ValueError(f"num_samples: expected 1..{MAX_SAMPLES} samples per clip, got {num_samples!r}")
     clips = as_clips(clips)
     return _evaluate(
         clips,
@@ -167,6 +207,7 @@ def evaluate_predictor(
         device,
         progress,
         description,
+        lambda clip_id: f"method {description}",
     )
 
 
@@ -182,7 +223,8 @@ def evaluate_predictions(
     """Returns one row per clip, like ``evaluate_predictor``, for a predictions folder (module doc)."""
     clips = as_clips(clips)
     pred_dir = Path(pred_dir)
-    missing = [clip_id for clip_id, _ in clips if not (pred_dir / f"{clip_id}.npz").is_file()]
+    files = {clip_id: prediction_path(pred_dir, clip_id) for clip_id, _ in clips}
+    missing = [clip_id for clip_id, path in files.items() if not path.is_file()]
     if missing:
         raise DataFormatError(
             f"{pred_dir}: no predictions for {len(missing)} of {len(clips)} clips "
@@ -190,13 +232,24 @@ def evaluate_predictions(
         )
     return _evaluate(
         clips,
-        lambda clip_id, gt: load_predictions(pred_dir / f"{clip_id}.npz", gt.xyz.shape),
+        lambda clip_id, gt: load_predictions(files[clip_id], gt.xyz.shape),
         mode,
         config,
         device,
         progress,
         pred_dir.name,
+        lambda clip_id: f"file {files[clip_id]}",
     )
+
+
+def prediction_path(pred_dir: str | os.PathLike, clip_id: str) -> Path:
+    """Returns ``pred_dir/<clip_id>.npz``; raises ``DataFormatError`` if the id would lead out of the folder.
+
+    Clip ids come from manifests, which may come from elsewhere: an id like ``../x`` or a symlink
+    out of the folder must not make evaluation read (or ``save_predictions`` write) other files.
+    """
+    check_clip_id(clip_id)
+    return confined_path(pred_dir, f"{clip_id}.npz", f"clip {clip_id}: predictions file")
 
 
 def save_predictions(pred_dir: str | os.PathLike, clip_id: str, samples: Tensor | np.ndarray) -> Path:
@@ -207,7 +260,7 @@ def save_predictions(pred_dir: str | os.PathLike, clip_id: str, samples: Tensor 
     samples = samples.detach().cpu().numpy() if isinstance(samples, Tensor) else np.asarray(samples)
     if samples.ndim != 5 or samples.shape[-1] != 3:
         raise ValueError(f"samples: expected shape (N, T, H, W, 3), got {samples.shape}")
-    path = Path(pred_dir) / f"{clip_id}.npz"
+    path = prediction_path(pred_dir, clip_id)
     save_npz(path, {"xyz": samples.astype(np.float32, copy=False)})
     return path
 
@@ -232,15 +285,18 @@ def load_split(
     """Returns ``[(clip_id, MoMap)]`` of one split of a dataset folder written by ``momap sim``.
 
     The manifest is read with ``momaplib.data.load_manifest``; ``verify`` also checks each
-    file's sha256 against it. An empty split raises ``DataFormatError``.
+    file's sha256 against it. ``max_clips`` (None or >= 1) keeps the first clips of the split.
+    An empty split raises ``DataFormatError``; a clip file outside the dataset folder too.
     """
+    if max_clips is not None and (not _is_int(max_clips) or max_clips < 1):
+        raise ValueError(f"max_clips: expected None (all clips) or >= 1, got {max_clips!r}")
     dataset = Path(dataset)
     entries = load_manifest(dataset, split)
     if not entries:
         raise DataFormatError(f"{dataset}: no clips in split {split!r}")
     clips = []
     for entry in entries[:max_clips]:
-        path = dataset / entry["file"]
+        path = clip_path(dataset, entry)
         if verify and path.is_file() and sha256_file(path) != entry["sha256"]:
             raise DataFormatError(f"clip {entry['id']}: {path} does not match the sha256 in the manifest")
         momap = MoMap.load(path)

@@ -22,6 +22,10 @@ TAU_DIR = 0.01
 NUM_NEIGHBOURS = 8
 #: Default window lengths dT of ``quantize_acc_dT`` (paper Table 1).
 QUANTIZE_DTS = (1, 4, 16)
+#: Largest coordinate accepted at a valid pixel, in scene scales s: farther points are not in
+#: the scene's units (a scale or unit error), and squares of ~1e19 would overflow float32
+#: metrics into inf (e.g. predictions scaled by 1e20).
+MAX_SCALED_COORDINATE = 1e6
 
 
 @dataclass(frozen=True)
@@ -375,9 +379,11 @@ def _prepare(gt: Any, pred: Any, valid: Any, instance: Any, device: torch.device
             f"gt.xyz: scene scale (median reference depth of valid pixels) is {scale}; expected > 0 "
             "(points must be in the reference camera frame, z forward)"
         )
+    _check_magnitude("gt.xyz", gt_xyz[None], valid, scale, what="GT")
     pred_xyz = gt_xyz[None] if pred is None else _prediction(pred, (T, H, W), device)
     if pred is not None:
         pred_xyz = _check_finite("pred", pred_xyz, valid, what="sample")
+        _check_magnitude("pred", pred_xyz, valid, scale, what="sample")
     return _Inputs(gt_xyz=gt_xyz, pred_xyz=pred_xyz, valid=valid, instance=instance.long(), scale=scale)
 
 
@@ -420,3 +426,19 @@ def _check_finite(name: str, xyz: Tensor, valid: Tensor, what: str) -> Tensor:
         )
     # values at invalid pixels carry nothing and must not poison sums
     return torch.where(non_finite[..., None], 0.0, xyz)
+
+
+def _check_magnitude(name: str, xyz: Tensor, valid: Tensor, scale: float, what: str) -> None:
+    """Raises ``ValueError`` naming the first sample of ``xyz`` [N, T, H, W, 3] (finite) with a
+    coordinate beyond ``MAX_SCALED_COORDINATE`` scene scales at a valid pixel."""
+    largest = torch.where(valid, xyz.abs().amax(-1), 0.0).flatten(1).amax(1)  # [N]
+    limit = MAX_SCALED_COORDINATE * scale
+    too_large = torch.nonzero(largest > limit)
+    if too_large.numel():
+        n = int(too_large[0])
+        where = f"{name}[{n}] ({what} {n})" if what == "sample" else name
+        raise ValueError(
+            f"{where}: coordinates up to {float(largest[n]):.3g} m at valid pixels; expected metres in the "
+            f"reference frame within {MAX_SCALED_COORDINATE:g} x the scene scale s = {scale:.3g} m "
+            "(a unit or scale error? the metrics would overflow)"
+        )

@@ -18,6 +18,7 @@ from momaplib.data import (
     manifest_line,
     read_manifest,
 )
+from momaplib.data.manifest import clip_path
 from momaplib.storage import DataFormatError, atomic_write_text, sha256_file
 
 #: Sub-folder of the per-shard manifests of a sharded run, merged into manifest.jsonl at the end.
@@ -90,7 +91,7 @@ def _finished_entries(root: Path) -> dict[str, dict]:
     for path in _manifest_files(root):
         entries, torn = read_manifest(path, tolerate_torn=True)
         for entry in entries:
-            file = root / entry["file"]
+            file = clip_path(root, entry)  # never outside the dataset folder
             if file.is_file() and file.stat().st_size == entry["bytes"]:
                 candidates.setdefault(entry["id"], {})[entry["sha256"]] = entry
         data = path.read_bytes()
@@ -105,7 +106,7 @@ def _finished_entries(root: Path) -> dict[str, dict]:
         # Manifests disagree: the clip was redone after its file was lost (a reconstruction need
         # not be bit-identical), and an older manifest still lists the first file. The file decides.
         entry = next(iter(by_hash.values()))
-        actual = by_hash.get(sha256_file(root / entry["file"]))
+        actual = by_hash.get(sha256_file(clip_path(root, entry)))
         if actual is not None:
             done[clip_id] = actual
     return done

@@ -60,6 +60,7 @@ from momaplib.recon.poses import PoseConfig, TrackletBundleAdjustment
 from momaplib.recon.segmentation import GivenSegmentation, MotionSegmentation
 from momaplib.recon.tracking import FlowChainConfig, FlowChainTracker, ImportedTracks, ImportedTracksConfig
 from momaplib.recon.video import list_videos, load_video, resize_video
+from momaplib.sim.config import MAX_CLIP_PIXELS, MAX_FRAMES, MAX_SIZE, MIN_SIZE
 from momaplib.storage import save_npz
 
 #: Family recorded for reconstructed clips whose video does not say (MoMap-Sim clips keep theirs).
@@ -114,13 +115,13 @@ class ReconJob:
     shard: str = "0/1"
     """'i/n': reconstruct only the videos whose index in the sorted listing is i modulo n."""
     num_frames: int | None = None
-    """Frames T of every MoMap from t0 (None: the first video's length minus t0)."""
+    """Frames T of every MoMap from t0, 2..512 (None: the first video's length minus t0)."""
     t0: int = 0
     """Reference frame of every MoMap."""
     height: int | None = None
-    """Resize videos to this height in pixels (None: the first video's height)."""
+    """Resize videos to this height in pixels, 8..1024 (None: the first video's height)."""
     width: int | None = None
-    """Resize videos to this width in pixels (None: the first video's width)."""
+    """Resize videos to this width in pixels, 8..1024 (None: the first video's width)."""
     depth: Literal["given", "model"] = "given"
     """'given': the video's own depth (npz 'depth' / depth.npy); 'model': --depth-model."""
     depth_model: str = "depth-anything/Depth-Anything-V2-Small-hf"
@@ -178,12 +179,16 @@ class ReconJob:
         check_splits(self.splits)
         if self.t0 < 0:
             raise ReconSettingsError(f"t0: expected a frame index >= 0, got {self.t0}")
-        if self.num_frames is not None and self.num_frames < 2:
-            raise ReconSettingsError(f"num_frames: expected T >= 2 frames, got {self.num_frames}")
+        if self.num_frames is not None and not 2 <= self.num_frames <= MAX_FRAMES:
+            raise ReconSettingsError(
+                f"num_frames: expected 2..{MAX_FRAMES} frames or None, got {self.num_frames}"
+            )
         for name in ("height", "width"):
             value = getattr(self, name)
-            if value is not None and value < 8:
-                raise ReconSettingsError(f"{name}: expected >= 8 pixels or None, got {value}")
+            if value is not None and not MIN_SIZE <= value <= MAX_SIZE:
+                raise ReconSettingsError(
+                    f"{name}: expected {MIN_SIZE}..{MAX_SIZE} pixels or None, got {value}"
+                )
         if any(not 0 < fov < 180 for fov in self.fov_candidates):
             raise ReconSettingsError(
                 f"fov_candidates: expected degrees in (0, 180), got {self.fov_candidates}"
@@ -205,6 +210,17 @@ class ReconJob:
                     f"num_frames: the first video {first.name} has {first.num_frames} frames, "
                     f"too few for a MoMap from t0 = {self.t0}; set --num-frames or --t0"
                 )
+        if (
+            T > MAX_FRAMES
+            or not MIN_SIZE <= min(H, W) <= max(H, W) <= MAX_SIZE
+            or T * H * W > MAX_CLIP_PIXELS
+        ):
+            raise ReconSettingsError(
+                f"num_frames/height/width: MoMaps of {T} x {H} x {W} (from the first video where not set); "
+                f"expected T <= {MAX_FRAMES}, {MIN_SIZE}..{MAX_SIZE} pixels and "
+                f"T x H x W <= {MAX_CLIP_PIXELS}: "
+                "set --num-frames, --height and --width"
+            )
         stages = {
             "t0": self.t0,
             "depth": self.depth if self.depth == "given" else f"model:{self.depth_model}:{self.depth_output}",

@@ -466,7 +466,8 @@ def _plan_lid(rng, action, obj, others, agent, workspace, home, z_safe, in_view)
 
     def lid_pose(s: np.ndarray) -> np.ndarray:
         theta = theta_from + s * (theta_to - theta_from)
-        return np.stack([world @ lid_rest @ rotation_x(-th) for th in theta])
+        # a phase may hold no frame of a short clip (T = 2): an empty s gives no pose
+        return np.array([world @ lid_rest @ rotation_x(-th) for th in theta]).reshape(-1, 4, 4)
 
     def tab_path(s: np.ndarray) -> np.ndarray:
         return (lid_pose(s) @ tab)[:, :3]
