@@ -497,3 +497,30 @@ def test_held_out_clips_are_the_test_split_of_momap_sim():
     assert all(split_of(name) == "test" for name in clips)
     assert clips["tabletop_000031"].seed == clip_seed(0, 31) and clips["tabletop_000031"].family == "tabletop"
     assert clips["tabletop_000021"].momap.xyz.shape == (32, 128, 128, 3)
+
+
+# ----------------------------------------------------------------------------- rerun with other settings
+def test_train_vae_refuses_to_continue_with_other_settings_unless_allowed(tmp_path):
+    """An interrupted run rerun with another learning rate is refused before anything is read or
+    written; with allow_config_change it continues and the old settings are kept."""
+    from momaplib.data import write_dataset
+    from momaplib.sim import SimConfig
+    from momaplib.training import ResumeError
+    from momaplib.vae.train import TrainVAEJob
+
+    write_dataset(tmp_path / "data", SimConfig().smoke(), num_clips=4, workers=0, progress=False)
+
+    def job(**train) -> TrainVAEJob:
+        config = TrainConfig(tmp_path / "run", max_steps=4, checkpoint_every=2, progress=False, **train)
+        return TrainVAEJob((tmp_path / "data",), config, init="scratch", smoke=True)
+
+    job(time_limit_minutes=1e-9).run()  # stops after step 1, with a checkpoint
+    folder = tmp_path / "run"
+    files = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    with pytest.raises(ResumeError, match=r"(?s)step_0000001.*train\.learning_rate: 0\.0002 -> 0\.001"):
+        job(learning_rate=1e-3).run()
+    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == files
+    job(learning_rate=1e-3, allow_config_change=True).run()
+    assert (folder / "train_config.0000001.json").read_bytes() == files[folder / "train_config.json"]
+    assert json.loads((folder / "train_config.json").read_text())["train"]["learning_rate"] == 1e-3
+    assert [json.loads(line)["step"] for line in open(folder / "metrics.jsonl")] == [1, 2, 3, 4]

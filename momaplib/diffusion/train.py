@@ -9,29 +9,39 @@ on several GPUs unchanged through ``accelerate launch -m momaplib.cli train-diff
 
 Exact resume: the batch of step ``s`` and its noise depend only on ``(seed, s)``, and model,
 optimizer, LR schedule, EMA and RNG states are restored from the last checkpoint, so an
-interrupted run continued with the same command logs the same losses as an uninterrupted one.
+interrupted run continued with the same command logs the same losses and saves the same weights
+as an uninterrupted one, bit for bit on CPU (a test checks it). The uninterrupted run trains on
+latents fresh from the encoders, the resumed one on the cache it reads back: same values, but the
+encoders return channels-last tensors and the cache contiguous ones, and the memory layout picks
+the convolution kernels; ``InMemoryDataset`` stores every tensor contiguous, so both see one
+layout (before, they drifted apart by 1e-7 per step). The same command with other settings is
+refused (``momaplib.training.settings``). On a GPU, kernels that are not deterministic (cuDNN,
+atomics) can still differ in the last bits between any two runs, resumed or not.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 
-from momaplib.checkpoints import resolve_checkpoint
 from momaplib.diffusion.cvae import ConditionalMoMapVAE
-from momaplib.diffusion.grounding import PromptGrounder, train_grounder
-from momaplib.diffusion.latents import LatentSet, encode_datasets, load_latent_set, save_latent_set
 from momaplib.diffusion.objectives import cvae_loss, diffusion_loss, motion_weight_map, pipeline_predictor
 from momaplib.diffusion.pipeline import MoMapPipeline, MoMapVAEPipeline
-from momaplib.diffusion.text import load_text_encoder
+from momaplib.diffusion.prepare import (
+    check_inputs,
+    image_unet_folder,
+    job_grounder,
+    latent_cache,
+    latent_cache_path,
+    load_frozen,
+    pretrained_folder,
+)
 from momaplib.diffusion.unet import (
     CONDITION_CHANNELS,
     GROUNDING_CHANNELS,
@@ -45,6 +55,8 @@ from momaplib.training import (
     build_accelerator,
     build_optimizer,
     build_scheduler,
+    check_job_fields,
+    check_job_settings,
     ema_weights,
     fit,
     save_job_settings,
@@ -152,6 +164,7 @@ class TrainDiffusionJob:
     """Tiny, fast settings for tests and CPU smoke runs."""
 
     def __post_init__(self) -> None:
+        check_job_fields(self)
         if self.grounding and self.model != "diffusion":
             raise ValueError(f"grounding: only --model diffusion takes the grounding map, not {self.model!r}")
 
@@ -178,41 +191,6 @@ class TrainDiffusionJob:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _load_frozen(job: TrainDiffusionJob, device: torch.device):
-    from momaplib.vae import MoMapVAE
-
-    vae = MoMapVAE.from_pretrained(resolve_checkpoint(job.vae)).to(device).eval().requires_grad_(False)
-    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint(job.image_vae))
-    image_vae = image_vae.to(device).eval().requires_grad_(False)
-    text_encoder = load_text_encoder(job.text_encoder, str(device))
-    return vae, image_vae, text_encoder
-
-
-def _latent_cache(
-    job: TrainDiffusionJob, split: str, vae, image_vae, text_encoder, device, dataset=None
-) -> LatentSet:
-    """Returns the encoded split, cached in ``output_dir/latents_<split>.safetensors``."""
-    path = job.train.output_dir / f"latents_{split}.safetensors"
-    if path.is_file():
-        return load_latent_set(path)
-    latents = encode_datasets(
-        job.datasets,
-        split,
-        vae,
-        image_vae,
-        text_encoder,
-        device=device,
-        batch_size=job.encode_batch_size,
-        max_clips=job.max_clips,
-        seed=job.train.seed,
-        num_workers=job.train.num_workers,
-        progress=job.train.progress,
-        dataset=dataset,
-    )
-    save_latent_set(latents, path)
-    return latents
-
-
 def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, latent_size: int):
     conditions = CONDITION_CHANNELS + (GROUNDING_CHANNELS if job.grounding else 0)
     if job.init == "pretrained":
@@ -237,11 +215,7 @@ def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, la
             norm_num_groups=min(32, *job.block_out_channels),
         )
     if job.init == "inflate":
-        if job.image_unet is None:
-            raise ValueError("image_unet: --init inflate needs --image-unet (folder or hub id)")
-        folder = resolve_checkpoint(job.image_unet)
-        folder = folder / "unet" if (folder / "unet").is_dir() else folder
-        image_unet = UNet2DConditionModel.from_pretrained(folder)
+        image_unet = UNet2DConditionModel.from_pretrained(image_unet_folder(job))
         if image_unet.config.cross_attention_dim != text_dim:
             raise ValueError(
                 f"image_unet: cross_attention_dim {image_unet.config.cross_attention_dim} does not match "
@@ -261,22 +235,15 @@ def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, la
 
 def _pretrained_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int) -> torch.nn.Module:
     """Returns the float32 generator of the pipeline ``job.pretrained``, checked against the data."""
-    if job.pretrained is None:
-        raise ValueError("pretrained: --init pretrained needs --pretrained (a pipeline folder or name)")
-    folder = resolve_checkpoint(job.pretrained)
-    part, cls = ("cvae", ConditionalMoMapVAE) if job.model == "momap-vae" else ("unet", UNet2DConditionModel)
-    if not (folder / part).is_dir():
-        raise ValueError(
-            f"pretrained: {folder} has no '{part}' folder; --model {job.model} needs a "
-            f"{'MoMapVAEPipeline' if part == 'cvae' else 'MoMapPipeline'} folder"
-        )
-    model = cls.from_pretrained(folder / part, torch_dtype=torch.float32)
+    folder = pretrained_folder(job)
+    cls = ConditionalMoMapVAE if job.model == "momap-vae" else UNet2DConditionModel
+    model = cls.from_pretrained(folder, torch_dtype=torch.float32)
     config = model.config
-    got_latent = config.latent_channels if part == "cvae" else config.out_channels
+    got_latent = config.latent_channels if job.model == "momap-vae" else config.out_channels
     got_text = config.cross_attention_dim
     if got_latent != latent_channels or got_text != text_dim:
         raise ValueError(
-            f"pretrained: {folder / part} expects {got_latent} latent channels and {got_text}-d text, but "
+            f"pretrained: {folder} expects {got_latent} latent channels and {got_text}-d text, but "
             f"the MoMap VAE gives {latent_channels} channels and the text encoder {text_dim}-d tokens"
         )
     return model
@@ -382,17 +349,18 @@ def validate(job: TrainDiffusionJob, pipeline, device) -> dict[str, float]:
 def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = None) -> Path:
     """Runs (or resumes) the training of ``job`` and returns ``output_dir/pipeline``."""
     config = job.train
-    config.output_dir.mkdir(parents=True, exist_ok=True)
+    check_job_settings(job, config)  # reads only: nothing is written before the checks pass
+    check_inputs(job, dataset)
     accelerator = build_accelerator(config)
     device = accelerator.device
-    vae, image_vae, text_encoder = _load_frozen(job, device)
+    vae, image_vae, text_encoder = load_frozen(job, device)
     with accelerator.main_process_first():  # the main process encodes, the others read its cache
-        train_set = _latent_cache(job, "train", vae, image_vae, text_encoder, device, dataset)
+        train_set = latent_cache(job, "train", vae, image_vae, text_encoder, device, dataset)
     if job.encode_only:
-        return config.output_dir / "latents_train.safetensors"
+        return latent_cache_path(job)
     if job.motion_weight and train_set.motion is None:
         raise ValueError(
-            f"motion_weight: the latent cache {config.output_dir / 'latents_train.safetensors'} has no "
+            f"motion_weight: the latent cache {latent_cache_path(job)} has no "
             "'motion' (written by an older version); delete it to re-encode, or set --motion-weight 0"
         )
     columns = {
@@ -405,7 +373,7 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     grounder = None
     if job.grounding:
         with accelerator.main_process_first():
-            grounder = _grounder(job, train_set, device, accelerator.is_main_process)
+            grounder = job_grounder(job, train_set, device, accelerator.is_main_process)
         columns["target"] = train_set.target
     dataset = InMemoryDataset(columns)
     text_table = train_set.text.to(device)
@@ -423,7 +391,7 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
         ema = EMAModel(accelerator.unwrap_model(model).parameters(), decay=job.ema_decay, foreach=True)
         ema.to(device)
     if accelerator.is_main_process:
-        save_job_settings(job, config.output_dir)
+        save_job_settings(job, config)
 
     def after_step(model, step: int) -> None:
         if ema is not None:
@@ -448,41 +416,6 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
                 save_pipeline(pipeline, job.bundle_dir, bundle=True)
     accelerator.wait_for_everyone()
     return path
-
-
-def _grounder(job: TrainDiffusionJob, train_set: LatentSet, device, is_main: bool) -> PromptGrounder:
-    """Returns the job's trained grounder: read from ``output_dir/grounder`` when a run (or the
-    main process) already trained it, else trained on ``train_set`` and saved there with
-    ``grounder_metrics.json``."""
-    folder = job.train.output_dir / "grounder"
-    if (folder / "config.json").is_file():
-        return PromptGrounder.from_pretrained(folder).to(device).eval()
-    if not train_set.has_grounding:
-        raise ValueError(
-            f"grounding: the latent cache {job.train.output_dir / 'latents_train.safetensors'} has no "
-            "instance features or targets (written by an older version); delete it to re-encode"
-        )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(job.train.seed)
-        grounder = PromptGrounder(text_dim=train_set.text.shape[-1]).to(device)
-    metrics = train_grounder(
-        grounder,
-        train_set.instance_features,
-        train_set.instance_ids,
-        train_set.target_slot,
-        train_set.text,
-        train_set.prompt_index,
-        steps=job.grounder_steps,
-        seed=job.train.seed,
-        progress=job.train.progress,
-    )
-    if is_main:
-        partial = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        grounder.save_pretrained(partial)
-        (partial / "grounder_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        partial.replace(folder)
-    return grounder.eval()
 
 
 def read_metrics(output_dir: str | Path) -> pd.DataFrame:

@@ -26,6 +26,11 @@ What ``fit`` guarantees:
   weights, optimizer moments, LR, RNG state and data position, so on CPU the loss curve of an
   interrupted-and-resumed run equals the uninterrupted one bit for bit (a test checks this).
   ``metrics.jsonl`` is cut back to the checkpoint's step first, so it never holds two curves.
+- **Same settings on resume.** A trainer calls ``check_job_settings`` before it writes anything:
+  a rerun in an ``output_dir`` whose ``train_config.json`` holds other settings is refused with
+  the changed fields (``--allow-config-change`` continues and keeps the old file as
+  ``train_config.<step>.json``); ``MAY_CHANGE_ON_RESUME`` lists the fields that may differ
+  (``max_steps``, ``time_limit_minutes``, output and logging fields).
 - **Logging**: one JSON line per optimizer step in ``output_dir/metrics.jsonl`` (``step``,
   ``loss``, ``lr``, the loss function's extra terms, validation metrics on validation steps),
   a ``tqdm.auto`` progress bar on the main process.
@@ -33,8 +38,10 @@ What ``fit`` guarantees:
 Step numbers count optimizer steps; one step is ``gradient_accumulation_steps`` micro-batches of
 ``batch_size`` items per process. The LR schedule is in optimizer steps too.
 
-Modules: ``config`` (TrainConfig, accelerator, optimizer, schedule), ``batches`` (samplers and
-datasets), ``state`` (checkpoints, settings, metrics log), ``loop`` (``fit``), ``bundle`` (final weights).
+Modules: ``config`` (TrainConfig, accelerator, optimizer, schedule), ``fields`` (ranges of job
+fields), ``batches``
+(samplers and datasets), ``state`` (checkpoints, metrics log), ``settings`` (``train_config.json``
+and the resume check), ``loop`` (``fit``), ``bundle`` (final weights).
 """
 
 from momaplib.training.batches import (
@@ -46,7 +53,14 @@ from momaplib.training.batches import (
     open_datasets,
     to_device,
 )
-from momaplib.training.bundle import check_shard_sizes, ema_weights, save_bundle, save_model, save_pipeline
+from momaplib.training.bundle import (
+    check_model_folder,
+    check_shard_sizes,
+    ema_weights,
+    save_bundle,
+    save_model,
+    save_pipeline,
+)
 from momaplib.training.config import (
     BUNDLE_SHARD_BYTES,
     CHECKPOINTS_DIR,
@@ -59,7 +73,15 @@ from momaplib.training.config import (
     build_scheduler,
     select_trainable,
 )
+from momaplib.training.fields import FIELD_RANGES, check_choice, check_job_fields, check_number
 from momaplib.training.loop import FitResult, fit, resume_step
+from momaplib.training.settings import (
+    MAY_CHANGE_ON_RESUME,
+    SETTINGS_FILE,
+    check_job_settings,
+    save_job_settings,
+    settings_changes,
+)
 from momaplib.training.state import (
     MetricsLog,
     checkpoint_dir,
@@ -69,14 +91,16 @@ from momaplib.training.state import (
     load_states,
     read_metrics,
     save_checkpoint,
-    save_job_settings,
     save_states,
 )
 
 __all__ = [
     "BUNDLE_SHARD_BYTES",
     "CHECKPOINTS_DIR",
+    "FIELD_RANGES",
+    "MAY_CHANGE_ON_RESUME",
     "METRICS_FILE",
+    "SETTINGS_FILE",
     "SHARD_HEADER_ROOM",
     "FitResult",
     "InMemoryDataset",
@@ -88,6 +112,11 @@ __all__ = [
     "build_accelerator",
     "build_optimizer",
     "build_scheduler",
+    "check_choice",
+    "check_job_fields",
+    "check_job_settings",
+    "check_model_folder",
+    "check_number",
     "check_shard_sizes",
     "checkpoint_dir",
     "dataset_shape",
@@ -108,5 +137,6 @@ __all__ = [
     "save_pipeline",
     "save_states",
     "select_trainable",
+    "settings_changes",
     "to_device",
 ]

@@ -77,13 +77,19 @@ class InMemoryDataset(torch.utils.data.Dataset):
     and batches look like the source dataset's (``get_batch`` skips collation). Floating tensors
     are stored in ``dtype`` (fp16 halves the memory: MoMaps in model range lose ~5e-4 relative)
     except ``FLOAT32_KEYS`` (normalisation and cameras), which stay exact.
+
+    Tensors are stored contiguous: a batch's memory layout picks the CPU kernels and with them the
+    last bits of every result, so tensors fresh from an encoder (whose convolutions return
+    channels-last) and the same values read back from a cache must give the same batches, or a
+    resumed run would drift from the uninterrupted one by 1e-7 per step.
     """
 
     #: Keys kept in float32 whatever ``dtype`` is.
     FLOAT32_KEYS = ("center", "scale", "K", "ref_from_cam")
 
     def __init__(self, tensors: Mapping[str, Tensor], lists: Mapping[str, list] | None = None):
-        self.tensors, self.lists = dict(tensors), dict(lists or {})
+        self.tensors = {key: value.contiguous() for key, value in tensors.items()}
+        self.lists = dict(lists or {})
         sizes = {len(value) for value in [*self.tensors.values(), *self.lists.values()]}
         if len(sizes) != 1:
             raise ValueError(f"InMemoryDataset: every key needs the same number of items, got sizes {sizes}")
@@ -172,9 +178,20 @@ def open_datasets(
     Every folder must hold MoMaps of the same (T, H, W) (families may differ); the message names
     the folder that differs.
     """
+    dataset_shape(roots)
+    datasets = [MoMapDataset(Path(root), split=split) for root in roots]
+    return datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)
+
+
+def dataset_shape(
+    roots: Sequence[str | os.PathLike], require_split: str | None = None
+) -> tuple[int, int, int]:
+    """Returns (T, H, W) of the MoMaps in dataset folders, checking that there is at least one,
+    that each exists and is a dataset (``dataset.json``), that they agree and, with
+    ``require_split``, that they hold clips of that split (manifests only: nothing is loaded)."""
     if not roots:
-        raise ValueError("dataset: expected at least one dataset folder")
-    datasets, shapes = [], {}
+        raise ValueError("datasets: expected at least one dataset folder written by `momap sim`")
+    shapes = {}
     for root in roots:
         root = Path(root)
         if not root.is_dir():
@@ -183,16 +200,14 @@ def open_datasets(
             )
         sim = load_settings(root)["sim"]
         shapes[str(root)] = (sim["num_frames"], sim["height"], sim["width"])
-        datasets.append(MoMapDataset(root, split=split))
     if len(set(shapes.values())) > 1:
         raise ValueError(f"dataset: the folders hold MoMaps of different (T, H, W): {shapes}")
-    return datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)
-
-
-def dataset_shape(roots: Sequence[str | os.PathLike]) -> tuple[int, int, int]:
-    """Returns (T, H, W) of the MoMaps in dataset folders (``open_datasets`` checks they agree)."""
-    sim = load_settings(Path(roots[0]))["sim"]
-    return sim["num_frames"], sim["height"], sim["width"]
+    if require_split is not None and not any(len(MoMapDataset(Path(r), require_split)) for r in roots):
+        raise ValueError(
+            f"datasets: no {require_split!r} clips in {[str(r) for r in roots]} to train on "
+            "(write more clips with `momap sim --num-clips N`)"
+        )
+    return next(iter(shapes.values()))
 
 
 def to_device(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, Any]:

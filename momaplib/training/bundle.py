@@ -66,6 +66,19 @@ def check_shard_sizes(folder: str | os.PathLike, max_shard_size: int = BUNDLE_SH
         raise ValueError(f"bundle: shards {too_big} exceed {max_shard_size} bytes (one tensor is too large)")
 
 
+def check_model_folder(folder: str | os.PathLike, field: str, what: str) -> Path:
+    """Returns ``folder`` when it holds a ``save_pretrained`` model (``config.json`` and weight
+    files); else raises ``ValueError`` naming ``field`` and ``what`` was expected (e.g. "a MoMapVAE
+    folder"), before anything tries to load it."""
+    folder = Path(folder)
+    missing = [] if (folder / "config.json").is_file() else ["config.json"]
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        missing.append("weight files (*.safetensors)")
+    if missing:
+        raise ValueError(f"{field}: {folder} is not {what}; it has no {' and no '.join(missing)}")
+    return folder
+
+
 def _copy_model(model: torch.nn.Module) -> torch.nn.Module:
     if hasattr(model, "config") and hasattr(type(model), "from_config"):
         copy = type(model).from_config(model.config)

@@ -12,6 +12,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 
+from momaplib.training.fields import check_choice, check_number, field_name
+
 #: Sub-folder of ``output_dir`` that holds the training checkpoints.
 CHECKPOINTS_DIR = "checkpoints"
 #: The per-step log.
@@ -77,8 +79,21 @@ class TrainConfig:
     """Stop after the first step past this wall-clock budget, with a checkpoint (0: no limit);
     rerunning the command resumes towards max_steps."""
 
+    allow_config_change: bool = False
+    """Continue a run in output_dir whose saved settings (train_config.json) differ from these,
+    keeping the old ones as train_config.<step>.json; without it such a rerun is refused with the
+    changed fields (``momaplib.training.settings``; some fields may always change)."""
+
     def __post_init__(self) -> None:
+        if not str(self.output_dir):  # Path("") would be the working directory
+            raise ValueError(f"{field_name('TrainConfig', 'output_dir')}: expected a folder, got ''")
         self.output_dir = Path(self.output_dir)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raises ``ValueError`` naming the first field outside its range (every trainer calls it,
+        through the constructor, before anything is written)."""
+        owner = "TrainConfig"
         positive = (
             "max_steps",
             "batch_size",
@@ -87,11 +102,24 @@ class TrainConfig:
             "keep_checkpoints",
         )
         for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name}: expected >= 1, got {getattr(self, name)}")
+            check_number(owner, name, getattr(self, name), minimum=1, integer=True)
         for name in ("lr_warmup_steps", "validate_every", "num_workers"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name}: expected >= 0, got {getattr(self, name)}")
+            check_number(owner, name, getattr(self, name), minimum=0, integer=True)
+        check_number(owner, "seed", self.seed, minimum=0, maximum=2**32 - 1, integer=True)
+        check_number(owner, "learning_rate", self.learning_rate, above=0)
+        for name in ("weight_decay", "max_grad_norm", "time_limit_minutes"):
+            check_number(owner, name, getattr(self, name), minimum=0)
+        check_choice(owner, "lr_schedule", self.lr_schedule, ("constant", "cosine", "linear"))
+        check_choice(owner, "mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
+        try:
+            device = torch.device(self.in_memory_device)
+        except (RuntimeError, TypeError):
+            device = None
+        if device is None or device.type not in ("cpu", "cuda"):
+            raise ValueError(
+                f"{field_name(owner, 'in_memory_device')}: expected 'cpu', 'cuda' or 'cuda:<index>', "
+                f"got {self.in_memory_device!r}"
+            )
 
 
 def build_accelerator(config: TrainConfig) -> Accelerator:

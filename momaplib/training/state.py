@@ -1,4 +1,4 @@
-"""Run state on disk: job settings, atomic checkpoints and the ``metrics.jsonl`` log."""
+"""Run state on disk: atomic checkpoints and the ``metrics.jsonl`` log (settings: ``settings``)."""
 
 from __future__ import annotations
 
@@ -16,24 +16,6 @@ from safetensors.torch import load_file, save_file
 
 from momaplib.storage import atomic_write_text
 from momaplib.training.config import CHECKPOINTS_DIR, METRICS_FILE, STATE_FILE, ResumeError
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {key: _plain(v) for key, v in value.__dict__.items()}
-    return value
-
-
-def save_job_settings(job: Any, output_dir: str | os.PathLike) -> Path:
-    """Writes a job dataclass (nested configs included) as ``output_dir/train_config.json``."""
-    path = Path(output_dir) / "train_config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(_plain(job), indent=2) + "\n")
-    return path
 
 
 # ----------------------------------------------------------------------------- checkpoints and logs
@@ -124,21 +106,47 @@ def load_checkpoint(
 
     Nothing in the folder is unpickled beyond what ``torch.load(weights_only=True)`` allows: a
     checkpoint with any other pickle (e.g. a ``custom_checkpoint_*.pkl``, which this kit never
-    writes) or an RNG state that needs more is refused with ``ResumeError`` before anything loads.
+    writes) or an RNG state that needs more is refused with ``ResumeError`` before anything loads;
+    so is a folder whose ``state.json`` or saved ``states`` are missing or malformed.
     """
     path = Path(path)
-    state_file = path / STATE_FILE
-    if not state_file.is_file():
-        raise ResumeError(f"checkpoint {path}: no {STATE_FILE}; it is incomplete")
+    state = _read_state(path)
     _check_pickles(path)
+    saved = {name: _read_state_dict(path, name) for name in (states or {})}
     try:
         accelerator.load_state(str(path))
     except Exception as error:  # e.g. a weights_only refusal of a tampered optimizer.bin
         raise ResumeError(
             f"checkpoint {path}: could not be loaded ({type(error).__name__}: {error})"
         ) from error
-    load_states(path, states or {})
-    return json.loads(state_file.read_text())
+    for name, obj in (states or {}).items():
+        _restore(path, name, obj, saved[name])
+    return state
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    """Returns ``state.json`` of a checkpoint folder, checked: an object whose ``step`` is that of
+    the folder's name."""
+    state_file = path / STATE_FILE
+    if not state_file.is_file():
+        raise ResumeError(f"checkpoint {path}: no {STATE_FILE}; it is incomplete")
+    try:
+        state = json.loads(state_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ResumeError(f"checkpoint {path}: {STATE_FILE} is not valid JSON ({error})") from error
+    step = state.get("step") if isinstance(state, dict) else None
+    named = path.name.removeprefix("step_")
+    if (
+        not isinstance(step, int)
+        or isinstance(step, bool)
+        or step < 0
+        or (named.isdigit() and int(named) != step)
+    ):
+        raise ResumeError(
+            f"checkpoint {path}: {STATE_FILE} gives step {step!r}; expected the integer of the folder's "
+            "name (the file was changed or belongs to another checkpoint)"
+        )
+    return state
 
 
 def _check_pickles(path: Path) -> None:
@@ -190,24 +198,71 @@ def save_states(folder: str | os.PathLike, states: Mapping[str, Any]) -> None:
 
 
 def load_states(folder: str | os.PathLike, states: Mapping[str, Any]) -> None:
-    """Restores objects written by ``save_states``; a missing file is a ``ResumeError``."""
+    """Restores objects written by ``save_states``; a missing or malformed file is a ``ResumeError``.
+
+    Tensors go where the object's own tensors are (an EMA moved to the GPU stays there) and must
+    have their shapes."""
     folder = Path(folder)
+    saved = {name: _read_state_dict(folder, name) for name in states}  # all read before any is set
     for name, obj in states.items():
-        files = folder / f"{name}.safetensors", folder / f"{name}.json"
-        if not all(f.is_file() for f in files):
-            raise ResumeError(
-                f"checkpoint {folder}: no saved state {name!r} ({files[0].name}, {files[1].name})"
-            )
+        _restore(folder, name, obj, saved[name])
+
+
+def _read_state_dict(folder: Path, name: str) -> dict[str, Any]:
+    """Returns the state dict ``save_states`` wrote for ``name`` (CPU tensors)."""
+    files = folder / f"{name}.safetensors", folder / f"{name}.json"
+    if not all(f.is_file() for f in files):
+        raise ResumeError(f"checkpoint {folder}: no saved state {name!r} ({files[0].name}, {files[1].name})")
+    try:
         tensors = load_file(str(files[0]))
+        entries = json.loads(files[1].read_text())
         state = {}
-        for key, entry in json.loads(files[1].read_text()).items():
+        for key, entry in entries.items():
             if "tensor" in entry:
                 state[key] = tensors[entry["tensor"]]
             elif "tensors" in entry:
                 state[key] = [tensors[k] for k in entry["tensors"]]
             else:
                 state[key] = entry["value"]
+    except Exception as error:  # a torn or edited file: safetensors, JSON, or keys that do not match
+        raise ResumeError(
+            f"checkpoint {folder}: saved state {name!r} is malformed ({type(error).__name__}: {error})"
+        ) from error
+    return state
+
+
+def _restore(folder: Path, name: str, obj: Any, state: dict[str, Any]) -> None:
+    """Loads ``state`` into ``obj`` with its tensors on the device of the ones ``obj`` holds now."""
+    current = obj.state_dict()
+
+    def placed(key: str, saved: torch.Tensor, now: Any) -> torch.Tensor:
+        if not isinstance(now, torch.Tensor):
+            return saved
+        if saved.shape != now.shape:
+            raise ResumeError(
+                f"checkpoint {folder}: saved state {name!r}: {key} has shape {tuple(saved.shape)}, this "
+                f"run's {tuple(now.shape)} (the model differs from the checkpoint's)"
+            )
+        return saved.to(now.device)
+
+    for key, value in state.items():
+        now = current.get(key)
+        if isinstance(value, torch.Tensor):
+            state[key] = placed(key, value, now)
+        elif isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
+            if isinstance(now, list | tuple) and len(now) != len(value):
+                raise ResumeError(
+                    f"checkpoint {folder}: saved state {name!r}: {key} holds {len(value)} tensors, this "
+                    f"run's {len(now)} (the model differs from the checkpoint's)"
+                )
+            others = list(now) if isinstance(now, list | tuple) else [None] * len(value)
+            state[key] = [
+                placed(f"{key}.{i}", v, o) for i, (v, o) in enumerate(zip(value, others, strict=True))
+            ]
+    try:
         obj.load_state_dict(state)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ResumeError(f"checkpoint {folder}: saved state {name!r} was refused ({error})") from error
 
 
 class MetricsLog:

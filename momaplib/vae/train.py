@@ -40,6 +40,9 @@ from momaplib.training import (
     build_accelerator,
     build_optimizer,
     build_scheduler,
+    check_job_fields,
+    check_job_settings,
+    check_model_folder,
     dataset_shape,
     fit,
     load_training_data,
@@ -195,6 +198,9 @@ class TrainImageVAEJob:
     smoke: bool = False
     """Tiny, fast settings for tests and CPU smoke runs."""
 
+    def __post_init__(self) -> None:
+        check_job_fields(self)
+
     def resolved(self) -> TrainImageVAEJob:
         """Returns the job with smoke overrides applied."""
         if not self.smoke:
@@ -212,6 +218,7 @@ class TrainImageVAEJob:
         """
         job = self.resolved()
         config = job.train
+        check_job_settings(job, config)  # before anything is written
         accelerator = build_accelerator(config)
         _, H, _ = dataset_shape(job.datasets)
         if dataset is None:
@@ -222,7 +229,7 @@ class TrainImageVAEJob:
         optimizer = build_optimizer(model.parameters(), config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)
-        save_job_settings(job, config.output_dir)
+        save_job_settings(job, config)
 
         def loss_fn(model: AutoencoderKL, batch: dict[str, Any], step: int):
             images = torch.cat([batch["rgb"], batch["xyz0"]])
@@ -345,6 +352,7 @@ class TrainVAEJob:
     """Tiny, fast settings for tests and CPU smoke runs."""
 
     def __post_init__(self) -> None:
+        check_job_fields(self)
         if self.init == "pretrained" and not self.pretrained:
             raise ValueError(
                 "pretrained: --init pretrained needs --pretrained (a MoMapVAE folder, name or hub id)"
@@ -369,7 +377,10 @@ class TrainVAEJob:
         if self.init == "pretrained":
             from momaplib.checkpoints import resolve_checkpoint
 
-            model = MoMapVAE.from_pretrained(resolve_checkpoint(self.pretrained), torch_dtype=torch.float32)
+            folder = check_model_folder(
+                resolve_checkpoint(self.pretrained), "pretrained", "a MoMapVAE folder"
+            )
+            model = MoMapVAE.from_pretrained(folder, torch_dtype=torch.float32)
             if model.num_frames != num_frames:
                 raise ValueError(
                     f"pretrained: {self.pretrained} encodes T = {model.num_frames} frames, "
@@ -393,15 +404,16 @@ class TrainVAEJob:
         """Trains and returns the folder of the saved model (``dataset``: as for ``TrainImageVAEJob``)."""
         job = self.resolved()
         config = job.train
+        check_job_settings(job, config)  # before anything is written
         accelerator = build_accelerator(config)
-        T, H, _ = dataset_shape(job.datasets)
+        T, H, _ = dataset_shape(job.datasets, require_split="train" if dataset is None else None)
+        model = job.build_model(T, H)  # a bad --pretrained fails before the data loads
         if dataset is None:
             dataset = load_training_data(job.datasets, config, keys=("momap", "valid", "visible"))
-        model = job.build_model(T, H)
         optimizer = build_optimizer(select_trainable(model, TRAINABLE_PARTS[job.trainable]), config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)
-        save_job_settings(job, config.output_dir)
+        save_job_settings(job, config)
         loss_fn = momap_vae_loss(
             job.visible_weight, job.velocity_weight, job.kl_weight, job.displacement_weight
         )
