@@ -10,10 +10,13 @@ pipeline with the scene's prompt, draws them (trajectory images, a GIF, a 3D plo
 best-of-N metrics table of the scenes with a GT, all under ``--out`` (default ``outputs/demo/``)
 with a ``README.txt`` that lists every file.
 
-With ``--smoke``, ``--pipeline None``, ``--examples None`` or no example folder, the scenes are
-MoMap-Sim clips simulated from ``--seed`` instead (one per family of ``--families``; a clip is a
-function of its config and seed, so they need no files), drawn with the video figures too (frames,
-depth, camera motion).
+With ``--smoke``, ``--pipeline None`` or ``--examples None``, the scenes are MoMap-Sim clips
+simulated from ``--seed`` instead (one per family of ``--families``; a clip is a function of its
+config and seed, so they need no files), drawn with the video figures too (frames, depth, camera
+motion). A ``--examples`` folder that does not exist or holds no example folder is an error (a
+mistyped folder never turns into simulated scenes). Every setting and every example scene is checked
+before anything is written: an example whose depth has holes (0, NaN, inf) runs, its holes marked
+invalid; one in millimetres, or a setting out of range, stops the demo with the fix.
 
     python -m momaplib.demo                 # the bundled examples (about 80 s on a 2-core CPU)
     python -m momaplib.demo --examples my_scenes --scenes kitchen   # your own example folder
@@ -23,6 +26,7 @@ depth, camera motion).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +37,7 @@ import tyro
 from tqdm.auto import tqdm
 
 from momaplib import viz
-from momaplib.data.examples import Example, find_examples, load_example
+from momaplib.data.examples import EXAMPLES_DIR, SCENE_FILE, Example, find_examples, load_example
 from momaplib.momap import MoMap
 from momaplib.sim import Clip, SimConfig, generate_clip
 
@@ -46,10 +50,10 @@ class DemoConfig:
     """Folder the figures, animations and README.txt are written to (created if missing)."""
     smoke: bool = False
     """Tiny simulated clips (32x32, T = 8, ``SimConfig.smoke``) and no model, for a quick check."""
-    examples: Path | None = Path("data/examples")
-    """Folder of example scenes (``momaplib.data.examples``: one sub-folder per scene), relative to the
-    working directory. Used when it holds any and the model is sampled; None, a missing or empty
-    folder, --smoke or --pipeline None: simulated scenes instead."""
+    examples: Path | None = EXAMPLES_DIR
+    """Folder of example scenes (``momaplib.data.examples``: one sub-folder per scene; default: the
+    bundled ``data/examples``). A folder that does not exist or holds no example is an error. None,
+    --smoke or --pipeline None: simulated scenes instead."""
     scenes: tuple[str, ...] = ()
     """Example folders to run, by name (default: every one in --examples)."""
     families: tuple[Literal["tabletop", "egocentric"], ...] = ("tabletop", "egocentric")
@@ -84,11 +88,46 @@ class DemoConfig:
         config = SimConfig(family=family, height=self.height, width=self.width, num_frames=self.num_frames)
         return config.smoke() if self.smoke else config
 
+    def check(self) -> None:
+        """Raises ``ValueError`` naming the first flag out of its range (nothing is written before)."""
+        for name in ("num_samples", "num_inference_steps", "num_points", "upscale"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value!r}")
+        for name, low in (("fps", 0.0), ("guidance_scale", None)):
+            value = getattr(self, name)
+            if not math.isfinite(value) or (value <= low if low is not None else value < 0):
+                expected = "a finite number > 0" if low is not None else "a finite number >= 0"
+                raise ValueError(f"--{name.replace('_', '-')}: expected {expected}, got {value!r}")
+
     def example_folders(self) -> dict[str, Path]:
-        """Returns ``{name: folder}`` of the example scenes the demo runs ({}: it simulates)."""
+        """Returns ``{name: folder}`` of the example scenes the demo runs ({}: it simulates).
+
+        Raises ``FileNotFoundError`` naming ``--examples`` when that folder is missing or holds no
+        example folder (the bundled default, when missing, simulates with a note instead).
+        """
         if self.examples is None or self.smoke or self.pipeline is None:
             return {}
-        folders = find_examples(self.examples)
+        folder = Path(self.examples)
+        folders = find_examples(folder)
+        if not folders:
+            if folder == EXAMPLES_DIR and not folder.exists():
+                print(f"demo: the bundled examples ({folder}) are not installed; simulating scenes instead")
+                return {}
+            if not folder.is_dir():
+                raise FileNotFoundError(
+                    f"--examples {folder}: no such folder (from {Path.cwd()}); pass a folder of example "
+                    "scenes (layout in data/README.md), or --examples None to simulate scenes"
+                )
+            if (folder / SCENE_FILE).is_file():
+                raise FileNotFoundError(
+                    f"--examples {folder}: is one example folder, not a folder of them; pass "
+                    f"--examples {folder.parent} --scenes {folder.name}"
+                )
+            raise FileNotFoundError(
+                f"--examples {folder}: holds no example folder (a sub-folder with {SCENE_FILE}; layout in "
+                f"data/README.md); found {sorted(p.name for p in folder.iterdir())[:10]}"
+            )
         unknown = [name for name in self.scenes if name not in folders]
         if unknown:
             raise ValueError(
@@ -102,19 +141,24 @@ class DemoConfig:
         Writes each scene's figures, its generated samples when the model is sampled, the
         best-of-N metrics table of the scenes with a GT and a README.txt listing every file.
         """
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.check()
         listing: list[tuple[Path, str]] = []
         generate = self.pipeline is not None and not self.smoke
-        examples = self.example_folders()
+        examples = {name: _load_checked(folder) for name, folder in self.example_folders().items()}
         names = list(examples) if examples else list(self.families)
         per_scene = 1 + (_FIGURES_PER_EXAMPLE if examples else _FIGURES_PER_CLIP)
         per_scene += _GENERATED_PER_CLIP if generate else 0
         panel, runs = None, {}
+        if generate:
+            from momaplib.ui import SamplingPanel
+
+            panel = SamplingPanel(self.pipeline)  # a missing or corrupted model fails before any write
+        self.out.mkdir(parents=True, exist_ok=True)
         with tqdm(total=len(names) * per_scene, desc="demo", unit="step") as progress:
             for name in names:
                 if examples:
                     progress.set_postfix_str(f"{name}: load")
-                    example = load_example(examples[name])
+                    example = examples[name]
                     scene: MoMap | Clip = example.momap()
                     stem = self.out / name
                     progress.update()
@@ -126,10 +170,6 @@ class DemoConfig:
                     stem = self.out / f"{name}_seed{self.seed}"
                     listing += _write_figures(scene, stem, self, progress)
                 if generate:
-                    if panel is None:
-                        from momaplib.ui import SamplingPanel
-
-                        panel = SamplingPanel(self.pipeline)
                     progress.set_postfix_str(f"{name}: sample {self.num_samples} futures")
                     runs[name], written = _write_samples(panel, scene, name, stem, self, progress)
                     listing += written
@@ -150,6 +190,21 @@ class DemoConfig:
 
 
 _FIGURES_PER_CLIP = 6
+
+
+def _load_checked(folder: Path) -> Example:
+    """Returns the example of ``folder`` after the pipeline's input checks (shapes, units, ids), so a
+    bad scene stops the demo before anything is written or sampled; depth holes pass (invalid)."""
+    from momaplib.diffusion.inputs import prepare_scene
+
+    example = load_example(folder)
+    try:
+        prepare_scene(example.image, None, example.instance, example.depth, example.K)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"example {folder}: {exc}") from exc
+    return example
+
+
 _FIGURES_PER_EXAMPLE = 1
 _GENERATED_PER_CLIP = 3
 

@@ -623,3 +623,130 @@ def test_train_diffusion_resumes_bit_for_bit_and_refuses_other_settings(tmp_path
         files[folder / "train_config.json"]
     )
     assert json.loads((folder / "train_config.json").read_text())["train"]["learning_rate"] == 1e-3
+
+
+# ----------------------------------------------------------------------------- holes, checks before sampling
+def _holey(depth: np.ndarray, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``depth`` with ``fraction`` of its pixels made holes (0, NaN, inf in turn) and the holes."""
+    rng = np.random.default_rng(seed)
+    holes = np.zeros(depth.size, bool)
+    holes[rng.choice(depth.size, round(fraction * depth.size), replace=False)] = True
+    holes = holes.reshape(depth.shape)
+    holey = depth.astype(np.float32)
+    holey[holes] = np.resize(np.array([0.0, np.nan, np.inf], np.float32), holes.sum())
+    return holey, holes
+
+
+def _check_holes_marked(output, holes: np.ndarray) -> None:
+    for momap in output.momaps:
+        np.testing.assert_array_equal(momap.valid, ~holes)
+        assert not momap.visible[:, holes].any()  # no trajectory, never seen
+        assert (momap.xyz[:, holes] == 0).all() and np.isfinite(momap.xyz).all()
+        assert momap.meta["num_invalid"] == holes.sum()
+    assert output.num_invalid == holes.sum()
+
+
+def test_pipeline_takes_depth_holes_as_invalid_pixels(tiny_pipeline):
+    image, _, instance = scene()
+    K = np.array([[20.0, 0.0, 7.5], [0.0, 20.0, 7.5], [0.0, 0.0, 1.0]], dtype=np.float32)
+    depth = np.random.default_rng(1).uniform(0.8, 1.2, (16, 16)).astype(np.float32)
+    holey, holes = _holey(depth, 0.1)
+    common = dict(
+        image=image, instance_map=instance, K=K, num_samples=2, num_inference_steps=2, progress=False
+    )
+    with pytest.warns(
+        UserWarning, match=r"depth: 26 of 256 pixels \(10\.2%\) have no geometry.*fill_depth_holes"
+    ):
+        output = tiny_pipeline(depth=holey, generator=torch.Generator().manual_seed(0), **common)
+    _check_holes_marked(output, holes)
+    # the holes enter the condition as the scene centre, exactly like an XYZ map with NaN there
+    from momaplib.geometry import depth_to_xyz
+
+    xyz = np.where(holes[..., None], np.nan, depth_to_xyz(depth, K))
+    with pytest.warns(UserWarning, match="xyz: 26 of 256"):
+        same = tiny_pipeline(xyz=xyz, generator=torch.Generator().manual_seed(0), **common)
+    np.testing.assert_allclose(same.xyz, output.xyz, rtol=0, atol=1e-5)
+    # a dense map gives no warning and no invalid pixel
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dense = tiny_pipeline(depth=depth, generator=torch.Generator().manual_seed(0), **common)
+    assert dense.num_invalid == 0 and dense.momaps[0].valid.all()
+
+
+def test_pipeline_checks_every_input_before_it_samples(tiny_pipeline, monkeypatch):
+    from momaplib.diffusion import pipeline as module
+
+    image, xyz, instance = scene()
+    sampled = []
+    monkeypatch.setattr(module.MoMapPipeline, "_denoise", lambda self, *a, **k: sampled.append(1))
+    monkeypatch.setattr(module, "condition_latents", lambda *a, **k: sampled.append(1))
+    bad = {
+        "depth in millimetres": (
+            dict(xyz=xyz * 1000),
+            ValueError,
+            r"xyz: the median depth .* divide by 1000",
+        ),
+        "2048x2048 image": (
+            dict(image=np.zeros((2048, 2048, 3), np.uint8)),
+            ValueError,
+            r"image: H and W must be in \[8, 1024\] pixels, got 2048x2048",
+        ),
+        "K with fx < 0": (dict(K=np.diag([-20.0, 20.0, 1.0])), ValueError, "K: expected finite"),
+        "prompt of another type": (dict(prompt=3), TypeError, "prompt: expected a str"),
+        "zero steps": (dict(num_inference_steps=0), ValueError, "num_inference_steps"),
+        "NaN guidance": (dict(guidance_scale=float("nan")), ValueError, "guidance_scale"),
+        "fractional num_samples": (dict(num_samples=1.5), ValueError, "num_samples"),
+        "negative instance ids": (dict(instance_map=instance - 1), ValueError, "instance_map: ids must be"),
+    }
+    for name, (change, error, message) in bad.items():
+        kwargs = dict(image=image, xyz=xyz, instance_map=instance, num_samples=2, progress=False)
+        with pytest.raises(error, match=message):
+            tiny_pipeline(**{**kwargs, **change})
+        assert not sampled, f"{name}: the condition was encoded or sampled before the check"
+
+
+def test_pipeline_image_size_limit_is_an_argument(tiny_pipeline):
+    image, xyz, instance = scene()
+    kwargs = dict(xyz=xyz, instance_map=instance, num_samples=1, num_inference_steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"must be in \[8, 8\] pixels, got 16x16.*max_image_size="):
+        tiny_pipeline(image, max_image_size=8, **kwargs)
+    assert tiny_pipeline(image, max_image_size=16, **kwargs).xyz.shape[2:4] == (16, 16)
+
+
+def test_instance_colors_of_32_bit_ids_need_no_giant_palette():
+    instance = torch.tensor([[[0, 2**31 - 1], [7, 2**31 - 1]]])
+    colours = instance_colors(instance, torch.Generator().manual_seed(0))
+    assert colours.shape == (1, 3, 2, 2)
+    np.testing.assert_array_equal(colours[0, :, 0, 1], colours[0, :, 1, 1])  # one id, one colour
+    assert len({tuple(colours[0, :, v, u].tolist()) for v in range(2) for u in range(2)}) == 3
+    # small ids keep the palette they always had (one slot per id value): samples stay reproducible
+    small = torch.tensor([[[0, 3], [7, 3]]])
+    palette = torch.rand(1, 8, 3, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    np.testing.assert_array_equal(
+        instance_colors(small, torch.Generator().manual_seed(0))[0, :, 0, 1], palette[0, 3]
+    )
+
+
+@pytest.mark.slow
+def test_bundled_pipeline_samples_an_example_whose_depth_has_5_percent_holes():
+    from momaplib.data.examples import EXAMPLES_DIR, load_example
+    from momaplib.diffusion.pipeline import MoMapPipeline
+
+    pipe = MoMapPipeline.from_pretrained("momap-diffusion")
+    example = load_example(EXAMPLES_DIR / "tabletop_blue_block")
+    inputs = example.pipeline_inputs()
+    inputs["depth"], holes = _holey(example.depth, 0.05)
+    with pytest.warns(UserWarning, match=r"819 of 16384 pixels \(5\.0%\)"):
+        output = pipe(
+            **inputs,
+            num_samples=2,
+            num_inference_steps=2,
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        )
+    assert output.xyz.shape == (2, 32, 128, 128, 3)
+    _check_holes_marked(output, holes)
+    moving = np.abs(output.xyz - output.xyz[:, :1]).max(-1).max(1)  # (N, H, W)
+    assert moving[:, ~holes].max() > 0  # the valid pixels got trajectories

@@ -8,8 +8,11 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from momaplib.geometry import (
+    MAX_MEDIAN_DEPTH,
     axis_angle_to_matrix,
+    check_depth_scale,
     depth_to_xyz,
+    fill_depth_holes,
     intrinsics_from_fov,
     invert_pose,
     look_at,
@@ -21,6 +24,7 @@ from momaplib.geometry import (
     transform_points,
     umeyama,
     unproject,
+    valid_depth,
 )
 
 
@@ -95,3 +99,65 @@ def test_umeyama_recovers_a_similarity():
     np.testing.assert_allclose(t, [0.3, -2.0, 1.0], atol=1e-10)
     _, r_rigid, _ = umeyama(source, source @ rotation.T)
     np.testing.assert_allclose(r_rigid, rotation, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------- depth maps with holes
+def _holey_depth():
+    """A sloped plane (1 + 0.01 u metres) with every kind of hole a sensor writes."""
+    depth = (1.0 + 0.01 * np.arange(16, dtype=np.float32))[None].repeat(12, 0)
+    holes = {(2, 3): 0.0, (5, 7): np.nan, (6, 7): np.inf, (7, 7): -np.inf, (9, 1): -0.5}
+    for (v, u), value in holes.items():
+        depth[v, u] = value
+    return depth, holes
+
+
+def test_valid_depth_marks_zeros_nans_infs_and_negatives_as_holes():
+    depth, holes = _holey_depth()
+    valid = valid_depth(depth)
+    assert valid.sum() == depth.size - len(holes)
+    assert not any(valid[v, u] for v, u in holes)
+
+
+def test_fill_depth_holes_nearest_copies_the_nearest_valid_depth():
+    depth, _ = _holey_depth()
+    filled = fill_depth_holes(depth, method="nearest")
+    assert filled.dtype == np.float32 and np.isfinite(filled).all() and (filled > 0).all()
+    valid = valid_depth(depth)
+    np.testing.assert_array_equal(filled[valid], depth[valid])  # valid pixels are untouched
+    assert filled[2, 3] in (depth[1, 3], depth[2, 2], depth[2, 4], depth[3, 3])  # a 4-neighbour's depth
+    assert filled[6, 7] in (depth[6, 6], depth[6, 8])  # between two holes above and below
+    # a hole block in a constant map takes that constant; a dense map comes back as it is
+    block = np.full((10, 10), 2.5, np.float32)
+    block[3:7, 3:7] = np.nan
+    np.testing.assert_array_equal(fill_depth_holes(block), np.full((10, 10), 2.5, np.float32))
+    np.testing.assert_array_equal(fill_depth_holes(filled), filled)
+
+
+def test_fill_depth_holes_inpaint_is_smooth_and_keeps_valid_pixels():
+    depth, _ = _holey_depth()
+    filled = fill_depth_holes(depth, method="inpaint")
+    valid = valid_depth(depth)
+    assert np.isfinite(filled).all() and (filled > 0).all()
+    np.testing.assert_allclose(filled[valid], depth[valid], rtol=0, atol=1e-6)
+    # on a plane the fill continues the plane: 5 % random holes and a 15x15 block, within 5 cm
+    v, u = np.mgrid[0:64, 0:64].astype(np.float32)
+    plane = 1.0 + 0.01 * u + 0.005 * v
+    holes = np.random.default_rng(0).random(plane.shape) < 0.05
+    holes[20:35, 20:35] = True
+    filled = fill_depth_holes(np.where(holes, np.nan, plane), method="inpaint")
+    np.testing.assert_allclose(filled, plane, rtol=0, atol=0.05)
+    assert np.abs(filled - plane)[holes].mean() < 0.01
+
+
+def test_check_depth_scale_refuses_millimetres_with_the_fix():
+    depth = np.full((4, 4), 0.8, np.float32)
+    valid = np.ones((4, 4), bool)
+    assert check_depth_scale(depth, valid) == pytest.approx(0.8)
+    with pytest.raises(
+        ValueError, match=r"depth: the median depth .* is 800 m, over the plausible 100 m.*divide by 1000"
+    ):
+        check_depth_scale(depth * 1000, valid)
+    assert MAX_MEDIAN_DEPTH == 100.0  # documented in the pipeline and the example folders
+    far = depth * 1000
+    far[:, :3] = 1.0  # the median over valid pixels only
+    assert check_depth_scale(far, far < 10) == pytest.approx(1.0)

@@ -584,3 +584,47 @@ def test_recon_sizes_are_bounded_before_anything_is_written(tmp_path):
     with pytest.raises(ReconSettingsError, match=r"MoMaps of 512 x 1024 x 1024 .* T x H x W <= 16777216"):
         ReconJob(videos=videos, out=tmp_path / "out", num_frames=512, height=1024, width=1024).run()
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- depth model offline
+@pytest.fixture
+def no_network(monkeypatch):
+    """Records every attempt to reach a host (and refuses it, as an offline machine does)."""
+    import socket
+
+    attempts = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(args[:1])
+        raise OSError("network is unreachable (test)")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: refuse(*a))
+    return attempts
+
+
+def test_transformers_depth_with_hf_hub_offline_fails_at_once_with_the_fix(monkeypatch, no_network):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # set after huggingface_hub was imported, as users do
+    depth = TransformersDepth(TransformersDepthConfig(model="nobody-here/no-such-depth-model"))
+    with pytest.raises(FileNotFoundError) as raised:
+        depth.estimate(Video(np.zeros((2, 16, 16, 3), np.uint8), name="v"))
+    message = str(raised.value)
+    assert "TransformersDepthConfig.model" in message and "HF_HUB_OFFLINE is set" in message
+    assert "snapshot_download('nobody-here/no-such-depth-model')" in message and "GivenDepth" in message
+    assert no_network == []  # the hub was never asked: nothing can wait on the network
+
+
+def test_transformers_depth_without_network_probes_once_then_uses_the_cache(monkeypatch, no_network):
+    import huggingface_hub.constants
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    depth = TransformersDepth(TransformersDepthConfig(model="nobody-here/no-such-depth-model"))
+    with pytest.raises(FileNotFoundError, match=r"the hub is unreachable: no network\?\): download it once"):
+        depth._load()
+    assert len(no_network) == 1  # one probe (HUB_PROBE_TIMEOUT s at most), no retries
+    with pytest.raises(FileNotFoundError, match=r"'\./depth_model' is not a folder .* nor a hub id"):
+        TransformersDepth(TransformersDepthConfig(model="./depth_model"))._load()
+    assert len(no_network) == 1

@@ -292,3 +292,81 @@ def test_demo_samples_the_bundled_model_on_example_folders_and_writes_a_metrics_
         assert gif.size == (2 * 128 * 3, 2 * 128)  # GT | best | the other sample, upscaled 2x
     with pytest.raises(ValueError, match=r"--scenes \['nope'\]: not example folders"):
         demo_main(["--out", str(out), "--examples", str(examples), "--scenes", "nope"])
+
+
+def test_demo_runs_an_example_whose_depth_has_5_percent_holes_and_marks_them_invalid(tmp_path, monkeypatch):
+    import momaplib.demo as demo
+
+    example = load_example(EXAMPLES_DIR / "tabletop_red_block_cup")
+    rng = np.random.default_rng(0)
+    holes = rng.random(example.depth.shape) < 0.05
+    example.depth = example.depth.copy()
+    example.depth[holes] = np.resize(np.array([0.0, np.nan, np.inf], np.float32), holes.sum())
+    gt = example.gt
+    gt.valid, gt.visible = gt.valid & ~holes, gt.visible & ~holes[None]  # no depth, no trajectory
+    save_example(tmp_path / "examples" / "holes", example)
+    results = []
+    write_samples = demo._write_samples
+
+    def spy(panel, scene, *args):
+        result, written = write_samples(panel, scene, *args)
+        results.append(result)
+        return result, written
+
+    monkeypatch.setattr(demo, "_write_samples", spy)
+    out = tmp_path / "out"
+    fast = ["--num-samples", "2", "--num-inference-steps", "2"]
+    with pytest.warns(UserWarning, match=r"of 16384 pixels \(5\.\d%\) have no geometry"):
+        demo_main(["--out", str(out), "--examples", str(tmp_path / "examples"), *fast])
+    (result,) = results
+    assert len(result.samples) == 2
+    for momap in result.samples:
+        np.testing.assert_array_equal(momap.valid, ~holes)
+        assert np.isfinite(momap.xyz).all() and (momap.xyz[:, holes] == 0).all()
+    assert np.isfinite(result.metrics.to_numpy()).all()  # scored on the valid pixels
+    assert (out / "holes_generated.gif").is_file() and "holes" in (out / "metrics.md").read_text()
+
+
+def test_demo_refuses_a_mistyped_examples_folder_and_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    with pytest.raises(
+        FileNotFoundError, match=r"--examples data/exmples: no such folder .* --examples None"
+    ):
+        demo_main(["--out", str(out), "--examples", "data/exmples"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"--examples empty: holds no example folder"):
+        demo_main(["--out", str(out), "--examples", "empty"])
+    save_example(tmp_path / "mine" / "kitchen", load_example(EXAMPLES_DIR / "tabletop_blue_block"))
+    with pytest.raises(FileNotFoundError, match=r"is one example folder.*--examples mine --scenes kitchen"):
+        demo_main(["--out", str(out), "--examples", "mine/kitchen"])
+    assert not out.exists()
+    # the default is the bundled folder wherever the demo runs from, not ./data/examples
+    from momaplib.demo import DemoConfig
+
+    assert DemoConfig().example_folders().keys() == {
+        "egocentric_pink_block",
+        "tabletop_blue_block",
+        "tabletop_red_block_cup",
+    }
+
+
+def test_demo_checks_settings_and_scenes_before_it_writes(tmp_path):
+    out = tmp_path / "out"
+    for flags, message in [
+        (["--num-samples", "0"], "--num-samples: expected an integer >= 1"),
+        (["--upscale", "0"], "--upscale: expected an integer >= 1"),
+        (["--fps", "0"], "--fps: expected a finite number > 0"),
+        (["--guidance-scale", "-1"], "--guidance-scale: expected a finite number >= 0"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            demo_main(["--out", str(out), *flags])
+    # a second scene in millimetres stops the demo before the first one is drawn or sampled
+    examples = tmp_path / "examples"
+    save_example(examples / "a_good", load_example(EXAMPLES_DIR / "tabletop_blue_block"))
+    millimetres = load_example(EXAMPLES_DIR / "egocentric_pink_block")
+    millimetres.depth = millimetres.depth * 1000
+    save_example(examples / "b_millimetres", millimetres, with_gt=False)
+    with pytest.raises(ValueError, match=r"b_millimetres/depth\.npy: .*divide by 1000"):
+        demo_main(["--out", str(out), "--examples", str(examples)])
+    assert not out.exists()

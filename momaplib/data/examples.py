@@ -9,7 +9,8 @@ Layout of ``<name>/`` (H x W image, T frames; conventions of DESIGN.md: metres, 
 
     image.png       reference RGB image, 8 bit (RGBA, grey and palette PNGs are converted to RGB)
     depth.npy       (H, W) float32 z-depth in metres (along the optical axis, not along the ray);
-                    0 or NaN: no geometry at that pixel (it gets no trajectory)
+                    0, NaN or inf: no geometry at that pixel (a sensor's hole; it gets no
+                    trajectory); a median over ``MAX_MEDIAN_DEPTH`` (100 m) is refused as millimetres
     instance.png    (H, W) instance ids, 0 = background: an 8- or 16-bit grey PNG or a palette
                     PNG (the palette index is the id); or instance.npy, an (H, W) integer array
     scene.json      {"K": [[fx, 0, cx], [0, fy, cy], [0, 0, 1]]} intrinsics in pixels; optional
@@ -47,7 +48,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from momaplib.geometry import depth_to_xyz
+from momaplib.geometry import MAX_MEDIAN_DEPTH, check_depth_scale, depth_to_xyz, valid_depth
 from momaplib.momap import MoMap, MoMapValidationError
 from momaplib.storage import DataFormatError, atomic_write_bytes, atomic_write_text, load_npz, save_npz
 
@@ -74,7 +75,7 @@ class Example:
     """One example scene: the pipeline's inputs and, when known, the ground-truth MoMap."""
 
     image: np.ndarray  # (H, W, 3) uint8 reference RGB
-    depth: np.ndarray  # (H, W) float32 z-depth in metres; 0 or NaN = no geometry
+    depth: np.ndarray  # (H, W) float32 z-depth in metres; 0, NaN or inf = no geometry
     instance: np.ndarray  # (H, W) int32 instance ids, 0 = background
     K: np.ndarray  # (3, 3) float32 intrinsics in pixels
     prompt: str = ""  # text prompt ("" = no text condition)
@@ -93,7 +94,7 @@ class Example:
     @property
     def valid(self) -> np.ndarray:
         """Returns the (H, W) bool mask of pixels with geometry (finite depth > 0)."""
-        return np.isfinite(self.depth) & (np.nan_to_num(self.depth) > 0)
+        return valid_depth(self.depth)
 
     @property
     def xyz(self) -> np.ndarray:
@@ -354,10 +355,15 @@ def _read_depth(path: Path, shape: tuple[int, int]) -> np.ndarray:
             f"{path}: depth has shape {depth.shape}, expected (H, W) = {shape} like {IMAGE_FILE}"
         )
     depth = depth.astype(np.float32, copy=False)
-    if np.any(np.isinf(depth)) or np.any(depth < 0):
-        raise DataFormatError(f"{path}: depth must be >= 0 and finite metres (0 or NaN: no geometry)")
-    if not np.any(depth > 0):
-        raise DataFormatError(f"{path}: no pixel has a depth > 0")
+    if np.any(np.nan_to_num(depth, posinf=0.0, neginf=0.0) < 0):
+        raise DataFormatError(f"{path}: depth must be >= 0 metres (0, NaN or inf: no geometry)")
+    valid = valid_depth(depth)
+    if not np.any(valid):
+        raise DataFormatError(f"{path}: no pixel has a finite depth > 0")
+    try:
+        check_depth_scale(depth, valid, "depth", MAX_MEDIAN_DEPTH)
+    except ValueError as exc:
+        raise DataFormatError(f"{path}: {exc}") from exc
     return depth
 
 
@@ -411,8 +417,8 @@ def _read_gt(path: Path, example: Example) -> MoMap:
         without_depth = valid & ~example.valid
         if without_depth.any():
             raise DataFormatError(
-                f"{path}: valid marks {int(without_depth.sum())} pixels without depth ({DEPTH_FILE} is 0 or "
-                "NaN there); a trajectory starts at its reference point"
+                f"{path}: valid marks {int(without_depth.sum())} pixels without depth ({DEPTH_FILE} is 0, "
+                "NaN or inf there); a trajectory starts at its reference point"
             )
     xyz0 = example.xyz
     try:

@@ -11,6 +11,10 @@ import torch
 from diffusers import AutoencoderKL
 from torch import Tensor
 
+#: Ids up to this many get one palette slot per id value (the colours the kit always drew); maps with
+#: larger ids are coloured by the rank of each id among the ids present.
+MAX_PALETTE = 65536
+
 
 def instance_colors(instance: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Returns (B, 3, H, W) in [-1, 1]: instance ids (B, H, W) painted in random colours.
@@ -25,6 +29,11 @@ def instance_colors(instance: Tensor, generator: torch.Generator | None = None) 
     if bool((instance < 0).any()):
         raise ValueError("instance: ids must be >= 0 (0 = background)")
     num_ids = int(instance.max()) + 1
+    if num_ids > MAX_PALETTE:
+        # large ids (a 32-bit id of 2^31 - 1 would need a 25 GB palette): colour them by rank instead,
+        # which draws the same kind of palette (one random colour per id) in the memory of the ids seen
+        _, instance = torch.unique(instance, return_inverse=True)
+        num_ids = int(instance.max()) + 1
     device = generator.device if generator is not None else torch.device("cpu")
     palette = torch.rand(instance.shape[0], num_ids, 3, generator=generator, device=device) * 2 - 1
     palette = palette.to(instance.device)

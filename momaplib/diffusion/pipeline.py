@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,9 +24,15 @@ import momaplib.diffusion.cvae
 import momaplib.vae  # noqa: F401
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.grounding import PromptGrounder, instance_features, paint_scores
+from momaplib.diffusion.inputs import (
+    MAX_IMAGE_SIZE,
+    check_prompts,
+    check_sampling_args,
+    estimate_intrinsics,
+    prepare_scene,
+)
 from momaplib.diffusion.text import load_text_encoder
 from momaplib.diffusion.unet import CONDITION_CHANNELS, GROUNDING_CHANNELS
-from momaplib.geometry import depth_to_xyz
 from momaplib.momap import MoMap, channels_to_xyz, denormalize_xyz, normalization_stats, normalize_xyz
 
 #: scheduler names accepted by ``MoMapPipeline.__call__(scheduler=...)``
@@ -44,25 +51,19 @@ class MoMapPipelineOutput(BaseOutput):
     ``grounding`` (pipelines with a ``grounder``): ``ids`` (K,) the scene's instance ids and
     ``probabilities`` (N, K), per sample, that its prompt names each instance (zeros without a
     prompt).
+
+    ``num_invalid``: input pixels without geometry (depth/XYZ 0, NaN, inf or behind the camera);
+    they have ``valid`` False (no trajectory, xyz 0) in every MoMap, whose ``meta["num_invalid"]``
+    repeats the count.
     """
 
     momaps: list[MoMap]
     xyz: np.ndarray
     grounding: dict | None = None
+    num_invalid: int = 0
 
 
-def estimate_intrinsics(xyz: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Returns the pinhole K (3, 3) that best maps camera points ``xyz`` (H, W, 3) to their pixels.
-
-    Least squares on ``u = fx x/z + cx`` and ``v = fy y/z + cy`` over valid pixels; used when a
-    caller gives an XYZ map without K.
-    """
-    v, u = np.nonzero(valid)
-    x, y, z = (xyz[v, u, i].astype(np.float64) for i in range(3))
-    ones = np.ones_like(z)
-    fx, cx = np.linalg.lstsq(np.stack([x / z, ones], 1), u.astype(np.float64), rcond=None)[0]
-    fy, cy = np.linalg.lstsq(np.stack([y / z, ones], 1), v.astype(np.float64), rcond=None)[0]
-    return np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]], dtype=np.float32)
+__all__ = ["SCHEDULERS", "MoMapPipeline", "MoMapPipelineOutput", "MoMapVAEPipeline", "estimate_intrinsics"]
 
 
 class MoMapPipeline(DiffusionPipeline):
@@ -125,59 +126,9 @@ class MoMapPipeline(DiffusionPipeline):
         encoder = load_text_encoder(self.config.text_encoder)
         return encoder(prompts).to(self.device)
 
-    def _prepare(self, image, xyz, instance_map, depth, K) -> dict:
-        image = np.asarray(image.cpu() if isinstance(image, Tensor) else image)
-        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image: expected (H, W, 3) uint8, got {image.shape} {image.dtype}")
-        H, W = image.shape[:2]
-        if H % 8 or W % 8:
-            raise ValueError(f"image: H and W must be multiples of 8 (latents are 1/8 size), got {H}x{W}")
-        if K is not None:
-            K = np.asarray(K, dtype=np.float32)
-            if K.shape != (3, 3):
-                raise ValueError(f"K: expected (3, 3) intrinsics in pixels, got {K.shape}")
-        if xyz is None:
-            if depth is None or K is None:
-                raise ValueError("xyz: give the (H, W, 3) XYZ map, or depth (H, W) together with K (3, 3)")
-            depth = np.asarray(depth, dtype=np.float32)
-            if depth.shape != (H, W):
-                raise ValueError(f"depth: expected ({H}, {W}) like the image, got {depth.shape}")
-            xyz = depth_to_xyz(depth, K)
-        xyz = np.asarray(xyz.cpu() if isinstance(xyz, Tensor) else xyz, dtype=np.float32)
-        if xyz.shape != (H, W, 3):
-            raise ValueError(f"xyz: expected ({H}, {W}, 3) like the image, got {xyz.shape}")
-        valid = np.isfinite(xyz).all(-1) & (np.nan_to_num(xyz[..., 2]) > 0)
-        if valid.sum() < 4:
-            raise ValueError("xyz: fewer than 4 pixels have finite points with z > 0")
-        if instance_map is None:
-            raise ValueError("instance_map: expected an (H, W) integer instance id map (0 = background)")
-        instance = np.asarray(instance_map.cpu() if isinstance(instance_map, Tensor) else instance_map)
-        if instance.shape != (H, W):
-            raise ValueError(f"instance_map: expected ({H}, {W}) like the image, got {instance.shape}")
-        if not np.issubdtype(instance.dtype, np.integer):
-            raise TypeError(f"instance_map: expected an integer dtype (instance ids), got {instance.dtype}")
-        if K is None:
-            K = estimate_intrinsics(xyz, valid)
-        xyz = np.where(valid[..., None], xyz, 0.0).astype(np.float32)
-        return {"rgb": image, "xyz": xyz, "valid": valid, "instance": instance.astype(np.int32), "K": K}
-
     @staticmethod
     def _prompts(prompt, num_samples: int) -> tuple[list[str], bool]:
-        if num_samples < 1:
-            raise ValueError(f"num_samples: expected >= 1, got {num_samples}")
-        if prompt is None:
-            return [""] * num_samples, False
-        if isinstance(prompt, str):
-            return [prompt] * num_samples, bool(prompt)
-        prompts = list(prompt)
-        if len(prompts) != num_samples:
-            raise ValueError(
-                f"prompt: a list of prompts needs one per sample; got {len(prompts)} prompts "
-                f"for num_samples={num_samples}"
-            )
-        if not all(isinstance(p, str) for p in prompts):
-            raise TypeError("prompt: expected strings")
-        return prompts, any(prompts)
+        return check_prompts(prompt, num_samples)
 
     # ------------------------------------------------------------------------------------ call
     @torch.no_grad()
@@ -196,27 +147,46 @@ class MoMapPipeline(DiffusionPipeline):
         K=None,
         batch_size: int | None = None,
         progress: bool = True,
+        max_image_size: int = MAX_IMAGE_SIZE,
     ) -> MoMapPipelineOutput:
         """Returns ``num_samples`` MoMaps (metres, reference camera frame) for one scene.
 
+        Every argument is checked before anything heavy runs (``momaplib.diffusion.inputs``).
+
         Args:
-            image: (H, W, 3) uint8 reference frame; H, W multiples of 8.
+            image: (H, W, 3) uint8 reference frame; H, W multiples of 8 in [8, ``max_image_size``].
             xyz: (H, W, 3) float XYZ map in metres (camera frame); or give ``depth`` (H, W) + ``K``.
+                Holes (depth or z 0, NaN, inf; points behind the camera) are invalid pixels: they
+                have ``valid`` False in the MoMaps (counted in ``num_invalid``, with a warning) and
+                enter the condition as 0 in model range (the scene centre), as in training. To give
+                them geometry instead, fill the depth with ``momaplib.geometry.fill_depth_holes``.
+                A median depth over ``momaplib.geometry.MAX_MEDIAN_DEPTH`` (100 m) is refused as
+                millimetres.
             instance_map: (H, W) integer instance ids, 0 = background.
             prompt: one prompt for all samples, a list of ``num_samples`` prompts, or None (no text).
             num_samples: N futures to sample (batched ``batch_size`` at a time, default all).
-            num_inference_steps: denoising steps.
-            guidance_scale: classifier-free guidance on the text; 1.0 (or no prompt) = unguided.
+            num_inference_steps: denoising steps, 1 to the scheduler's training timesteps.
+            guidance_scale: classifier-free guidance on the text, finite >= 0; 1.0 (or no prompt) =
+                unguided.
             generator: torch generator for the noise and the instance colours (reproducible calls).
             scheduler: ``"ddim"``, ``"dpm"``, ``"euler"`` or ``"ddpm"``; None keeps the pipeline's.
+            max_image_size: largest H and W accepted (default 1024; memory grows with H x W).
         """
         self._check_unet_inputs()
-        scene = self.encode_scene(image, xyz, instance_map, depth, K, generator)
+        check_sampling_args(
+            num_samples,
+            batch_size,
+            generator,
+            num_inference_steps,
+            guidance_scale,
+            self.scheduler.config.num_train_timesteps,
+        )
+        if scheduler is not None and scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler: expected one of {sorted(SCHEDULERS)}, got {scheduler!r}")
         prompts, has_text = self._prompts(prompt, num_samples)
+        scene = self.encode_scene(image, xyz, instance_map, depth, K, generator, max_image_size)
         use_cfg = has_text and guidance_scale != 1.0
         if scheduler is not None:
-            if scheduler not in SCHEDULERS:
-                raise ValueError(f"scheduler: expected one of {sorted(SCHEDULERS)}, got {scheduler!r}")
             sampler = SCHEDULERS[scheduler].from_config(self.scheduler.config)
         else:
             sampler = self.scheduler
@@ -285,9 +255,21 @@ class MoMapPipeline(DiffusionPipeline):
         size = tuple(scene["condition"].shape[-2:])
         return paint_scores(scores, ids, instance, size), scores
 
-    def encode_scene(self, image, xyz, instance_map, depth, K, generator) -> dict:
-        """Returns the checked inputs plus ``center``/``scale`` and the (1, 12, h, w) condition latents."""
-        scene = self._prepare(image, xyz, instance_map, depth, K)
+    def encode_scene(
+        self, image, xyz, instance_map, depth, K, generator, max_image_size: int = MAX_IMAGE_SIZE
+    ) -> dict:
+        """Returns the checked inputs (``inputs.prepare_scene``) plus ``center``/``scale`` and the
+        (1, 12, h, w) condition latents; invalid pixels enter them as 0 in model range (the scene
+        centre), as in training (``momaplib.data.model_inputs``)."""
+        scene = prepare_scene(image, xyz, instance_map, depth, K, max_image_size)
+        if scene["num_invalid"]:
+            warnings.warn(
+                f"{'xyz' if xyz is not None else 'depth'}: {scene['num_invalid']} of {scene['valid'].size} "
+                f"pixels ({scene['num_invalid'] / scene['valid'].size:.1%}) have no geometry (0, NaN, inf or "
+                "behind the camera); they are invalid in the output MoMaps (valid False, no trajectory). "
+                "For dense input, fill them with momaplib.geometry.fill_depth_holes",
+                stacklevel=4,  # the caller of __call__ (under torch.no_grad's wrapper)
+            )
         xyz0, valid = torch.from_numpy(scene["xyz"]), torch.from_numpy(scene["valid"])
         center, scale = normalization_stats(xyz0, valid)
         xyz0_norm = torch.where(valid[..., None], normalize_xyz(xyz0[None], center, scale)[0], 0.0)
@@ -307,6 +289,12 @@ class MoMapPipeline(DiffusionPipeline):
             xyz0_norm.permute(2, 0, 1)[None].to(self.device),
             valid[None].to(self.device),
         )
+        if not bool(torch.isfinite(scene["condition"]).all()):
+            raise ValueError(
+                f"xyz: the condition latents are not finite (scene scale {float(scale):.3g} m, "
+                f"largest |xyz| {float(np.abs(scene['xyz']).max()):.3g} m); remove far outliers or mark "
+                "them invalid (NaN)"
+            )
         scene.update(
             center=center, scale=scale, instance_tensor=instance, instance_features=features, instance_ids=ids
         )
@@ -321,21 +309,22 @@ class MoMapPipeline(DiffusionPipeline):
         xyz_out = denormalize_xyz(channels_to_xyz(channels), scene["center"], scene["scale"])
         valid = torch.from_numpy(scene["valid"]).to(xyz_out.device)
         xyz_out = torch.where(valid[None, None, ..., None], xyz_out, 0.0).cpu().numpy()  # (N, T, H, W, 3)
+        num_invalid = int(scene["valid"].size - scene["valid"].sum())
         momaps = [
             MoMap(
                 xyz=xyz_out[i],
                 valid=scene["valid"],
-                visible=np.ones((T, H, W), dtype=bool),
+                visible=np.broadcast_to(scene["valid"], (T, H, W)).copy(),  # no trajectory, never seen
                 rgb=scene["rgb"],
                 instance=scene["instance"],
                 K=scene["K"],
                 ref_from_cam=np.tile(np.eye(4, dtype=np.float32), (T, 1, 1)),
                 prompt=prompts[i],
-                meta={"source": type(self).__name__, **meta},
+                meta={"source": type(self).__name__, **meta, "num_invalid": num_invalid},
             )
             for i in range(len(prompts))
         ]
-        return MoMapPipelineOutput(momaps=momaps, xyz=xyz_out)
+        return MoMapPipelineOutput(momaps=momaps, xyz=xyz_out, num_invalid=num_invalid)
 
     def _denoise(
         self, latents, condition, text, uncond, guidance_scale, sampler, steps, progress, grounding=None
@@ -399,10 +388,12 @@ class MoMapVAEPipeline(MoMapPipeline):
         K=None,
         batch_size: int | None = None,
         progress: bool = True,
+        max_image_size: int = MAX_IMAGE_SIZE,
     ) -> MoMapPipelineOutput:
         """Returns ``num_samples`` MoMaps; the arguments mean what they mean for ``MoMapPipeline``."""
-        scene = self.encode_scene(image, xyz, instance_map, depth, K, generator)
+        check_sampling_args(num_samples, batch_size, generator)
         prompts, _ = self._prompts(prompt, num_samples)
+        scene = self.encode_scene(image, xyz, instance_map, depth, K, generator, max_image_size)
         text = self.encode_prompt(prompts).to(self.cvae.dtype)
         latents = self.cvae.sample(scene["condition"].to(self.cvae.dtype), text, generator=generator)
         return self.decode_samples(latents.float(), scene, prompts, {})

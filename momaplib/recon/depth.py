@@ -10,13 +10,63 @@ each frame's own camera (OpenCV axes). Implementations:
 
 from __future__ import annotations
 
+import os
+import socket
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
 
+from momaplib.checkpoints import HUB_ID
 from momaplib.recon.video import Video, VideoError, check_depth
+
+#: Seconds ``hub_reachable`` waits for the hub to answer before the model is loaded from the cache only
+#: (without it, an offline machine retries the hub for about 30 s before failing).
+HUB_PROBE_TIMEOUT = 2.0
+_TRUE = ("1", "ON", "YES", "TRUE")
+
+
+def hub_offline() -> bool:
+    """Returns whether the Hugging Face hub is switched off (``HF_HUB_OFFLINE`` or
+    ``TRANSFORMERS_OFFLINE`` set now, or when ``huggingface_hub`` was imported)."""
+    if any(os.environ.get(name, "").upper() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:  # pragma: no cover - a core dependency
+        return False
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+@contextmanager
+def _hub_switched_off(switched_off: bool = True):
+    """Keeps ``huggingface_hub`` offline inside the block (no request at all, not even its own
+    metadata fetches); ``HF_HUB_OFFLINE`` set after import does not reach its constant otherwise."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or switched_off
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT) -> bool:
+    """Returns whether a TCP connection to the hub endpoint (``HF_ENDPOINT``) opens within ``timeout`` s."""
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 class DepthEstimator:
@@ -99,18 +149,53 @@ class TransformersDepth(DepthEstimator):
         if self._model is not None and self._processor is None:
             raise ValueError("TransformersDepth: a model object needs its image processor (processor=...)")
         if self._model is None:
-            from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-            try:
-                self._model = AutoModelForDepthEstimation.from_pretrained(self.config.model)
-                self._processor = self._processor or AutoImageProcessor.from_pretrained(self.config.model)
-            except OSError as exc:
-                raise FileNotFoundError(
-                    f"TransformersDepthConfig.model: cannot load {self.config.model!r} as a local folder "
-                    f"or hub id (offline, or not a depth-estimation model?): {exc}"
-                ) from exc
+            self._model, self._processor = self._from_pretrained()
         self._model.to(self.config.device).eval()
         return self._model, self._processor
+
+    def _from_pretrained(self):
+        """Returns (model, processor) of ``config.model``: a local folder, or a hub id from the hub cache
+        alone when the hub is off or unreachable, so an offline machine fails at once with the fix."""
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+        name = self.config.model
+        field = "TransformersDepthConfig.model"
+        local = Path(name).expanduser()
+        if local.is_dir():
+            source, cache_only, where = str(local), True, f"the local folder {local}"
+        elif local.exists() or not HUB_ID.match(name) or name.startswith((".", "~")):
+            raise FileNotFoundError(
+                f"{field}: {name!r} is not a folder (config.json + weights of a depth-estimation model) "
+                "nor a hub id like 'depth-anything/Depth-Anything-V2-Small-hf'"
+            )
+        else:
+            offline = hub_offline()
+            cache_only = offline or not hub_reachable()
+            source = name
+            where = (
+                "the hub cache only (HF_HUB_OFFLINE is set)"
+                if offline
+                else "the hub cache only (the hub is unreachable: no network?)"
+                if cache_only
+                else "the Hugging Face hub"
+            )
+        try:
+            with _hub_switched_off(cache_only):
+                model = AutoModelForDepthEstimation.from_pretrained(source, local_files_only=cache_only)
+                processor = self._processor or AutoImageProcessor.from_pretrained(
+                    source, local_files_only=cache_only
+                )
+        except (OSError, ValueError) as exc:
+            fix = (
+                f'download it once on a machine with network (python -c "from huggingface_hub import '
+                f"snapshot_download; snapshot_download('{name}')\") and copy the hub cache ($HF_HOME), or "
+                f"save it to a folder and set {field} to that folder; or use GivenDepth (the video's own "
+                "depth)"
+                if cache_only and source == name
+                else "check the id or folder: it must hold a transformers depth-estimation model"
+            )
+            raise FileNotFoundError(f"{field}: cannot load {name!r} from {where}: {fix} ({exc})") from exc
+        return model, processor
 
     @torch.no_grad()
     def predict_raw(self, video: Video) -> np.ndarray:
