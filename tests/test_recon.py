@@ -628,3 +628,49 @@ def test_transformers_depth_without_network_probes_once_then_uses_the_cache(monk
     with pytest.raises(FileNotFoundError, match=r"'\./depth_model' is not a folder .* nor a hub id"):
         TransformersDepth(TransformersDepthConfig(model="./depth_model"))._load()
     assert len(no_network) == 1
+
+
+# ----------------------------------------------------------------------------- pipeline progress
+def test_pipeline_progress_bar_names_each_stage_and_changes_nothing(capsys):
+    from momaplib.recon.pipeline import STAGES
+
+    clip = tiny_simulation("tabletop", 1).clip
+    video = Video.from_clip(clip)
+    pipeline = Pipeline(tracker=GivenTracks(tracks_from_momap(clip.momap)), segmentation=GivenSegmentation())
+    quiet = pipeline(video)
+    assert capsys.readouterr().err == ""  # no bar unless asked for
+    shown = pipeline(video, progress=True)
+    bar = capsys.readouterr().err
+    assert list(shown.report) == list(STAGES)
+    # the description names the stage that runs next, then "done" with every stage counted
+    positions = [bar.find(f"{video.name}: {stage}") for stage in [*STAGES, "done"]]
+    assert -1 not in positions and positions == sorted(positions), bar
+    assert f"{len(STAGES)}/{len(STAGES)}" in bar
+    np.testing.assert_array_equal(shown.momap.xyz, quiet.momap.xyz)
+
+
+def test_reconstruction_errors_score_moving_pixels_against_a_still_momap():
+    import dataclasses
+
+    gt = tiny_simulation("tabletop", 1).clip.momap
+    moving = gt.moving_mask()
+    assert moving.any()
+    perfect = reconstruction_errors(gt, gt)
+    assert perfect["moving_epe"] == 0 and perfect["visible_epe"] == 0
+    assert perfect["moving_tracked_fraction"] == pytest.approx(gt.visible[1:, moving].mean())
+    # A reconstruction that lost every moving track and held the points still scores moving_epe_still.
+    held = np.repeat(gt.xyz[:1], gt.num_frames, axis=0)
+    unseen = gt.visible.copy()
+    unseen[1:] = False
+    lost = reconstruction_errors(dataclasses.replace(gt, xyz=held, visible=unseen), gt)
+    assert lost["moving_epe"] == lost["moving_epe_still"] == perfect["moving_epe_still"] > 0.05
+    assert lost["moving_tracked_fraction"] == 0
+    # Half of every displacement: half the error of holding still, pixel by pixel, so also the median.
+    halfway = gt.xyz[:1] + 0.5 * (gt.xyz - gt.xyz[:1])
+    half = reconstruction_errors(dataclasses.replace(gt, xyz=halfway), gt)
+    assert half["moving_epe"] == pytest.approx(0.5 * perfect["moving_epe_still"], rel=1e-4)
+    # Nothing moves in the GT: no moving pixels to score.
+    still_gt = dataclasses.replace(gt, xyz=held)
+    assert all(
+        np.isnan(reconstruction_errors(still_gt, still_gt)[key]) for key in ("moving_epe", "moving_epe_still")
+    )

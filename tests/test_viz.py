@@ -370,3 +370,51 @@ def test_demo_checks_settings_and_scenes_before_it_writes(tmp_path):
     with pytest.raises(ValueError, match=r"b_millimetres/depth\.npy: .*divide by 1000"):
         demo_main(["--out", str(out), "--examples", str(examples)])
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- metric figures
+def _panel_centre_rgb(fig, ax) -> np.ndarray:
+    """Returns the rendered RGB (3,) in [0, 1] at the centre of ``ax``."""
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3] / 255.0
+    box = ax.get_window_extent()
+    row = pixels.shape[0] - round((box.y0 + box.y1) / 2)  # display y grows upwards
+    return pixels[row, round((box.x0 + box.x1) / 2)]
+
+
+def test_moving_masks_draw_an_all_true_mask_white_and_an_all_false_one_black():
+    momap = _clip().momap
+    assert momap.valid.all()
+    # Every point drifts by a third of the scene scale: every pixel of the generated mask moves.
+    drift = np.linspace(0, 1, momap.num_frames)[:, None, None, None] * np.array(
+        [0.33 * momap.scene_scale, 0, 0]
+    )
+    everything_moves = momap.xyz + drift.astype(np.float32)
+    fig = viz.plot_moving_masks(momap, everything_moves)
+    gt_ax, generated_ax = fig.axes[1], fig.axes[2]
+    assert generated_ax.images[0].get_array().all()  # the constant image that used to come out black
+    for ax in (gt_ax, generated_ax):
+        assert ax.images[0].get_clim() == (0, 1)
+    np.testing.assert_allclose(_panel_centre_rgb(fig, generated_ax), 1.0)  # white: moves
+    # The other constant mask, nothing moves, is black (and the overlap has no "both" pixels).
+    still = np.repeat(momap.xyz[:1], momap.num_frames, axis=0)
+    fig = viz.plot_moving_masks(momap, still)
+    assert not fig.axes[2].images[0].get_array().any()
+    np.testing.assert_allclose(_panel_centre_rgb(fig, fig.axes[2]), 0.0)
+    assert "IoU = 0.000" in fig.axes[3].get_title()
+
+
+def test_metric_images_start_their_colour_range_at_zero():
+    curve = np.zeros((6, 3))  # a still point: every cost and signature entry is 0
+    fig = viz.plot_dtw_alignment(curve, curve)
+    low, high = fig.axes[1].images[0].get_clim()
+    assert low == 0 and high > 0  # zero cost reads as the bottom of the colour bar, not its middle
+    moving = np.linspace(0, 1, 6)[:, None] * np.array([1.0, 0.0, 0.0])
+    rotated = moving @ np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).T + 0.3
+    fig = viz.plot_distance_signature(moving, rotated)
+    signatures = _image_axes(fig)
+    limits = [ax.images[0].get_clim() for ax in signatures]
+    assert limits[0] == limits[1] == (0, pytest.approx(1.0))  # both signatures share one range
+    # A rigidly moved copy differs only by float rounding: it stays at the bottom of a 1% range.
+    assert limits[2] == (0, pytest.approx(0.01))
+    assert "D_sig = 0.0000" in signatures[2].get_title()

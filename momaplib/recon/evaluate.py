@@ -16,7 +16,11 @@ def reconstruction_errors(recon: MoMap, gt: MoMap) -> dict[str, float]:
     NaN when there is none); ``visible_epe_mean``; ``rotation_deg`` / ``rotation_max_deg``: mean / max
     over t of the geodesic angle between estimated and GT ``ref_from_cam``; ``translation``: mean
     camera position error / s; ``tracked_fraction``: fraction of (t > 0, valid GT pixel) entries
-    the reconstruction observed; ``infilled_fraction``.
+    the reconstruction observed; ``infilled_fraction``. On the pixels that move in the GT (its
+    moving mask, valid in both; NaN when none moves): ``moving_epe``, the median error over
+    (t > 0, pixel); ``moving_epe_still``, the same for a MoMap in which nothing moves (every
+    point held at its t = 0 position: what a reconstruction that loses all motion scores); and
+    ``moving_tracked_fraction``, the fraction of those entries the reconstruction observed.
     """
     if recon.xyz.shape != gt.xyz.shape:
         raise ValueError(f"recon: expected xyz shape {gt.xyz.shape} like the GT, got {recon.xyz.shape}")
@@ -29,6 +33,8 @@ def reconstruction_errors(recon: MoMap, gt: MoMap) -> dict[str, float]:
     angle = np.degrees(rotation_angle(relative[:, :3, :3]))
     translation = np.linalg.norm(recon.ref_from_cam[:, :3, 3] - gt.ref_from_cam[:, :3, 3], axis=-1) / scale
     median = lambda values: float(np.median(values)) if values.size else float("nan")  # noqa: E731
+    moving = gt.moving_mask() & both  # (H, W)
+    still = np.linalg.norm(gt.xyz[:1] - gt.xyz, axis=-1)[1:] / scale  # (T-1, H, W): nothing moves
     return {
         "visible_epe": median(error[seen]),
         "visible_epe_mean": float(error[seen].mean()) if seen.any() else float("nan"),
@@ -38,4 +44,7 @@ def reconstruction_errors(recon: MoMap, gt: MoMap) -> dict[str, float]:
         "translation": float(translation.mean()),
         "tracked_fraction": float(seen.sum() / max(1, (gt.valid.sum() * (gt.num_frames - 1)))),
         "infilled_fraction": float(filled.sum() / max(1, both.sum() * (gt.num_frames - 1))),
+        "moving_epe": median(error[:, moving]),
+        "moving_epe_still": median(still[:, moving]),
+        "moving_tracked_fraction": float(recon.visible[1:, moving].mean()) if moving.any() else float("nan"),
     }

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from momaplib.geometry import rotation_angle, transform_points
 from momaplib.momap import MoMap
@@ -24,6 +25,9 @@ from momaplib.recon.poses import CameraPoses, TrackletBundleAdjustment
 from momaplib.recon.segmentation import MotionSegmentation, SegmentationInputs, Segmenter
 from momaplib.recon.tracking import FlowChainTracker, Tracker, Tracks
 from momaplib.recon.video import Video, VideoError, check_depth
+
+#: The stages in the order ``Pipeline`` runs them; the keys of ``ReconResult.report``.
+STAGES = ("depth", "tracking", "poses", "segmentation", "infill")
 
 
 @dataclass
@@ -101,17 +105,24 @@ class Pipeline:
             instance=None if video.instance is None else video.instance[sliced],
         )
 
-    def __call__(self, video: Video) -> ReconResult:
-        """Returns the ``ReconResult`` of ``video`` (see the module docstring for the stages)."""
+    def __call__(self, video: Video, progress: bool = False) -> ReconResult:
+        """Returns the ``ReconResult`` of ``video`` (see the module docstring for the stages).
+
+        ``progress`` shows a ``tqdm.auto`` bar that advances stage by stage and names the running one.
+        """
         video = self._window(video)
         T, H, W = video.shape
         report: dict[str, dict[str, Any]] = {}
         clock = time.perf_counter()
+        bar = tqdm(total=len(STAGES), desc=f"{video.name}: {STAGES[0]}", unit="stage", disable=not progress)
+        next_stages = iter([*STAGES[1:], "done"])
 
-        def lap() -> float:
+        def lap() -> float:  # called once at the end of each stage, in the order of STAGES
             nonlocal clock
             now = time.perf_counter()
             seconds, clock = now - clock, now
+            bar.set_description_str(f"{video.name}: {next(next_stages)}")
+            bar.update()
             return seconds
 
         depth = check_depth(
@@ -177,6 +188,7 @@ class Pipeline:
                 "recon": {stage: dict(values) for stage, values in report.items()},
             },
         )
+        bar.close()
         return ReconResult(momap, video, depth, tracks, poses, instance, filled, report)
 
 

@@ -28,6 +28,7 @@ from momaplib.metrics import (
 from momaplib.momap import TAU_MOVE, MoMap, moving_mask
 
 AXIS_WORDS = (("left", "right"), ("up", "down"), ("backward", "forward"))  # -1 / +1 per camera axis
+_MIN_RANGE = 1e-9  # smallest colour range: a constant image keeps the colour of its value
 
 
 def _curve(curve: Any) -> np.ndarray:
@@ -53,11 +54,22 @@ def plot_moving_masks(gt: MoMap, pred_xyz: Any, tau_move: float = TAU_MOVE) -> F
         ("reference image", "GT moving mask F", "generated moving mask", f"overlap: IoU = {iou:.3f}"),
         strict=True,
     ):
-        ax.imshow(image, cmap="gray" if image.ndim == 2 else None, interpolation="nearest")
+        if image.ndim == 2:  # a bool mask: fixed range, or an all-True mask would be drawn black
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=10)
-        ax.axis("off")
+        ax.set_xticks([])  # ticks off but the frame kept: an all-white mask stays visible
+        ax.set_yticks([])
+    for ax in axes[1:3]:
+        ax.text(0, -0.04, "white: moves", transform=ax.transAxes, fontsize=8, va="top")
     axes[3].text(
-        0, -0.08, "green both, red missed, blue spurious", transform=axes[3].transAxes, fontsize=8, va="top"
+        0,
+        -0.04,
+        "green both, red missed, blue spurious, black neither",
+        transform=axes[3].transAxes,
+        fontsize=8,
+        va="top",
     )
     fig.tight_layout()
     return fig
@@ -88,7 +100,8 @@ def plot_dtw_alignment(gt_curve: Any, pred_curve: Any, scale: float = 1.0, every
     ax.set_title(f"DTW alignment: ate_dtw = {cost / len(path):.4f}, plain ATE = {ate:.4f}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left")
     step = np.linalg.norm(gt_curve[:, None] - pred_curve[None], axis=-1)
-    image = ax_cost.imshow(step, origin="lower", cmap="viridis")
+    # a fixed range from 0: two still curves (all costs 0) read as "no cost", not as a rescaled blank
+    image = ax_cost.imshow(step, origin="lower", cmap="viridis", vmin=0, vmax=max(step.max(), _MIN_RANGE))
     ax_cost.plot(path[:, 1], path[:, 0], color="white", lw=1.5)
     ax_cost.set_xlabel("generated frame j")
     ax_cost.set_ylabel("GT frame i")
@@ -103,13 +116,16 @@ def plot_distance_signature(gt_curve: Any, pred_curve: Any, scale: float = 1.0) 
     gt_sig = distance_signature(torch.from_numpy(_curve(gt_curve) / scale)).numpy()
     pred_sig = distance_signature(torch.from_numpy(_curve(pred_curve) / scale)).numpy()
     difference = np.abs(gt_sig - pred_sig)
-    vmax = max(gt_sig.max(), pred_sig.max())
+    vmax = max(gt_sig.max(), pred_sig.max(), _MIN_RANGE)
+    # The difference gets its own range, but never below 1% of the signatures': float rounding
+    # (a rigidly moved copy) stays black = 0 instead of being stretched into a pattern.
+    difference_vmax = max(difference.max(), 0.01 * vmax)
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
     for ax, matrix, title, limit in zip(
         axes,
         (gt_sig, pred_sig, difference),
         ("GT signature", "generated signature", f"|difference|: D_sig = {difference.mean():.4f}"),
-        (vmax, vmax, None),
+        (vmax, vmax, difference_vmax),
         strict=True,
     ):
         image = ax.imshow(matrix, origin="lower", cmap="magma", vmin=0, vmax=limit)
