@@ -91,3 +91,16 @@ def test_bundled_checkpoints_carry_manifests_and_a_corrupted_copy_is_refused(tmp
     _flip_a_bit(copy / "vae" / "diffusion_pytorch_model.safetensors")
     with pytest.raises(CheckpointIntegrityError, match=r"vae/diffusion_pytorch_model\.safetensors: sha256"):
         resolve_checkpoint("momap-vae")
+
+
+def test_a_pipeline_loaded_directly_is_checked_too(tmp_path):
+    from momaplib.diffusion.pipeline import MoMapVAEPipeline, load_pipeline
+
+    copy = tmp_path / "baseline"
+    shutil.copytree(checkpoints_root() / "momap-vae-baseline", copy)
+    assert isinstance(MoMapVAEPipeline.from_pretrained(copy), MoMapVAEPipeline)
+    (shard,) = sorted((copy / "cvae").glob("*00002-of-00002.safetensors"))
+    _flip_a_bit(shard)
+    for load in (MoMapVAEPipeline.from_pretrained, load_pipeline):
+        with pytest.raises(CheckpointIntegrityError, match=r"cvae/diffusion_pytorch_model-00002-of-00002"):
+            load(copy)
