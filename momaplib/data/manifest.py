@@ -9,7 +9,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,11 +79,12 @@ def library_versions() -> dict[str, str]:
     return {"momaplib": momaplib_version, "torch": torch.__version__, "numpy": np.__version__}
 
 
-def _flatten(settings: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Returns nested settings as ``{"dotted.name": value}`` (to compare two runs field by field)."""
     flat = {}
     for key, value in settings.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+        if isinstance(value, Mapping):
+            flat.update(flatten_settings(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -95,7 +96,7 @@ def check_settings(path: Path, existing: dict, requested: dict) -> None:
     ``num_clips`` may grow (the first clips stay the same); the library versions are only
     compared with a warning, since they may change the clips' bits but not what they mean.
     """
-    old, new = _flatten(existing), _flatten(requested)
+    old, new = flatten_settings(existing), flatten_settings(requested)
     differences = [
         f"{key} is {old.get(key, '<missing>')!r} there but {new.get(key, '<missing>')!r} here"
         for key in sorted(set(old) | set(new))

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from momaplib.data.manifest import flatten_settings
 from momaplib.storage import atomic_write_bytes, atomic_write_text
 from momaplib.training.config import ResumeError, TrainConfig
 from momaplib.training.fields import check_job_fields
@@ -71,20 +72,10 @@ def job_settings(job: Any) -> dict[str, Any]:
     return {JOB_KEY: type(job).__name__, **json.loads(json.dumps(_plain(job)))}
 
 
-def _flatten(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in settings.items():
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def settings_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """Returns ``"dotted.name: old -> new"`` for every field that differs between two saved
     settings, leaving out ``MAY_CHANGE_ON_RESUME`` (fields one side lacks count as changed)."""
-    before, after = _flatten(old), _flatten(new)
+    before, after = flatten_settings(old), flatten_settings(new)
     if JOB_KEY not in before:  # written by a version that did not record the job class
         after.pop(JOB_KEY, None)
     changes = []
