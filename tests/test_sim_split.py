@@ -1,0 +1,38 @@
+"""momaplib.data.sim_split: the clips of a split, simulated in memory as ``momap sim`` writes them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from momaplib.data.sim_split import simulate_split
+from momaplib.data.splits import split_indices, split_of
+from momaplib.sim import SimConfig, clip_seed, generate_clip
+
+SMOKE = SimConfig().smoke()  # 32 x 32, T = 8
+
+
+def test_simulate_split_returns_the_writers_clips_of_the_split(capsys):
+    clips = simulate_split("egocentric", 3, seed=5, config=SMOKE)
+    indices = split_indices("egocentric", 3, "test")
+    assert list(clips) == [f"egocentric_{index:06d}" for index in indices]
+    assert all(split_of(name) == "test" for name in clips)
+    for momap, index in zip(clips.values(), indices, strict=True):
+        # the clip the dataset writer stores under this id: same seed, same config, family replaced
+        expected = generate_clip(clip_seed(5, index), SimConfig(family="egocentric").smoke()).momap
+        np.testing.assert_array_equal(momap.xyz, expected.xyz)
+        assert momap.xyz.shape == (8, 32, 32, 3) and momap.prompt == expected.prompt
+    assert "simulate egocentric test clips" in capsys.readouterr().err  # the progress bar
+    train = simulate_split("tabletop", 2, split="train", config=SMOKE, progress=False)
+    assert all(split_of(name) == "train" and name.startswith("tabletop_") for name in train)
+    assert not set(train) & set(simulate_split("tabletop", 2, config=SMOKE, progress=False))
+    assert simulate_split("tabletop", 0, config=SMOKE) == {}
+
+
+def test_simulate_split_names_bad_arguments():
+    with pytest.raises(ValueError, match="split: expected one of"):
+        simulate_split("tabletop", 1, split="holdout")
+    with pytest.raises(ValueError, match="count: expected >= 0"):
+        simulate_split("tabletop", -1)
+    with pytest.raises(ValueError, match="family: expected one of"):
+        simulate_split("kitchen", 1)
