@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import replace
 
 from tqdm.auto import tqdm
 
-from momaplib.sim import SimConfig, clip_seed, generate_clip
+from momaplib.momap import MoMap
+from momaplib.sim import FAMILIES, SimConfig, clip_seed, generate_clip
 
 
 # ----------------------------------------------------------------------------- ids and splits
@@ -70,17 +72,29 @@ def simulate_split_clips(
     split: str = "test",
     shard: tuple[int, int] = (0, 1),
     skip: int = 0,
-) -> list:
-    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``
-    without the first ``skip``; with ``shard=(k, n)`` only every n-th of them from the k-th on
-    (only those are simulated). Clip ``i`` is ``generate_clip(clip_seed(seed, i), config)``: the
-    clip ``momap sim --seed seed`` writes, so evaluations on simulated and written splits agree."""
+    progress: bool = True,
+) -> list[tuple[str, MoMap]]:
+    """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``, in id
+    order, simulated in memory: no dataset folder needed (``dict(...)`` gives ``{clip_id: MoMap}``).
+
+    Without the first ``skip``; with ``shard=(k, n)`` only every n-th of them from the k-th on
+    (only those are simulated). Clip ``i`` is ``generate_clip(clip_seed(seed, i), config)`` with
+    ``config``'s family replaced by ``family`` (default ``SimConfig()``: 128 x 128, T = 32): the
+    clip ``momap sim --seed seed`` writes, so evaluations on simulated and written splits agree.
+    ``progress`` shows a ``tqdm.auto`` bar of the clips being simulated.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    if count < 0:
+        raise ValueError(f"count: expected >= 0 clips, got {count}")
     if not 0 <= skip <= count:
         raise ValueError(f"skip: expected 0 <= skip <= count ({count}), got {skip}")
-    config = config or SimConfig(family=family)
+    config = replace(config or SimConfig(), family=family)
     k, n = shard
     chosen = split_indices(family, count, split)[skip:][k::n]
     return [
         (clip_id(family, index), generate_clip(clip_seed(seed, index), config).momap)
-        for index in tqdm(chosen, desc=f"simulate {family} {split} clips", leave=False)
+        for index in tqdm(chosen, desc=f"simulate {family} {split} clips", leave=False, disable=not progress)
     ]

@@ -1,15 +1,19 @@
-"""momaplib.data.sim_split: the clips of a split, simulated in memory as ``momap sim`` writes them."""
+"""momaplib.data.simulate_split_clips: a split's clips, simulated in memory as ``momap sim`` writes them."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from momaplib.data.sim_split import simulate_split
+from momaplib.data import simulate_split_clips
 from momaplib.data.splits import split_indices, split_of
 from momaplib.sim import SimConfig, clip_seed, generate_clip
 
 SMOKE = SimConfig().smoke()  # 32 x 32, T = 8
+
+
+def simulate_split(family, count, **options):
+    return dict(simulate_split_clips(family, count, **options))
 
 
 def test_simulate_split_returns_the_writers_clips_of_the_split(capsys):
