@@ -6,8 +6,7 @@ order:
 1. a local folder: ``name_or_path`` is an existing directory;
 2. a bundled checkpoint: ``<checkpoints root>/<name>`` (or the entry's ``folder``: the
    bundled ``momap-vae`` and ``image-vae`` are parts of ``momap-diffusion``), where the root is
-   ``$MOMAP_CHECKPOINTS`` when set, else the ``checkpoints/`` folder of this repository; when
-   ``CHECKPOINTS`` lists sha256 hashes for that name, every listed file is checked;
+   ``$MOMAP_CHECKPOINTS`` when set, else the ``checkpoints/`` folder of this repository;
 3. a Hugging Face hub repository, downloaded with ``huggingface_hub.snapshot_download`` into its
    normal cache (``$HF_HOME``); a registered name whose folder is missing falls back to its
    ``hub_id``. Only ``*.json``, ``*.safetensors`` and ``*.md`` files are fetched (weights are
@@ -31,7 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import momaplib
@@ -59,21 +58,20 @@ class CheckpointNotFoundError(FileNotFoundError):
 
 
 class CheckpointIntegrityError(ValueError):
-    """A weight file does not match its sha256 (``weights.sha256.json`` or ``CHECKPOINTS``)."""
+    """A weight file does not match its sha256 in ``weights.sha256.json``."""
 
 
 @dataclass(frozen=True)
 class CheckpointEntry:
-    """A named checkpoint the kit knows (d2l's ``DATA_HUB`` idea: name -> files with hashes)."""
+    """A named checkpoint the kit knows (d2l's ``DATA_HUB`` idea); its files' hashes are in the
+    folder's ``weights.sha256.json``."""
 
     description: str  # what the weights are, one line
     hub_id: str | None = None  # hub repository to fetch when the bundled folder is missing
-    sha256: dict[str, str] = field(default_factory=dict)  # file (relative to the folder) -> sha256
     folder: str | None = None  # folder under the checkpoints root when not the name (a shared part)
 
 
-#: Bundled checkpoints by name. ``sha256`` is filled in when the trained weights are committed
-#: (``checkpoint_hashes`` prints the dict); an empty dict means "not checked".
+#: Bundled checkpoints by name.
 CHECKPOINTS: dict[str, CheckpointEntry] = {
     "momap-diffusion": CheckpointEntry(
         "MoMapPipeline: conditioned UNet (MiniLM text) + MoMap VAE + image VAE + DDIM scheduler, "
@@ -102,27 +100,6 @@ def checkpoints_root() -> Path:
     if override:
         return Path(override).expanduser()
     return Path(momaplib.__file__).resolve().parents[1] / "checkpoints"
-
-
-def checkpoint_hashes(folder: str | os.PathLike) -> dict[str, str]:
-    """Returns ``{relative file: sha256}`` of every weight/config file in ``folder`` (for ``CHECKPOINTS``)."""
-    folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors"))
-    return {p.relative_to(folder).as_posix(): sha256_file(p) for p in files}
-
-
-def _verify(name: str, folder: Path, expected: dict[str, str]) -> None:
-    for relative, sha256 in expected.items():
-        path = folder / relative
-        if not path.is_file():
-            raise CheckpointIntegrityError(f"bundled checkpoint {name!r}: {path} is missing")
-        actual = sha256_file(path)
-        if actual != sha256:
-            raise CheckpointIntegrityError(
-                f"bundled checkpoint {name!r}: {path} has sha256 {actual}, expected {sha256} "
-                "(the file is corrupted, or it was retrained without updating "
-                "momaplib.checkpoints.CHECKPOINTS)"
-            )
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -198,7 +175,7 @@ def resolve_checkpoint(
     ``from_pretrained``. ``revision`` is a hub branch, tag or commit. Raises
     ``CheckpointNotFoundError`` naming what was tried, ``CheckpointIntegrityError`` when a weight
     file does not match its manifest (``verify_weights``; ``verify=False`` or
-    ``$MOMAP_SKIP_WEIGHT_CHECK=1`` skips that) or a bundled file the sha256 in ``CHECKPOINTS``.
+    ``$MOMAP_SKIP_WEIGHT_CHECK=1`` skips that).
     """
     if verify is None:
         verify = os.environ.get(SKIP_WEIGHT_CHECK_ENV, "") in ("", "0")
@@ -228,8 +205,6 @@ def _resolve(name_or_path: str | os.PathLike, subfolder: str | None, revision: s
     bundled = root / (entry.folder if entry is not None and entry.folder else name)
     if HUB_ID.match(name) and not name.startswith((".", "~")):
         if bundled.is_dir():
-            if entry is not None and entry.sha256:
-                _verify(name, bundled, entry.sha256)
             return bundled.resolve()
         known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         tried.append(f"bundled checkpoint {bundled} (does not exist; bundled here: {known or 'none'})")
@@ -270,7 +245,6 @@ __all__ = [
     "CheckpointEntry",
     "CheckpointIntegrityError",
     "CheckpointNotFoundError",
-    "checkpoint_hashes",
     "checkpoints_root",
     "resolve_checkpoint",
     "verify_weights",
