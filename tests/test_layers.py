@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: (layer name, top-level units of ``momaplib``) lowest first; a unit is a sub-package or module.
 LAYERS = (
-    ("core", ("momap", "geometry", "storage", "checkpoints")),
+    ("core", ("momap", "geometry", "storage", "checkpoints", "checks")),
     ("data", ("sim", "data")),
     ("metrics", ("metrics",)),
     ("stages", ("training", "recon", "vae", "diffusion", "render", "video", "control")),

@@ -6,7 +6,6 @@ import contextlib
 import ctypes
 import json
 import multiprocessing
-import numbers
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from momaplib.checks import is_integer
 from momaplib.data.manifest import (
     CLIPS_DIR,
     DATASET_FILE,
@@ -45,10 +45,6 @@ from momaplib.storage import DataFormatError, atomic_write_text
 MAX_CLIPS = 1_000_000
 #: Most worker processes (each holds a clip's working memory; see ``momaplib.sim.SimConfig``).
 MAX_WORKERS = 256
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -245,13 +241,13 @@ def write_dataset(
     extends it; other settings raise ``DatasetSettingsError``. ``progress`` shows a ``tqdm`` bar
     and a line when there is nothing to do.
     """
-    if not _is_int(num_clips) or not 1 <= num_clips <= MAX_CLIPS:
+    if not is_integer(num_clips) or not 1 <= num_clips <= MAX_CLIPS:
         raise ValueError(f"num_clips: expected 1..{MAX_CLIPS}, got {num_clips!r}")
     workers = default_workers() if workers is None else workers
-    if not _is_int(workers) or not 0 <= workers <= MAX_WORKERS:
+    if not is_integer(workers) or not 0 <= workers <= MAX_WORKERS:
         raise ValueError(f"workers: expected 0..{MAX_WORKERS} (0 = in this process), got {workers!r}")
     for name, value in (("seed", seed), ("split_seed", split_seed)):
-        if not _is_int(value):
+        if not is_integer(value):
             raise ValueError(f"{name}: expected an integer, got {value!r}")
     started = time.perf_counter()
     root = Path(root)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from momaplib.checks import is_integer
 from momaplib.geometry import MAX_MEDIAN_DEPTH, check_depth_scale, depth_to_xyz, valid_depth
 
 #: Largest image side ``MoMapPipeline`` accepts by default (``max_image_size=`` overrides it): the
@@ -193,7 +194,7 @@ def check_instance_map(instance_map, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+    if not is_integer(value) or value < 1:
         raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
     return int(value)
 

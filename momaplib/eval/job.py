@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from momaplib.baselines.simple import PREDICTORS, get_predictor
+from momaplib.checks import check_device
 from momaplib.data.splits import SPLITS
 from momaplib.eval.tables import format_table, table_to_markdown, write_table
 from momaplib.metrics.best_of_n import (
@@ -185,14 +186,7 @@ class EvalJob:
             raise ValueError(f"max_clips: expected >= 1 or None (all clips), got {self.max_clips!r}")
         if not (isinstance(self.guidance_scale, (int, float)) and 0 <= self.guidance_scale <= MAX_GUIDANCE):
             raise ValueError(f"guidance_scale: expected 0..{MAX_GUIDANCE:g}, got {self.guidance_scale!r}")
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(
-                f"device: expected 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}"
-            ) from exc
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}")
+        check_device("device", self.device)
 
     def _pipeline_predictors(self) -> dict[str, Predictor]:
         if not self.pipelines:

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from momaplib.checks import is_integer
 from momaplib.data import load_manifest
 from momaplib.data.manifest import check_clip_id, clip_path
 from momaplib.metrics.scores import MetricConfig, foreground_mask, higher_is_better, sample_metrics
@@ -53,10 +54,6 @@ MAX_SAMPLES = 1000
 #: Metrics that have a value whenever the GT has moving pixels (``num_fg > 0``); the others may be
 #: NaN by definition (no neighbours, fewer than two patches, a window longer than the clip).
 DEFINED_WHEN_MOVING = ("ate_dtw", "D_sig", "ate", "epe")
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 # ----------------------------------------------------------------------------- best of N
@@ -196,7 +193,7 @@ def evaluate_predictor(
     its generator is seeded from ``(seed, clip_id)``. ``selected`` is the reported sample
     (-1 in oracle mode); ``num_fg`` the size of F (clips with 0 have NaN F-metrics).
     """
-    if not _is_int(num_samples) or not 1 <= num_samples <= MAX_SAMPLES:
+    if not is_integer(num_samples) or not 1 <= num_samples <= MAX_SAMPLES:
         raise ValueError(f"num_samples: expected 1..{MAX_SAMPLES} samples per clip, got {num_samples!r}")
     clips = as_clips(clips)
     return _evaluate(
@@ -288,7 +285,7 @@ def load_split(
     file's sha256 against it. ``max_clips`` (None or >= 1) keeps the first clips of the split.
     An empty split raises ``DataFormatError``; a clip file outside the dataset folder too.
     """
-    if max_clips is not None and (not _is_int(max_clips) or max_clips < 1):
+    if max_clips is not None and (not is_integer(max_clips) or max_clips < 1):
         raise ValueError(f"max_clips: expected None (all clips) or >= 1, got {max_clips!r}")
     dataset = Path(dataset)
     entries = load_manifest(dataset, split)

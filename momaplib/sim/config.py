@@ -6,8 +6,7 @@ import numbers
 from dataclasses import dataclass, replace
 from typing import Literal
 
-import torch
-
+from momaplib.checks import check_device, is_integer
 from momaplib.sim.clip import ACTIONS, FAMILIES
 
 #: Image height and width in pixels: at least this many (smaller images cannot show a task's target).
@@ -68,7 +67,7 @@ class SimConfig:
             raise ValueError(f"SimConfig.family: expected one of {FAMILIES}, got {self.family!r}")
         for name in ("height", "width", "num_frames", "min_objects", "max_objects", "task_variant"):
             value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            if not is_integer(value):
                 raise ValueError(f"SimConfig.{name}: expected an integer, got {value!r}")
         for name in ("height", "width"):
             value = getattr(self, name)
@@ -106,16 +105,7 @@ class SimConfig:
             raise ValueError(
                 f"SimConfig.actions: expected a non-empty subset of {ACTIONS}, got {self.actions}"
             )
-        try:
-            device = torch.device(self.device)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(
-                f"SimConfig.device: expected 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}"
-            ) from exc
-        if device.type not in ("cpu", "cuda"):
-            raise ValueError(
-                f"SimConfig.device: expected 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}"
-            )
+        check_device("SimConfig.device", self.device)
 
     def smoke(self) -> SimConfig:
         """Returns the small version used by tests and notebook smoke runs (32x32, T = 8)."""

@@ -12,6 +12,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
 
+from momaplib.checks import check_device
 from momaplib.training.fields import check_choice, check_number, field_name
 
 #: Sub-folder of ``output_dir`` that holds the training checkpoints.
@@ -111,15 +112,7 @@ class TrainConfig:
             check_number(owner, name, getattr(self, name), minimum=0)
         check_choice(owner, "lr_schedule", self.lr_schedule, ("constant", "cosine", "linear"))
         check_choice(owner, "mixed_precision", self.mixed_precision, ("no", "fp16", "bf16"))
-        try:
-            device = torch.device(self.in_memory_device)
-        except (RuntimeError, TypeError):
-            device = None
-        if device is None or device.type not in ("cpu", "cuda"):
-            raise ValueError(
-                f"{field_name(owner, 'in_memory_device')}: expected 'cpu', 'cuda' or 'cuda:<index>', "
-                f"got {self.in_memory_device!r}"
-            )
+        check_device(field_name(owner, "in_memory_device"), self.in_memory_device)
 
 
 def build_accelerator(config: TrainConfig) -> Accelerator:
