@@ -408,7 +408,8 @@ def load_pipeline(name_or_path, **kwargs) -> MoMapPipeline:
 
     from momaplib.checkpoints import resolve_checkpoint
 
-    path = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"))
+    # only to read the class: the class's from_pretrained checks the weights against their manifest
+    path = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"), verify=False)
     index = path / "model_index.json"
     if not index.is_file():
         raise FileNotFoundError(f"pipeline {name_or_path!r}: {index} is missing; not a pipeline folder")
