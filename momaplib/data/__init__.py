@@ -64,7 +64,14 @@ from momaplib.data.manifest import (
     read_manifest,
     verify_dataset,
 )
-from momaplib.data.splits import check_splits, clip_id, simulate_split_clips, split_indices, split_of
+from momaplib.data.splits import (
+    check_splits,
+    clip_id,
+    simulate_split_clips,
+    simulate_split_videos,
+    split_indices,
+    split_of,
+)
 from momaplib.data.writer import SimJob, WriteReport, default_workers, parallel_map, write_dataset
 
 __all__ = [
@@ -107,6 +114,7 @@ __all__ = [
     "read_manifest",
     "save_example",
     "simulate_split_clips",
+    "simulate_split_videos",
     "split_indices",
     "split_of",
     "verify_dataset",

@@ -9,7 +9,7 @@ from dataclasses import replace
 from tqdm.auto import tqdm
 
 from momaplib.momap import MoMap
-from momaplib.sim import FAMILIES, SimConfig, clip_seed, generate_clip
+from momaplib.sim import FAMILIES, Clip, SimConfig, clip_seed, generate_clip
 
 
 # ----------------------------------------------------------------------------- ids and splits
@@ -98,3 +98,39 @@ def simulate_split_clips(
         (clip_id(family, index), generate_clip(clip_seed(seed, index), config).momap)
         for index in tqdm(chosen, desc=f"simulate {family} {split} clips", leave=False, disable=not progress)
     ]
+
+
+def _simulate_indexed(task: tuple[int, int, SimConfig]) -> tuple[int, Clip]:
+    index, seed, config = task
+    return index, generate_clip(seed, config)
+
+
+def simulate_split_videos(
+    family: str,
+    count: int,
+    seed: int = 0,
+    config: SimConfig | None = None,
+    split: str = "test",
+    workers: int = 0,
+    progress: bool = True,
+) -> list[tuple[str, Clip]]:
+    """Returns ``[(clip_id, Clip)]``: the clips of ``simulate_split_clips`` with their videos
+    (frames, depth, instances), simulated by ``workers`` processes (0: in this one), in id order."""
+    from momaplib.data.writer import parallel_map
+
+    if family not in FAMILIES:
+        raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
+    if count < 0:
+        raise ValueError(f"count: expected >= 0 clips, got {count}")
+    config = replace(config or SimConfig(), family=family)
+    tasks = [(index, clip_seed(seed, index), config) for index in split_indices(family, count, split)]
+    results = dict(
+        tqdm(
+            parallel_map(tasks, workers, _simulate_indexed),
+            total=len(tasks),
+            desc=f"simulate {family} {split} clips",
+            leave=False,
+            disable=not progress,
+        )
+    )
+    return [(clip_id(family, index), results[index]) for index, _, _ in tasks]

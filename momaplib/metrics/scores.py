@@ -79,10 +79,11 @@ METRIC_NAMES = MetricConfig().metric_names
 
 
 def higher_is_better(name: str) -> bool:
-    """Returns True for metrics where larger is better (IoU, accuracies), False for errors."""
-    if name == "fg_mask_iou" or "acc" in name:
+    """Returns True for metrics where larger is better (IoU, accuracies, image PSNR/SSIM), False
+    for errors."""
+    if name == "fg_mask_iou" or "acc" in name or name.startswith(("psnr", "ssim")):
         return True
-    if name in ("ate_dtw", "D_sig", "local_dist_diff", "ate", "epe"):
+    if name in ("ate_dtw", "D_sig", "local_dist_diff", "ate", "epe") or name.startswith("temporal_error"):
         return False
     raise KeyError(f"unknown metric {name!r}; expected one of {METRIC_NAMES} (any quantize_acc_dT)")
 

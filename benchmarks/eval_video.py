@@ -1,0 +1,198 @@
+"""Train the video completion models and compare them on unseen test clips (paper §3.4.1).
+
+    python benchmarks/eval_video.py train --clips 500 --minutes 2.5 --out runs/video
+    python benchmarks/eval_video.py eval --models runs/video --clips 50 --out runs/video
+
+``train`` simulates the first ``--clips`` train-split clips of each family (the clips ``momap sim``
+writes with seed 0), renders their GT MoMaps into their own cameras, and trains two
+``CompletionUNet`` with the same data, seed and number of steps: ``flattened`` (self-attention
+across the frames of a window, the paper's model) and ``per-frame`` (the ablation). The step count
+fits ``--minutes`` per model, measured on the first steps. Each model is written as fp16 shards
+under ``--out/<variant>``.
+
+``eval`` renders the GT MoMaps of the first ``--clips`` test-split clips of each family (never
+trained on) into their own cameras and completes the holes four ways: ``partial`` (holes left
+mid-grey), ``cv2-inpaint`` (OpenCV Telea per frame), ``per-frame`` and ``flattened`` (10 DDIM
+steps, windows of 8 frames, the same noise seed). It writes the per-clip metrics
+(``momaplib.video.video_metrics``) to ``video_per_clip.csv.gz`` and the table with paired
+bootstrap intervals (flattened against each other method) to ``video_table.md``/``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from diffusers import AutoencoderKL
+
+from momaplib.checkpoints import resolve_checkpoint
+from momaplib.data import simulate_split_videos
+from momaplib.eval.tables import paired_differences
+from momaplib.render import render_momap
+from momaplib.sim import FAMILIES
+from momaplib.training import TrainConfig
+from momaplib.video import CompletionUNet, complete_render, cv2_inpaint, video_dataset, video_metrics
+from momaplib.video.frames import composite
+from momaplib.video.train import TrainVideoJob, latent_scale
+
+VARIANTS = ("flattened", "per-frame")
+METHODS = ("partial", "cv2-inpaint", "per-frame", "flattened")
+METRICS = ("psnr_hole", "ssim_hole", "psnr_all", "ssim_all", "temporal_error")
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+def _steps_for(job: TrainVideoJob, dataset, minutes: float, device) -> int:
+    """Returns the number of steps that fit ``minutes``, timed on a few steps of a throwaway model."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        probe = TrainVideoJob(
+            train=TrainConfig(Path(folder), max_steps=12, batch_size=job.train.batch_size, lr_warmup_steps=0,
+                              validate_every=0, checkpoint_every=1000, progress=False, in_memory=True,
+                              mixed_precision=job.train.mixed_precision),
+            frame_attention="flattened", block_out_channels=job.block_out_channels,
+        )  # fmt: skip
+        start = time.perf_counter()
+        probe.run(dataset=dataset)
+        seconds = (time.perf_counter() - start) / 12
+    return max(10, int(minutes * 60 / seconds))
+
+
+def train(args) -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint("image-vae")).to(device).eval()
+    scale = latent_scale(image_vae)
+    clips = [
+        c
+        for f in FAMILIES
+        for _, c in simulate_split_videos(f, args.clips, split="train", workers=args.workers)
+    ]
+    val = [c for f in FAMILIES for _, c in simulate_split_videos(f, 2, split="val", workers=0)]
+    dataset = video_dataset(clips, image_vae, scale, backend="torch", device=device)
+    del clips
+    base = TrainConfig(
+        args.out / "runs" / "probe", max_steps=10, batch_size=args.batch_size, learning_rate=3e-4,
+        lr_warmup_steps=100, validate_every=0, checkpoint_every=100_000, in_memory=True,
+        mixed_precision="bf16" if device == "cuda" else "no", progress=False,
+    )  # fmt: skip
+    probe = TrainVideoJob(train=base)
+    steps = args.steps or _steps_for(probe, dataset, args.minutes, device)
+    summary = {"device": device_name(), "torch": torch.__version__, "steps": steps, "latent_scale": scale,
+               "train_clips": len(dataset), "batch_size": args.batch_size}  # fmt: skip
+    for variant in VARIANTS:
+        config = replace(
+            base, output_dir=args.out / "runs" / variant, max_steps=steps, validate_every=steps, progress=True
+        )
+        job = TrainVideoJob(
+            train=config, frame_attention=variant, bundle_dir=args.out / variant, render_backend="torch"
+        )
+        start = time.perf_counter()
+        job.run(dataset=dataset, val_clips=val)
+        summary[f"{variant}_seconds"] = time.perf_counter() - start
+        log = (args.out / "runs" / variant / "metrics.jsonl").read_text().splitlines()
+        summary[f"{variant}_last"] = [json.loads(line) for line in log if "val/psnr_hole" in line][-1:]
+    print(json.dumps(summary, indent=2))
+    (args.out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def evaluate(args) -> None:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint("image-vae")).to(device).eval()
+    models = {v: CompletionUNet.from_pretrained(args.models / v).to(device).eval() for v in VARIANTS}
+    rows = []
+    for family in FAMILIES:
+        for clip_id, clip in simulate_split_videos(family, args.clips, split="test", workers=args.workers):
+            render = render_momap(clip.momap, backend="torch", device=device)
+            truth = clip.frames.astype(np.float32) / 255.0
+            holes = render.holes
+            grey = composite(render.rgb, render.alpha, np.full_like(render.rgb, 0.5))
+            outputs = {"partial": grey, "cv2-inpaint": cv2_inpaint(grey, holes)}
+            for variant, model in models.items():
+                generator = torch.Generator().manual_seed(args.seed)
+                outputs[variant], _ = complete_render(
+                    model, image_vae, render, clip.frames[0], args.steps, generator, 8
+                )
+            for method, frames in outputs.items():
+                rows.append(
+                    {
+                        "clip_id": clip_id,
+                        "dataset": family,
+                        "method": method,
+                        **video_metrics(frames, truth, holes),
+                    }
+                )
+    per_clip = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    per_clip.to_csv(args.out / "video_per_clip.csv.gz", index=False)
+    print(video_report(per_clip, args.out))
+
+
+def video_report(per_clip: pd.DataFrame, out: Path | None = None) -> str:
+    """Returns the Markdown table (mean per family and method) and the paired intervals of
+    ``flattened`` against every other method; writes ``video_table.md``/``.json`` to ``out``."""
+    table = per_clip.groupby(["dataset", "method"])[list(METRICS)].mean().round(4)
+    lines = ["| family | method | " + " | ".join(METRICS) + " |", "|---|---|" + "---|" * len(METRICS)]
+    for (family, method), row in table.iterrows():
+        lines.append(f"| {family} | {method} | " + " | ".join(f"{row[m]:.4f}" for m in METRICS) + " |")
+    intervals = []
+    for family in sorted(per_clip["dataset"].unique()):
+        clips = per_clip[per_clip["dataset"] == family]
+        ours = clips[clips["method"] == "flattened"]
+        for other in METHODS[:-1]:
+            diff = paired_differences(ours, clips[clips["method"] == other], list(METRICS))
+            for metric, row in diff.iterrows():
+                intervals.append({"dataset": family, "versus": other, "metric": metric, **row.to_dict()})
+    lines += [
+        "",
+        "| family | flattened − | metric | diff | 95 % interval | clips | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in intervals:
+        verdict = {"a better": "flattened better", "b better": f"{r['versus']} better"}.get(
+            r["verdict"], r["verdict"]
+        )
+        lines.append(
+            f"| {r['dataset']} | {r['versus']} | {r['metric']} | {r['diff']:+.4f} | "
+            f"[{r['low']:+.4f}, {r['high']:+.4f}] | {r['clips']} | {verdict} |"
+        )
+    text = "\n".join(lines)
+    if out is not None:
+        (out / "video_table.md").write_text(text + "\n")
+        (out / "video_table.json").write_text(
+            json.dumps({"device": device_name(), "intervals": intervals}, indent=2) + "\n"
+        )
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--clips", type=int, default=500, help="train clips per family")
+    t.add_argument("--minutes", type=float, default=2.5, help="training time per model")
+    t.add_argument("--steps", type=int, default=0, help="steps per model (0: fit --minutes)")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--workers", type=int, default=8, help="simulation processes")
+    t.add_argument("--out", type=Path, default=Path("outputs/video"))
+    e = sub.add_parser("eval")
+    e.add_argument("--models", type=Path, default=Path("outputs/video"))
+    e.add_argument("--clips", type=int, default=50, help="test clips per family")
+    e.add_argument("--steps", type=int, default=10, help="DDIM steps of the completion")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--workers", type=int, default=8, help="simulation processes")
+    e.add_argument("--out", type=Path, default=Path("outputs/video"))
+    args = parser.parse_args()
+    train(args) if args.command == "train" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
