@@ -2,6 +2,7 @@
 
     python benchmarks/eval_video.py train --clips 500 --minutes 2.5 --out runs/video
     python benchmarks/eval_video.py eval --models runs/video --clips 50 --out runs/video
+    python benchmarks/eval_video.py bundle --model runs/video/flattened --out checkpoints/momap-video
 
 ``train`` simulates the first ``--clips`` train-split clips of each family (the clips ``momap sim``
 writes with seed 0), renders their GT MoMaps into their own cameras, and trains two
@@ -9,6 +10,8 @@ writes with seed 0), renders their GT MoMaps into their own cameras, and trains 
 across the frames of a window, the paper's model) and ``per-frame`` (the ablation). The step count
 fits ``--minutes`` per model, measured on the first steps. Each model is written as fp16 shards
 under ``--out/<variant>``.
+
+``bundle`` writes ``checkpoints/momap-video`` from the ``flattened`` model.
 
 ``eval`` renders the GT MoMaps of the first ``--clips`` test-split clips of each family (never
 trained on) into their own cameras and completes the holes four ways: ``partial`` (holes left
@@ -173,6 +176,19 @@ def video_report(per_clip: pd.DataFrame, out: Path | None = None) -> str:
     return text
 
 
+def bundle(args) -> None:
+    """Writes the ``MoMapVideoPipeline`` of a trained completion model (fp16 shards; the image VAE
+    is the bundled ``image-vae``, not copied)."""
+    from momaplib.training import save_pipeline
+    from momaplib.video import MoMapVideoPipeline, build_scheduler
+
+    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint("image-vae"))
+    completion = CompletionUNet.from_pretrained(args.model)
+    pipe = MoMapVideoPipeline(completion, image_vae, build_scheduler())
+    save_pipeline(pipe, args.out, bundle=True)
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,8 +206,13 @@ def main() -> None:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--workers", type=int, default=8, help="simulation processes")
     e.add_argument("--out", type=Path, default=Path("outputs/video"))
+    b = sub.add_parser("bundle")
+    b.add_argument(
+        "--model", type=Path, default=Path("outputs/video/flattened"), help="trained CompletionUNet"
+    )
+    b.add_argument("--out", type=Path, default=Path("checkpoints/momap-video"))
     args = parser.parse_args()
-    train(args) if args.command == "train" else evaluate(args)
+    {"train": train, "eval": evaluate, "bundle": bundle}[args.command](args)
 
 
 if __name__ == "__main__":

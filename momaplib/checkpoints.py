@@ -87,6 +87,10 @@ CHECKPOINTS: dict[str, CheckpointEntry] = {
         "MoMap-Sim, 128x128, T = 32 (`momap train-vae`); stored inside momap-diffusion",
         folder="momap-diffusion/vae",
     ),
+    "momap-video": CheckpointEntry(
+        "MoMapVideoPipeline: completion UNet with self-attention flattened across frames, over the "
+        "image-vae latents, trained on GT-MoMap renders of MoMap-Sim clips (`momap train-video`)"
+    ),
     "momap-vae-baseline": CheckpointEntry(
         "MoMapVAEPipeline: the conditional MoMap-VAE baseline of paper §4.1 (shares the VAEs of "
         "momap-diffusion), trained on MoMap-Sim (`momap train-diffusion --model momap-vae`)"

@@ -22,6 +22,8 @@ COMMANDS = {
     "train-image-vae": "momaplib.vae.train:TrainImageVAEJob",
     "train-vae": "momaplib.vae.train:TrainVAEJob",
     "train-diffusion": "momaplib.diffusion.train:TrainDiffusionJob",
+    "train-video": "momaplib.video.train:TrainVideoJob",
+    "video": "momaplib.video.job:VideoJob",
 }
 
 
