@@ -54,7 +54,8 @@ def image_vae() -> AutoencoderKL:
 
 @pytest.fixture(scope="module")
 def clips():
-    return [generate_clip(seed, SimConfig(family=f).smoke()) for seed, f in ((1, "tabletop"), (2, "egocentric"))]
+    families = ((1, "tabletop"), (2, "egocentric"))
+    return [generate_clip(seed, SimConfig(family=family).smoke()) for seed, family in families]
 
 
 @torch.no_grad()
@@ -141,7 +142,8 @@ def test_video_pipeline_renders_and_completes_given_momaps(tmp_path: Path, image
     assert not (tmp_path / "image_vae").exists()  # the bundled image-vae is shared, not copied
     pipe = MoMapVideoPipeline.from_pretrained(tmp_path)
     clip = clips[0]
-    out = pipe(momaps=[clip.momap], num_inference_steps=2, generator=torch.Generator().manual_seed(0), progress=False)
+    generator = torch.Generator().manual_seed(0)
+    out = pipe(momaps=[clip.momap], num_inference_steps=2, generator=generator, progress=False)
     T, H, W = clip.frames.shape[:3]
     assert out.frames.shape == out.partial.shape == (1, T, H, W, 3) and out.frames.dtype == np.uint8
     assert out.instance.shape == (1, T, H, W) and (out.instance >= 0).all()  # holes filled
