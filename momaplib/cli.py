@@ -23,7 +23,7 @@ COMMANDS = {
     "train-vae": "momaplib.vae.train:TrainVAEJob",
     "train-diffusion": "momaplib.diffusion.train:TrainDiffusionJob",
     "train-video": "momaplib.video.train:TrainVideoJob",
-    "video": "momaplib.video.job:VideoJob",
+    "video": "momaplib.videos:VideoJob",
 }
 
 

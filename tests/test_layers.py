@@ -26,7 +26,7 @@ LAYERS = (
     ("stages", ("training", "recon", "vae", "diffusion", "render", "video", "control")),
     ("evaluation", ("baselines", "eval")),
     ("figures", ("viz",)),
-    ("apps", ("ui", "demo", "cli")),
+    ("apps", ("ui", "demo", "videos", "cli")),
 )
 
 

@@ -16,8 +16,9 @@ Modules: ``colors`` (the colour conventions), ``figures`` (matplotlib: trajector
 strips, instances, a result's samples), ``camera`` (camera disentanglement, paper §3.1),
 ``plot3d`` (plotly 3D trajectories), ``animation`` (GIF/MP4 and ``save_figure``), ``metrics``
 (figures of the metric definitions, paper §4.2), ``recon`` (figures of a reconstruction run,
-paper §3.2) and ``diffusion`` (conditioning, latents and training of the diffusion model, paper
-§3.3.3). Every figure of the kit is drawn here; notebooks and apps only call these.
+paper §3.2), ``diffusion`` (conditioning, latents and training of the diffusion model, paper
+§3.3.3) and ``video`` (rendered and completed videos, paper §3.4.1). Every figure of the kit is
+drawn here; notebooks and apps only call these.
 """
 
 from momaplib.viz.animation import save_clip_animation, save_figure
@@ -73,6 +74,7 @@ from momaplib.viz.vae import (
     plot_reconstruction_errors,
     plot_vae_runs,
 )
+from momaplib.viz.video import plot_video_rows, video_html, video_panels
 
 __all__ = [
     "ANIMATION_SUFFIXES",
@@ -115,12 +117,15 @@ __all__ = [
     "plot_tracks",
     "plot_trajectories_3d",
     "plot_vae_runs",
+    "plot_video_rows",
     "sample_image_grid",
     "save_clip_animation",
     "save_figure",
     "subsample_pixels",
     "time_controls",
     "trajectory_image_grid",
+    "video_html",
+    "video_panels",
     "xyz_color_range",
     "xyz_to_rgb",
 ]

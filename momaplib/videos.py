@@ -1,4 +1,4 @@
-"""``momap video``: an example scene → sampled MoMaps → completed videos written as GIF/MP4.
+"""``momap video`` (an app, like the demo): an example scene → sampled MoMaps → completed videos.
 
     momap video                                              # bundled example, 2 samples, GIF
     momap video --example data/examples/egocentric_pink_block --cameras orbit --format mp4
@@ -11,52 +11,15 @@ model (no checkpoint) and the GT MoMap, for a quick check of the plumbing.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 
+from momaplib import viz
 from momaplib.checks import check_device
 from momaplib.data.examples import EXAMPLES_DIR, load_example
-
-#: Fixed colours of instance ids 0..15 (id 0, the background, is grey).
-_PALETTE = np.array(
-    [[90, 90, 90], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128],
-     [220, 190, 255], [170, 110, 40], [128, 0, 0], [170, 255, 195]], dtype=np.uint8,
-)  # fmt: skip
-
-
-def instance_colors(instance: np.ndarray) -> np.ndarray:
-    """Returns (..., 3) uint8 colours of instance ids (ids beyond 15 wrap around)."""
-    return _PALETTE[np.asarray(instance) % len(_PALETTE)]
-
-
-def video_panels(partial: np.ndarray, frames: np.ndarray, instance: np.ndarray) -> np.ndarray:
-    """Returns (T, H, 3W, 3) uint8: partial render | completed frames | semantic video."""
-    return np.concatenate([partial, frames, instance_colors(instance)], axis=2)
-
-
-def write_video(frames: np.ndarray, path: str | Path, fps: float = 8.0) -> Path:
-    """Writes (T, H, W, 3) uint8 frames as a GIF or (with imageio-ffmpeg) an MP4; returns the path."""
-    import imageio.v2 as imageio
-
-    path = Path(path)
-    if path.suffix not in (".gif", ".mp4"):
-        raise ValueError(f"path: expected a .gif or .mp4 file, got {path.name!r}")
-    if path.suffix == ".mp4" and importlib.util.find_spec("imageio_ffmpeg") is None:
-        raise ValueError("path: writing .mp4 needs the optional package imageio-ffmpeg; write a .gif instead")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if path.suffix == ".gif":
-        imageio.mimsave(temporary, list(frames), duration=1000 / fps, loop=0)
-    else:
-        imageio.mimsave(temporary, list(frames), fps=fps, macro_block_size=1)
-    temporary.replace(path)  # never a half-written video under the final name
-    return path
 
 
 @dataclass
@@ -119,8 +82,8 @@ class VideoJob:
             name = (
                 f"{example.name or 'scene'}_{'gt' if use_gt else f'sample{n}'}_{self.cameras}.{self.format}"
             )
-            panels = video_panels(result.partial[n], result.frames[n], result.instance[n])
-            written.append(write_video(panels, self.out / name, self.fps))
+            panels = viz.video_panels(result.partial[n], result.frames[n], result.instance[n])
+            written.append(viz.save_clip_animation(panels, self.out / name, fps=self.fps))
             print(f"wrote {written[-1]}")
         return written
 
