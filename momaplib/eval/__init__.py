@@ -29,15 +29,18 @@ from momaplib.eval.tables import (
     table_to_markdown,
     write_table,
 )
+from momaplib.eval.video import VIDEO_METHODS, VIDEO_METRICS, video_intervals, video_table
 from momaplib.metrics import *  # noqa: F403 - the metrics are part of this package's public face
 from momaplib.metrics import __all__ as _metric_names
 
 __all__ = [
-    *_metric_names,
     "BEST_MARK",
     "CLIPS_ROW",
+    "VIDEO_METHODS",
+    "VIDEO_METRICS",
     "EvalJob",
     "SamplingResult",
+    "*_metric_names",
     "best_mask",
     "best_of_n_table",
     "evaluate_methods",
@@ -51,5 +54,7 @@ __all__ = [
     "style_table",
     "summarize",
     "table_to_markdown",
+    "video_intervals",
+    "video_table",
     "write_table",
 ]
