@@ -34,13 +34,13 @@ from momaplib.metrics import *  # noqa: F403 - the metrics are part of this pack
 from momaplib.metrics import __all__ as _metric_names
 
 __all__ = [
+    *_metric_names,
     "BEST_MARK",
     "CLIPS_ROW",
     "VIDEO_METHODS",
     "VIDEO_METRICS",
     "EvalJob",
     "SamplingResult",
-    "*_metric_names",
     "best_mask",
     "best_of_n_table",
     "evaluate_methods",
