@@ -85,7 +85,7 @@ def train(args) -> None:
         lr_warmup_steps=100, validate_every=0, checkpoint_every=100_000, in_memory=True,
         mixed_precision="bf16" if device == "cuda" else "no", progress=False,
     )  # fmt: skip
-    probe = TrainVideoJob(train=base)
+    probe = TrainVideoJob(train=base, block_out_channels=tuple(args.channels))
     steps = args.steps or _steps_for(probe, dataset, args.minutes, device)
     summary = {"device": device_name(), "torch": torch.__version__, "steps": steps, "latent_scale": scale,
                "train_clips": len(dataset), "batch_size": args.batch_size}  # fmt: skip
@@ -94,8 +94,9 @@ def train(args) -> None:
             base, output_dir=args.out / "runs" / variant, max_steps=steps, validate_every=steps, progress=True
         )
         job = TrainVideoJob(
-            train=config, frame_attention=variant, bundle_dir=args.out / variant, render_backend="torch"
-        )
+            train=config, frame_attention=variant, bundle_dir=args.out / variant, render_backend="torch",
+            block_out_channels=tuple(args.channels),
+        )  # fmt: skip
         start = time.perf_counter()
         job.run(dataset=dataset, val_clips=val)
         summary[f"{variant}_seconds"] = time.perf_counter() - start
@@ -188,6 +189,7 @@ def main() -> None:
     t.add_argument("--minutes", type=float, default=2.5, help="training time per model")
     t.add_argument("--steps", type=int, default=0, help="steps per model (0: fit --minutes)")
     t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--channels", type=int, nargs="+", default=[64, 96, 96], help="UNet widths per level")
     t.add_argument("--workers", type=int, default=8, help="simulation processes")
     t.add_argument("--out", type=Path, default=Path("outputs/video"))
     e = sub.add_parser("eval")

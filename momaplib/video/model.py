@@ -68,8 +68,8 @@ class CompletionUNet(ModelMixin, ConfigMixin):
     def __init__(
         self,
         frame_attention: Literal["flattened", "per-frame"] = "flattened",
-        block_out_channels: tuple[int, ...] = (64, 96, 128),
-        layers_per_block: int = 2,
+        block_out_channels: tuple[int, ...] = (64, 96, 96),
+        layers_per_block: int = 1,
         attention_head_dim: int = 32,
         cross_attention_dim: int = 128,
         norm_num_groups: int = 32,
