@@ -187,3 +187,23 @@ def test_fill_instance_holes_takes_the_nearest_id():
     filled = fill_instance_holes(instance)
     assert filled[0, 0, 2] in (1, 2) and (filled[0, 0, [0, 1, 3, 4]] == [1, 1, 2, 2]).all()
     assert (filled[1] == 0).all()
+
+
+def test_bundled_video_pipeline_goes_from_an_image_to_a_video():
+    from momaplib.data import load_example
+    from momaplib.data.examples import EXAMPLES_DIR
+
+    pipe = MoMapVideoPipeline.from_pretrained("momap-video")
+    assert pipe.completion.frame_attention == "flattened"
+    example = load_example(EXAMPLES_DIR / "tabletop_blue_block")
+    out = pipe(
+        example.image, depth=example.depth, K=example.K, instance_map=example.instance, prompt=example.prompt,
+        num_samples=1, num_inference_steps=1, momap_inference_steps=2,
+        generator=torch.Generator().manual_seed(0), progress=False,
+    )  # fmt: skip
+    assert out.frames.shape == (1, 32, *example.image.shape) and len(out.momaps) == 1
+    # frame 0 is the reference view of the sampled MoMap: the render covers it and equals the image
+    covered = out.alpha[0, 0] >= 0.75
+    assert covered.mean() > 0.9
+    error = np.abs(out.frames[0, 0].astype(int) - example.image.astype(int))[covered].mean()
+    assert error < 8

@@ -145,11 +145,13 @@ class MoMapVideoPipeline(DiffusionPipeline):
         num_inference_steps: int = 10,
         generator: torch.Generator | None = None,
         progress: bool = False,
+        shared_noise: bool = False,
     ) -> np.ndarray:
-        """Returns completed frames (T, H, W, 3) float32 in [0, 1] of a partial render."""
+        """Returns completed frames (T, H, W, 3) float32 in [0, 1] of a partial render
+        (``shared_noise``: one noise for all frames of a window, see ``complete_latents``)."""
         frames, _ = complete_render(
             self.completion, self.image_vae, render, reference_rgb, num_inference_steps, generator,
-            self.config.frames_per_chunk, self.scheduler, progress,
+            self.config.frames_per_chunk, self.scheduler, progress, shared_noise,
         )  # fmt: skip
         return frames
 
@@ -210,7 +212,7 @@ class MoMapVideoPipeline(DiffusionPipeline):
         ``scene`` holds its ``xyz``/``depth``/``K``/``instance_map``/``prompt`` arguments, ``sampling``
         its ``num_inference_steps``/``guidance_scale`` (None: the pipeline's defaults)."""
         if self.momap_pipeline is None:
-            from momaplib.diffusion import load_pipeline
+            from momaplib.diffusion.pipeline import load_pipeline
 
             self.momap_pipeline = load_pipeline(self.config.momap_pipeline_name).to(self.device)
         sampling = {key: value for key, value in sampling.items() if value is not None}

@@ -34,8 +34,12 @@ def complete_latents(
     num_inference_steps: int = 10,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    shared_noise: bool = False,
 ) -> Tensor:
-    """Returns completed scaled latents [B, F, 4, h, w] after ``num_inference_steps`` DDIM steps."""
+    """Returns completed scaled latents [B, F, 4, h, w] after ``num_inference_steps`` DDIM steps.
+
+    ``shared_noise``: start every frame of an item from the same noise (DDIM is deterministic
+    given the noise, so frames whose conditions agree come out alike: less flicker)."""
     if (
         not isinstance(num_inference_steps, int)
         or not 1 <= num_inference_steps <= scheduler.config.num_train_timesteps
@@ -46,7 +50,13 @@ def complete_latents(
         )
     device = model.device
     noise_device = generator.device if generator is not None else torch.device("cpu")
-    latents = torch.randn(partial.shape, generator=generator, device=noise_device).to(device)
+    shape = (partial.shape[0], 1, *partial.shape[2:]) if shared_noise else partial.shape
+    latents = (
+        torch.randn(shape, generator=generator, device=noise_device)
+        .to(device)
+        .expand(partial.shape)
+        .contiguous()
+    )
     partial, coverage, reference = partial.to(device), coverage.to(device), reference.to(device)
     scheduler.set_timesteps(num_inference_steps, device=device)
     for t in tqdm(scheduler.timesteps, desc="complete frames", leave=False, disable=not progress):
@@ -69,6 +79,7 @@ def complete_render(
     frames_per_chunk: int | None = 8,
     scheduler: DDIMScheduler | None = None,
     progress: bool = False,
+    shared_noise: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns ``(frames, completion)`` (T, H, W, 3) float32 in [0, 1] of a partial ``render``
     (``momaplib.render.RenderOutput``): the completion composited under the render, and the raw
@@ -98,6 +109,7 @@ def complete_render(
             num_inference_steps,
             generator,
             progress,
+            shared_noise,
         )
         for p, chunk in zip(parts, out, strict=True):
             latents[p] = chunk.cpu()
