@@ -17,6 +17,7 @@ from momaplib.video import (
     CompletionUNet,
     MoMapVideoPipeline,
     build_scheduler,
+    complete_latents,
     complete_render,
     cv2_inpaint,
     fill_instance_holes,
@@ -207,3 +208,15 @@ def test_bundled_video_pipeline_goes_from_an_image_to_a_video():
     assert covered.mean() > 0.9
     error = np.abs(out.frames[0, 0].astype(int) - example.image.astype(int))[covered].mean()
     assert error < 8
+
+
+@torch.no_grad()
+def test_shared_noise_gives_identical_frames_for_identical_conditions():
+    model = tiny_model("flattened")
+    x = inputs(B=1, F=3)
+    partial, coverage = x[1][:, :1].expand(1, 3, 4, 4, 4), x[2][:, :1].expand(1, 3, 1, 4, 4)
+    args = (model, build_scheduler(), partial, coverage, x[3], 2)
+    shared = complete_latents(*args, generator=torch.Generator().manual_seed(0), shared_noise=True)
+    torch.testing.assert_close(shared[:, 1], shared[:, 0])
+    own = complete_latents(*args, generator=torch.Generator().manual_seed(0))
+    assert (own[:, 1] - own[:, 0]).abs().max() > 1e-3
