@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 
 import pytest
+import torch
 
 from momaplib.sim import SimConfig, simulate
 
@@ -21,3 +22,14 @@ def tiny_simulation(family: str, seed: int, action: str | None = None):
 @pytest.fixture(params=["tabletop", "egocentric"])
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Runs a test module with one torch thread: the simulator and the small models run many small
+    ops, and on a shared CPU one thread is many times faster than several. Use it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

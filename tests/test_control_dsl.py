@@ -27,14 +27,7 @@ from momaplib.momap import MoMap
 from momaplib.sim import SimConfig
 from tests.faults_control import BAD_JSON, good_dsl_dict
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the simulator runs many small ops: on a shared CPU, one thread is many times faster than several
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def moving_boxes(

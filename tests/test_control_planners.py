@@ -34,13 +34,7 @@ from momaplib.sim import SimConfig, clip_seed, generate_clip
 T, WINDOW = 8, 2  # smoke clips: 4 windows of 2 frames
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the simulator runs many small ops: on a shared CPU, one thread is many times faster than several
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @functools.cache

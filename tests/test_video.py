@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,7 @@ def test_train_video_job_trains_resumes_and_saves(tmp_path: Path, image_vae, cli
                          checkpoint_every=1, progress=False, in_memory=True)  # fmt: skip
     job = TrainVideoJob(train=config, smoke=True, bundle_dir=tmp_path / "bundle")
     job.run(dataset=dataset, val_clips=clips[:1])
-    resumed = TrainVideoJob(train=TrainConfig(**{**config.__dict__, "max_steps": 4}), smoke=True)
+    resumed = TrainVideoJob(train=replace(config, max_steps=4), smoke=True)
     folder = resumed.run(dataset=dataset, val_clips=clips[:1])
     steps = [row["step"] for row in read_metrics(tmp_path / "run" / "metrics.jsonl") if "loss" in row]
     assert steps == [1, 2, 3, 4]

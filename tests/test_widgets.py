@@ -8,7 +8,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from momaplib.data.examples import save_example
 from momaplib.eval import metric_label
@@ -32,13 +31,7 @@ SCENE = "simulated tabletop"
 TINY = {"num_samples": 2, "num_inference_steps": 2, "guidance_scale": 3.0, "seed": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the UNet runs many small ops: on a shared CPU, one thread is many times faster than several
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,7 @@ from momaplib.training.config import (
     build_optimizer,
     build_scheduler,
     select_trainable,
+    smoke_train,
 )
 from momaplib.training.fields import FIELD_RANGES, check_choice, check_job_fields, check_number
 from momaplib.training.loop import FitResult, fit, resume_step
@@ -138,5 +139,6 @@ __all__ = [
     "save_states",
     "select_trainable",
     "settings_changes",
+    "smoke_train",
     "to_device",
 ]

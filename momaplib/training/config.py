@@ -4,7 +4,7 @@ schedule it builds."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -151,6 +151,23 @@ def select_trainable(model: torch.nn.Module, fragments: str) -> list[torch.nn.Pa
     if not chosen:
         raise ValueError(f"trainable: no parameter name contains any of {parts} (e.g. 'attn2', 'conv_in')")
     return chosen
+
+
+def smoke_train(
+    config: TrainConfig, max_steps: int = 20, batch_size: int = 2, checkpoint_every: int = 10
+) -> TrainConfig:
+    """Returns the smoke override of a trainer's loop (a job's ``--smoke``): at most ``max_steps``
+    steps of ``batch_size`` items, no warm-up, a checkpoint every ``checkpoint_every`` steps,
+    validation only at the end, data read in the main process."""
+    return replace(
+        config,
+        max_steps=min(config.max_steps, max_steps),
+        batch_size=min(config.batch_size, batch_size),
+        lr_warmup_steps=0,
+        checkpoint_every=min(config.checkpoint_every, checkpoint_every),
+        validate_every=0,
+        num_workers=0,
+    )
 
 
 def build_scheduler(

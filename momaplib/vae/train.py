@@ -51,6 +51,7 @@ from momaplib.training import (
     save_job_settings,
     save_model,
     select_trainable,
+    smoke_train,
     to_device,
 )
 from momaplib.vae.model import (
@@ -157,18 +158,6 @@ def latent_scaling_factor(
 
 
 # ----------------------------------------------------------------------------- jobs
-def _smoke_train(config: TrainConfig) -> TrainConfig:
-    return replace(
-        config,
-        max_steps=min(config.max_steps, 20),
-        batch_size=min(config.batch_size, 2),
-        lr_warmup_steps=0,
-        checkpoint_every=min(config.checkpoint_every, 10),
-        validate_every=0,
-        num_workers=0,
-    )
-
-
 @dataclass
 class TrainImageVAEJob:
     """Trains the RGB ``AutoencoderKL`` on reference frames and reference XYZ maps of MoMap-Sim.
@@ -206,7 +195,7 @@ class TrainImageVAEJob:
         if not self.smoke:
             return self
         return replace(
-            self, train=_smoke_train(self.train), block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+            self, train=smoke_train(self.train), block_out_channels=(8, 8, 8, 8), layers_per_block=1,
             norm_num_groups=4, num_val_clips=4, smoke=False,
         )  # fmt: skip
 
@@ -368,7 +357,7 @@ class TrainVAEJob:
         if not self.smoke:
             return self
         return replace(
-            self, train=_smoke_train(self.train), block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+            self, train=smoke_train(self.train), block_out_channels=(8, 8, 8, 8), layers_per_block=1,
             norm_num_groups=4, latent_channels=min(self.latent_channels, 8), num_val_clips=4, smoke=False,
         )  # fmt: skip
 

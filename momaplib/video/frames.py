@@ -26,7 +26,7 @@ LATENT_FACTOR = 8
 
 def images_to_model(images: np.ndarray | Tensor) -> Tensor:
     """Returns (N, 3, H, W) in [-1, 1] from (N, H, W, 3) uint8 or float in [0, 1]."""
-    images = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images)
+    images = torch.as_tensor(images)
     if images.dtype == torch.uint8:
         images = images.float() / 255.0
     return images.permute(0, 3, 1, 2).float() * 2 - 1

@@ -36,6 +36,7 @@ from momaplib.training import (
     save_bundle,
     save_job_settings,
     save_model,
+    smoke_train,
 )
 from momaplib.video.frames import frame_windows, render_own_cameras, select_frames, video_dataset
 from momaplib.video.model import CompletionUNet
@@ -99,14 +100,10 @@ class TrainVideoJob:
         """Returns the job with smoke overrides applied."""
         if not self.smoke:
             return self
-        train = replace(
-            self.train, max_steps=min(self.train.max_steps, 6), batch_size=min(self.train.batch_size, 2),
-            lr_warmup_steps=0, checkpoint_every=min(self.train.checkpoint_every, 3), validate_every=0,
-            num_workers=0,
-        )  # fmt: skip
         return replace(
-            self, train=train, block_out_channels=(8, 16), layers_per_block=1, attention_head_dim=8,
-            norm_num_groups=4, num_val_clips=1, frames_per_item=min(self.frames_per_item, 4), smoke=False,
+            self, train=smoke_train(self.train, max_steps=6, checkpoint_every=3), block_out_channels=(8, 16),
+            layers_per_block=1, attention_head_dim=8, norm_num_groups=4, num_val_clips=1,
+            frames_per_item=min(self.frames_per_item, 4), smoke=False,
         )  # fmt: skip
 
     def build_model(self, sample_size: int, latent_scale: float) -> CompletionUNet:
