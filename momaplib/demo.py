@@ -81,7 +81,12 @@ class DemoConfig:
     num_inference_steps: int = 25
     """Denoising steps."""
     guidance_scale: float = 2.0
-    """Classifier-free guidance on the prompt."""
+    """Classifier-free guidance on the prompt (or the DSL)."""
+    dsl: Path | None = None
+    """A motion-DSL JSON file (``momaplib.control.MotionDSL.to_json``; docs/motion_dsl.md) that
+    conditions every scene instead of its prompt, sampled with a DSL pipeline (the default
+    --pipeline becomes ``momap-diffusion-dsl``). It is checked against each scene's instance map
+    before anything is written."""
 
     def sim_config(self, family: str) -> SimConfig:
         """Returns the simulator config of ``family`` for this demo."""
@@ -99,6 +104,38 @@ class DemoConfig:
             if not math.isfinite(value) or (value <= low if low is not None else value < 0):
                 expected = "a finite number > 0" if low is not None else "a finite number >= 0"
                 raise ValueError(f"--{name.replace('_', '-')}: expected {expected}, got {value!r}")
+
+    @property
+    def pipeline_name(self) -> str | None:
+        """The pipeline sampled: --pipeline, or the bundled DSL model for --dsl with the default."""
+        if self.dsl is not None and self.pipeline == "momap-diffusion":
+            return "momap-diffusion-dsl"
+        return self.pipeline
+
+    def load_dsl(self, scenes: dict[str, MoMap]):
+        """Returns the --dsl file's ``MotionDSL`` (None without one) after checking it against every
+        scene's instance map; raises ``ValueError`` naming --dsl and the scene."""
+        if self.dsl is None:
+            return None
+        from momaplib.control import DSLValidationError, MotionDSL
+
+        if self.smoke or self.pipeline is None:
+            raise ValueError(
+                "--dsl: conditions a model's samples; it needs a pipeline (not --smoke, --pipeline None)"
+            )
+        path = Path(self.dsl)
+        if not path.is_file():
+            raise FileNotFoundError(f"--dsl {path}: no such file (a MotionDSL JSON, see docs/motion_dsl.md)")
+        try:
+            dsl = MotionDSL.from_json(path.read_bytes())
+            for name, momap in scenes.items():
+                try:
+                    dsl.validate_against(momap.instance)
+                except DSLValidationError as exc:
+                    raise DSLValidationError(f"scene {name}: {exc}") from exc
+        except DSLValidationError as exc:
+            raise ValueError(f"--dsl {path}: {exc}") from exc
+        return dsl
 
     def example_folders(self) -> dict[str, Path]:
         """Returns ``{name: folder}`` of the example scenes the demo runs ({}: it simulates).
@@ -146,32 +183,37 @@ class DemoConfig:
         generate = self.pipeline is not None and not self.smoke
         examples = {name: _load_checked(folder) for name, folder in self.example_folders().items()}
         names = list(examples) if examples else list(self.families)
+        if examples:
+            scenes = {name: example.momap() for name, example in examples.items()}
+        else:
+            scenes = {name: generate_clip(self.seed, self.sim_config(name)) for name in names}
+        dsl = self.load_dsl({name: getattr(scene, "momap", scene) for name, scene in scenes.items()})
         per_scene = 1 + (_FIGURES_PER_EXAMPLE if examples else _FIGURES_PER_CLIP)
         per_scene += _GENERATED_PER_CLIP if generate else 0
         panel, runs = None, {}
         if generate:
             from momaplib.ui import SamplingPanel
 
-            panel = SamplingPanel(self.pipeline)  # a missing or corrupted model fails before any write
+            panel = SamplingPanel(self.pipeline_name)  # a missing or corrupted model fails before any write
         self.out.mkdir(parents=True, exist_ok=True)
         with tqdm(total=len(names) * per_scene, desc="demo", unit="step") as progress:
             for name in names:
                 if examples:
                     progress.set_postfix_str(f"{name}: load")
                     example = examples[name]
-                    scene: MoMap | Clip = example.momap()
+                    scene: MoMap | Clip = scenes[name]
                     stem = self.out / name
                     progress.update()
                     listing += _write_example_figures(example, stem, self, progress)
                 else:
                     progress.set_postfix_str(f"{name}: simulate")
-                    scene = generate_clip(self.seed, self.sim_config(name))
+                    scene = scenes[name]
                     progress.update()
                     stem = self.out / f"{name}_seed{self.seed}"
                     listing += _write_figures(scene, stem, self, progress)
                 if generate:
                     progress.set_postfix_str(f"{name}: sample {self.num_samples} futures")
-                    runs[name], written = _write_samples(panel, scene, name, stem, self, progress)
+                    runs[name], written = _write_samples(panel, scene, name, stem, self, progress, dsl)
                     listing += written
         scored = {name: run for name, run in runs.items() if run.metrics is not None}
         if scored:
@@ -209,16 +251,18 @@ _FIGURES_PER_EXAMPLE = 1
 _GENERATED_PER_CLIP = 3
 
 
-def _write_samples(panel, scene: MoMap | Clip, name: str, stem: Path, config: DemoConfig, progress: tqdm):
-    """Samples futures of ``scene`` with the panel's pipeline; writes figures; returns (result, listing)."""
+def _write_samples(panel, scene, name: str, stem: Path, config: DemoConfig, progress: tqdm, dsl=None):
+    """Samples futures of ``scene`` with the panel's pipeline (under ``dsl`` if given); writes figures;
+    returns (result, listing)."""
     from momaplib.ui import figure_3d, sample_image_grid
 
     result = panel.generate(
         scene, num_samples=config.num_samples, num_inference_steps=config.num_inference_steps,
-        guidance_scale=config.guidance_scale, seed=config.seed,
+        guidance_scale=config.guidance_scale, seed=config.seed, dsl=dsl,
     )  # fmt: skip
     progress.update()
-    context = f"{name}: {result.prompt!r}; {result.describe()}"
+    condition = f"DSL {config.dsl}" if dsl is not None else repr(result.prompt)
+    context = f"{name}: {condition}; {result.describe()}"
     written = []
     paths = viz.save_figure(sample_image_grid(result), f"{stem}_generated_grid.png", close=True)
     written += [(path, f"GT and generated MoMaps as trajectory images ({context})") for path in paths]

@@ -324,3 +324,46 @@ CASES += [
         "answer: no JSON object found in 'Sure! The red block moves left.'",
     ),
 ]
+
+
+# ----------------------------------------------------------------------------- python -m momaplib.demo --dsl
+def _demo_dsl(text: str | None, *args: str):
+    """Runs the demo on the bundled ``tabletop_blue_block`` example with a --dsl file holding ``text``
+    (None: no file written)."""
+
+    def call(tmp_path: Path):
+        from momaplib.demo import main
+
+        path = tmp_path / "dsl.json"
+        if text is not None:
+            path.write_text(text)
+        return main(
+            ["--out", str(tmp_path / "out"), "--scenes", "tabletop_blue_block", "--dsl", str(path), *args]
+        )
+
+    return call
+
+
+_UNKNOWN_PATCH = good_dsl_dict(num_patches=1, num_windows=4)
+_UNKNOWN_PATCH["patches"][0]["id"] = 99
+DEMO = "python -m momaplib.demo --dsl"
+CASES += [
+    Fault(
+        DEMO, "a DSL file that does not exist", _demo_dsl(None), FileNotFoundError, "dsl.json: no such file"
+    ),
+    Fault(DEMO, "a DSL file that is not JSON", _demo_dsl("{oops"), ValueError, "DSL JSON: not valid JSON"),
+    Fault(
+        DEMO,
+        "a DSL patch id the scene does not have",
+        _demo_dsl(json.dumps(_UNKNOWN_PATCH)),
+        ValueError,
+        "scene tabletop_blue_block: patches[0].id: unknown patch id 99",
+    ),
+    Fault(
+        DEMO,
+        "--dsl with --smoke",
+        _demo_dsl(json.dumps(good_dsl_dict()), "--smoke"),
+        ValueError,
+        "needs a pipeline",
+    ),
+]

@@ -123,6 +123,21 @@ def test_none_text_encoder_gives_one_zero_token():
         load_text_encoder("bert")
 
 
+def test_table_text_encoder_gives_back_the_encoders_embeddings(tmp_path):
+    from momaplib.diffusion.text import save_text_table
+
+    minilm = load_text_encoder("minilm")
+    prompts = ["", "push the red block left", "into the blue box, put the red cube"]
+    save_text_table(minilm, [*prompts, prompts[1]], tmp_path / "t.safetensors", dtype=torch.float32)
+    table = load_text_encoder(f"table:{tmp_path / 't.safetensors'}")
+    expected = minilm(prompts)
+    assert table.dim == 384 and table.max_length == 32
+    torch.testing.assert_close(table(prompts[::-1]), expected.flip(0), rtol=0, atol=0)  # exact, any order
+    assert (tmp_path / "t.safetensors").stat().st_size < 0.5 * expected.numel() * 4  # padding not stored
+    with pytest.raises(KeyError, match="prompt 'lift the ball' is not in the table"):
+        table(["lift the ball"])
+
+
 # ----------------------------------------------------------------------------- pipeline
 T_TINY = 2
 

@@ -24,6 +24,7 @@ from momaplib.control.dsl import (
     patch_centroids,
     window_bounds,
 )
+from momaplib.control.paraphrase import paraphrase_prompt
 from momaplib.control.planners import (
     ACT_PHASES,
     OraclePlanner,
@@ -65,6 +66,7 @@ __all__ = [
     "fit_table_frame",
     "instance_labels",
     "is_agent",
+    "paraphrase_prompt",
     "parse_prompt",
     "patch_centroids",
     "resolve_object",

@@ -402,14 +402,15 @@ def dsl_from_momap(
         )
     bounds = np.array(window_bounds(momap.num_frames, window))  # (n_windows, 2)
     instance_map = momap.instance if instance_map is None else instance_map
-    ids, centroids = patch_centroids(momap.xyz, momap.valid, instance_map)
+    frames = np.append(bounds[:, 0], bounds[-1, 1])  # only the boundary frames are read
+    ids, centroids = patch_centroids(momap.xyz[frames], momap.valid, instance_map)
     if ids.size == 0:
         raise DSLValidationError(
             "instance_map: no instance id > 0 at a valid pixel, so the DSL would have no patch"
         )
     scale = momap.scene_scale
     # the boundary frames as a curve: window w is the step from boundary w to w + 1
-    curve = torch.from_numpy(centroids[np.append(bounds[:, 0], bounds[-1, 1])] / scale)  # (n + 1, P, 3)
+    curve = torch.from_numpy(centroids / scale)  # (n + 1, P, 3)
     flags = quantize_displacements(curve.permute(1, 0, 2), 1, tau).numpy()  # (P, n, 3)
     names = {**instance_labels(momap), **dict(labels or {})}
     fps = fps if fps is not None else momap.meta.get("fps", DEFAULT_FPS)

@@ -73,6 +73,7 @@ def simulate_split_clips(
     shard: tuple[int, int] = (0, 1),
     skip: int = 0,
     progress: bool = True,
+    workers: int = 0,
 ) -> list[tuple[str, MoMap]]:
     """Returns ``[(clip_id, MoMap)]`` of the first ``count`` clips of a family in ``split``, in id
     order, simulated in memory: no dataset folder needed (``dict(...)`` gives ``{clip_id: MoMap}``).
@@ -81,7 +82,8 @@ def simulate_split_clips(
     (only those are simulated). Clip ``i`` is ``generate_clip(clip_seed(seed, i), config)`` with
     ``config``'s family replaced by ``family`` (default ``SimConfig()``: 128 x 128, T = 32): the
     clip ``momap sim --seed seed`` writes, so evaluations on simulated and written splits agree.
-    ``progress`` shows a ``tqdm.auto`` bar of the clips being simulated.
+    ``progress`` shows a ``tqdm.auto`` bar of the clips being simulated; ``workers`` > 0 simulates
+    in that many spawned processes (same clips, same order).
     """
     if family not in FAMILIES:
         raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
@@ -93,11 +95,17 @@ def simulate_split_clips(
         raise ValueError(f"skip: expected 0 <= skip <= count ({count}), got {skip}")
     config = replace(config or SimConfig(), family=family)
     k, n = shard
+    from momaplib.data.writer import parallel_map  # writer imports this module
+
     chosen = split_indices(family, count, split)[skip:][k::n]
-    return [
-        (clip_id(family, index), generate_clip(clip_seed(seed, index), config).momap)
-        for index in tqdm(chosen, desc=f"simulate {family} {split} clips", leave=False, disable=not progress)
-    ]
+    tasks = [(index, clip_seed(seed, index), config) for index in chosen]
+    bar = tqdm(total=len(tasks), desc=f"simulate {family} {split} clips", leave=False, disable=not progress)
+    done = {}
+    with bar:
+        for index, clip in parallel_map(tasks, workers, _simulate_indexed):
+            done[index] = clip.momap
+            bar.update()
+    return [(clip_id(family, index), done[index]) for index in chosen]
 
 
 def _simulate_indexed(task: tuple[int, int, SimConfig]) -> tuple[int, Clip]:

@@ -21,8 +21,10 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from momaplib.control.batch import dsl_pixels_from_channels
 from momaplib.data import MoMapDataset, clip_id, collate, model_inputs, parallel_map, split_indices
 from momaplib.diffusion.conditioning import condition_latents
+from momaplib.diffusion.conditions import dsl_latent
 from momaplib.diffusion.grounding import instance_features, pad_instances, target_map, target_slots
 from momaplib.diffusion.text import TextEncoder
 from momaplib.momap import TAU_MOVE, channels_to_xyz, moving_mask
@@ -44,6 +46,10 @@ class LatentSet:
     instance; ``instance_features`` (N, K, 12) and ``instance_ids`` (N, K) (0 = empty slot) of
     the reference frame's instances; ``target_slot`` (N,) the target's slot, -1 when unknown or
     out of view.
+
+    ``dsl`` (N, 3 n_windows, h, w): the GT motion DSL's pixel form averaged over each latent cell
+    (``momaplib.diffusion.conditions.dsl_latent``, windows of ``DEFAULT_WINDOW`` frames; None in
+    caches written before the DSL condition existed).
     """
 
     latents: Tensor
@@ -57,6 +63,7 @@ class LatentSet:
     instance_features: Tensor | None = None
     instance_ids: Tensor | None = None
     target_slot: Tensor | None = None
+    dsl: Tensor | None = None
 
     @property
     def has_grounding(self) -> bool:
@@ -68,7 +75,7 @@ class LatentSet:
 
 
 GROUNDING_TENSORS = ("target", "instance_features", "instance_ids", "target_slot")
-LATENT_TENSORS = ("latents", "condition", "prompt_index", "text", "motion", *GROUNDING_TENSORS)
+LATENT_TENSORS = ("latents", "condition", "prompt_index", "text", "motion", *GROUNDING_TENSORS, "dsl")
 
 
 def save_latent_set(latents: LatentSet, path: str | os.PathLike) -> None:
@@ -157,7 +164,7 @@ class _BatchEncoder:
     def __init__(self, vae, image_vae, device, generator: torch.Generator):
         self.vae, self.image_vae, self.device, self.generator = vae, image_vae, device, generator
         self.latents, self.conditions, self.motion, self.prompts, self.ids = [], [], [], [], []
-        self.targets, self.features, self.instance_ids, self.slots = [], [], [], []
+        self.targets, self.features, self.instance_ids, self.slots, self.dsl = [], [], [], [], []
 
     @torch.no_grad()
     def add(self, momap: Tensor, rgb: Tensor, instance: Tensor, prompts, ids, target_ids: Tensor) -> None:
@@ -185,6 +192,7 @@ class _BatchEncoder:
         self.latents.append(latents.cpu())
         self.conditions.append(condition.float().cpu())
         self.motion.append(motion_fraction(momap, size).cpu())
+        self.dsl.append(dsl_latent(dsl_pixels_from_channels(momap, instance, valid), size).cpu())
         self.prompts += list(prompts)
         self.ids += list(ids)
 
@@ -206,6 +214,7 @@ class _BatchEncoder:
             instance_features=torch.cat([f for f, _ in padded]),
             instance_ids=torch.cat([i for _, i in padded]),
             target_slot=torch.cat(self.slots),
+            dsl=torch.cat(self.dsl),
         )
 
 

@@ -77,15 +77,18 @@ def cvae_loss(
     return reconstruction + kl_weight * kl_divergence(mu.float(), logvar.float()) / latents[0].numel()
 
 
-def pipeline_predictor(pipeline, use_text: bool = True, **call_options):
+def pipeline_predictor(pipeline, use_text: bool = True, planner=None, **call_options):
     """Returns a ``momaplib.eval`` predictor ``(gt, num_samples, generator) -> (N, T, H, W, 3)``
     that samples ``pipeline`` on the GT clip's reference image, XYZ, instances, K and (when
-    ``use_text``) its prompt."""
+    ``use_text``) its prompt. ``planner`` (DSL pipelines): the DSL of each clip comes from
+    ``planner.plan(rgb, instance, prompt, momap=gt)`` (``OraclePlanner``: the GT's own DSL)."""
 
     def predict(gt: MoMap, num_samples: int, generator: torch.Generator | int | None) -> Tensor:
         if not isinstance(generator, torch.Generator):
             generator = torch.Generator().manual_seed(0 if generator is None else int(generator))
         xyz0 = torch.where(torch.from_numpy(gt.valid)[..., None], torch.from_numpy(gt.xyz[0]), torch.nan)
+        if planner is not None:
+            call_options["dsl"] = planner.plan(gt.rgb, gt.instance, gt.prompt, momap=gt)
         output = pipeline(
             gt.rgb,
             xyz=xyz0.numpy(),

@@ -22,7 +22,10 @@ from torch import Tensor
 
 import momaplib.diffusion.cvae
 import momaplib.vae  # noqa: F401
+from momaplib.diffusion.batching import denoise_rows, scene_rows
 from momaplib.diffusion.conditioning import condition_latents
+from momaplib.diffusion.conditions import DEFAULT_CONDITIONS, check_conditions, condition_channels
+from momaplib.diffusion.dsl import check_dsl_arguments, num_dsl_windows, plan_dsl
 from momaplib.diffusion.grounding import PromptGrounder, instance_features, paint_scores
 from momaplib.diffusion.inputs import (
     MAX_IMAGE_SIZE,
@@ -32,7 +35,6 @@ from momaplib.diffusion.inputs import (
     prepare_scene,
 )
 from momaplib.diffusion.text import load_text_encoder
-from momaplib.diffusion.unet import CONDITION_CHANNELS, GROUNDING_CHANNELS
 from momaplib.momap import MoMap, channels_to_xyz, denormalize_xyz, normalization_stats, normalize_xyz
 
 #: scheduler names accepted by ``MoMapPipeline.__call__(scheduler=...)``
@@ -61,7 +63,11 @@ class MoMapPipelineOutput(BaseOutput):
     xyz: np.ndarray
     grounding: dict | None = None
     num_invalid: int = 0
+    dsl: object | None = None  # the MotionDSL the samples were conditioned on (DSL pipelines)
 
+
+#: keys of a scene of ``MoMapPipeline.sample_scenes`` (``__call__``'s scene arguments)
+SCENE_KEYS = frozenset({"image", "xyz", "instance_map", "prompt", "depth", "K", "dsl", "planner", "labels"})
 
 __all__ = ["SCHEDULERS", "MoMapPipeline", "MoMapPipelineOutput", "MoMapVAEPipeline", "estimate_intrinsics"]
 
@@ -80,6 +86,12 @@ class MoMapPipeline(DiffusionPipeline):
     instances against each prompt, and the scores painted over the instance map enter the UNet
     as one more condition channel (zeros for the empty prompt and for the unconditional branch
     of classifier-free guidance). Its UNet then takes 12 + 1 condition channels.
+
+    ``conditions`` names what the UNet reads (``momaplib.diffusion.conditions``; default: rgb,
+    instance, xyz and text, + grounding with a grounder). A pipeline with ``"dsl"`` takes the
+    motion DSL of ``momaplib.control`` (``dsl=`` or ``planner=`` at the call; windows of
+    ``dsl_window`` frames); one without ``"text"`` gives the UNet the empty prompt and hands the
+    prompt to the planner only.
     """
 
     model_cpu_offload_seq = "unet->vae"
@@ -93,10 +105,26 @@ class MoMapPipeline(DiffusionPipeline):
         scheduler: DDPMScheduler,
         text_encoder: str = "minilm",
         grounder: PromptGrounder | None = None,
+        conditions: list[str] | None = None,
+        dsl_window: int = 8,
     ):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, image_vae=image_vae, scheduler=scheduler, grounder=grounder)
-        self.register_to_config(text_encoder=text_encoder)
+        if conditions is None:
+            conditions = (*DEFAULT_CONDITIONS, "grounding") if grounder is not None else DEFAULT_CONDITIONS
+        self.register_to_config(
+            text_encoder=text_encoder, conditions=list(check_conditions(conditions)), dsl_window=dsl_window
+        )
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """The condition names the UNet reads, in channel order (``momaplib.diffusion.conditions``)."""
+        return check_conditions(self.config.conditions)
+
+    @property
+    def dsl_windows(self) -> int:
+        """Windows of the DSL condition (0 without one)."""
+        return num_dsl_windows(self.num_frames, self.config.dsl_window) if "dsl" in self.conditions else 0
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -148,6 +176,9 @@ class MoMapPipeline(DiffusionPipeline):
         batch_size: int | None = None,
         progress: bool = True,
         max_image_size: int = MAX_IMAGE_SIZE,
+        dsl=None,
+        planner=None,
+        labels: dict[int, str] | None = None,
     ) -> MoMapPipelineOutput:
         """Returns ``num_samples`` MoMaps (metres, reference camera frame) for one scene.
 
@@ -166,73 +197,107 @@ class MoMapPipeline(DiffusionPipeline):
             prompt: one prompt for all samples, a list of ``num_samples`` prompts, or None (no text).
             num_samples: N futures to sample (batched ``batch_size`` at a time, default all).
             num_inference_steps: denoising steps, 1 to the scheduler's training timesteps.
-            guidance_scale: classifier-free guidance on the text, finite >= 0; 1.0 (or no prompt) =
-                unguided.
+            guidance_scale: classifier-free guidance on the text (and the DSL), finite >= 0; 1.0 (or
+                no prompt and no DSL) = unguided.
             generator: torch generator for the noise and the instance colours (reproducible calls).
             scheduler: ``"ddim"``, ``"dpm"``, ``"euler"`` or ``"ddpm"``; None keeps the pipeline's.
             max_image_size: largest H and W accepted (default 1024; memory grows with H x W).
+            dsl: pipelines with the ``"dsl"`` condition: a ``momaplib.control.MotionDSL``, its JSON
+                text or its pixel form (3 n_windows, H, W); checked against the instance map and the
+                pipeline's windows. None: no DSL (the unconditional branch), unless ``planner``.
+            planner: instead of ``dsl``: a ``momaplib.control`` planner that turns (image, instance
+                map, ``prompt``, ``labels``) into a DSL, e.g. ``RulePlanner()`` or a ``VLMPlanner``.
+            labels: ``{instance id: name}`` for the planner ("red block", ...).
+        """
+        scene = {
+            "image": image, "xyz": xyz, "instance_map": instance_map, "prompt": prompt, "depth": depth,
+            "K": K, "dsl": dsl, "planner": planner, "labels": labels,
+        }  # fmt: skip
+        options = {"num_inference_steps": num_inference_steps, "guidance_scale": guidance_scale}
+        return self.sample_scenes(
+            [scene], num_samples, generator=generator, scheduler=scheduler, batch_size=batch_size,
+            progress=progress, max_image_size=max_image_size, **options,
+        )[0]  # fmt: skip
+
+    @torch.no_grad()
+    def sample_scenes(
+        self,
+        scenes: list[dict],
+        num_samples: int = 10,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 3.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        scheduler: str | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+        max_image_size: int = MAX_IMAGE_SIZE,
+    ) -> list[MoMapPipelineOutput]:
+        """Returns one output per scene, the scenes' samples denoised together in UNet batches.
+
+        Each scene is a dict of ``__call__``'s scene arguments (``image``, ``xyz`` or ``depth`` + ``K``,
+        ``instance_map``, and optionally ``prompt``, ``dsl``, ``planner``, ``labels``). Sampling many
+        small scenes one call at a time is bound by kernel launches; here the rows of all scenes of
+        one size share each UNet call (``batch_size`` rows at most, default all). ``generator``: one
+        per scene (then each scene's samples equal its own ``__call__`` with that generator, up to
+        batching round-off), or one for all. Every scene is checked before any is encoded.
         """
         self._check_unet_inputs()
-        check_sampling_args(
-            num_samples,
-            batch_size,
-            generator,
-            num_inference_steps,
-            guidance_scale,
-            self.scheduler.config.num_train_timesteps,
-        )
+        generators = generator if isinstance(generator, list | tuple) else [generator] * len(scenes)
+        if len(generators) != len(scenes):
+            raise ValueError(f"generator: expected one per scene ({len(scenes)}), got {len(generators)}")
+        for gen in generators:
+            check_sampling_args(
+                num_samples, batch_size, gen, num_inference_steps, guidance_scale,
+                self.scheduler.config.num_train_timesteps,
+            )  # fmt: skip
         if scheduler is not None and scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler: expected one of {sorted(SCHEDULERS)}, got {scheduler!r}")
-        prompts, has_text = self._prompts(prompt, num_samples)
-        scene = self.encode_scene(image, xyz, instance_map, depth, K, generator, max_image_size)
-        use_cfg = has_text and guidance_scale != 1.0
-        if scheduler is not None:
-            sampler = SCHEDULERS[scheduler].from_config(self.scheduler.config)
-        else:
-            sampler = self.scheduler
-        text = self.encode_prompt(prompts)
-        uncond = self.encode_prompt([""] * num_samples) if use_cfg else None
-        grounding, scores = self.ground_prompts(scene, prompts, text)
-        H, W = scene["valid"].shape
-        latent_shape = (num_samples, self.unet.config.out_channels, H // 8, W // 8)
-        noise_device = generator.device if generator is not None else torch.device("cpu")
-        noise = torch.randn(latent_shape, generator=generator, device=noise_device, dtype=torch.float32)
-        batch_size = batch_size or num_samples
-        latents = torch.cat(
-            [
-                self._denoise(
-                    noise[start : start + batch_size].to(self.device),
-                    scene["condition"],
-                    text[start : start + batch_size],
-                    None if uncond is None else uncond[start : start + batch_size],
-                    guidance_scale,
-                    sampler,
-                    num_inference_steps,
-                    progress,
-                    None if grounding is None else grounding[start : start + batch_size],
-                )
-                for start in range(0, num_samples, batch_size)
-            ]
-        )
-        output = self.decode_samples(latents, scene, prompts, {"guidance_scale": guidance_scale})
-        if scores is not None:
-            keep = scene["instance_ids"][0] > 0
-            output.grounding = {
-                "ids": scene["instance_ids"][0][keep].cpu().numpy(),
-                "probabilities": scores[:, keep].cpu().numpy(),
-            }
-        return output
+        sampler = SCHEDULERS[scheduler].from_config(self.scheduler.config) if scheduler else self.scheduler
+        checked = []
+        for args in scenes:
+            unknown = sorted(set(args) - SCENE_KEYS)
+            if unknown:
+                raise ValueError(f"scenes: unknown key(s) {unknown}; expected some of {sorted(SCENE_KEYS)}")
+            prompts, has_text = self._prompts(args.get("prompt"), num_samples)
+            check_dsl_arguments(self.conditions, args.get("dsl"), args.get("planner"))
+            prepared = prepare_scene(
+                args["image"], args.get("xyz"), args.get("instance_map"), args.get("depth"), args.get("K"),
+                max_image_size,
+            )  # fmt: skip
+            motion = plan_dsl(self, prepared, prompts, args)
+            checked.append((args, prompts, has_text, prepared, motion))
+        rows = []
+        for (args, prompts, has_text, prepared, motion), gen in zip(checked, generators, strict=True):
+            scene = self.encode_scene(
+                args["image"], args.get("xyz"), args.get("instance_map"), args.get("depth"), args.get("K"),
+                gen, max_image_size, prepared=prepared,
+            )  # fmt: skip
+            rows.append(scene_rows(self, scene, prompts, has_text, motion, guidance_scale, gen))
+        latents = denoise_rows(self, rows, guidance_scale, sampler, num_inference_steps, progress, batch_size)
+        outputs = []
+        for (_, prompts, _, _, motion), row, sampled in zip(checked, rows, latents, strict=True):
+            output = self.decode_samples(sampled, row["scene"], prompts, {"guidance_scale": guidance_scale})
+            output.dsl = motion
+            if row["scores"] is not None:
+                keep = row["scene"]["instance_ids"][0] > 0
+                output.grounding = {
+                    "ids": row["scene"]["instance_ids"][0][keep].cpu().numpy(),
+                    "probabilities": row["scores"][:, keep].cpu().numpy(),
+                }
+            outputs.append(output)
+        return outputs
 
     def _check_unet_inputs(self) -> None:
-        extra = GROUNDING_CHANNELS if self.grounder is not None else 0
-        expected = self.unet.config.out_channels + CONDITION_CHANNELS + extra
+        spec = self.conditions
+        if "grounding" in spec and self.grounder is None:
+            raise ValueError("grounder: the pipeline's conditions name 'grounding', but it has no grounder")
+        expected = self.unet.config.out_channels + condition_channels(spec, self.dsl_windows)
         if self.unet.config.in_channels != expected:
             raise ValueError(
                 f"unet: in_channels {self.unet.config.in_channels} does not match "
-                f"{self.unet.config.out_channels} MoMap latent + {CONDITION_CHANNELS} condition"
-                + (f" + {extra} grounding" if extra else "")
-                + f" = {expected} channels"
-                + ("" if extra else "; a UNet trained with grounding needs its grounder")
+                f"{self.unet.config.out_channels} MoMap latent + {expected - self.unet.config.out_channels} "
+                f"condition channels (conditions {list(spec)}) = {expected}"
+                + ("" if "grounding" in spec else "; a UNet trained with grounding needs its grounder")
             )
 
     @torch.no_grad()
@@ -256,19 +321,21 @@ class MoMapPipeline(DiffusionPipeline):
         return paint_scores(scores, ids, instance, size), scores
 
     def encode_scene(
-        self, image, xyz, instance_map, depth, K, generator, max_image_size: int = MAX_IMAGE_SIZE
+        self, image, xyz, instance_map, depth, K, generator, max_image_size=MAX_IMAGE_SIZE, prepared=None
     ) -> dict:
-        """Returns the checked inputs (``inputs.prepare_scene``) plus ``center``/``scale`` and the
-        (1, 12, h, w) condition latents; invalid pixels enter them as 0 in model range (the scene
-        centre), as in training (``momaplib.data.model_inputs``)."""
-        scene = prepare_scene(image, xyz, instance_map, depth, K, max_image_size)
+        """Returns the checked inputs (``inputs.prepare_scene``; ``prepared`` if already checked) plus
+        ``center``/``scale`` and the (1, 12, h, w) condition latents; invalid pixels enter them as 0 in
+        model range (the scene centre), as in training (``momaplib.data.model_inputs``)."""
+        if prepared is None:
+            prepared = prepare_scene(image, xyz, instance_map, depth, K, max_image_size)
+        scene = dict(prepared)
         if scene["num_invalid"]:
             warnings.warn(
                 f"{'xyz' if xyz is not None else 'depth'}: {scene['num_invalid']} of {scene['valid'].size} "
                 f"pixels ({scene['num_invalid'] / scene['valid'].size:.1%}) have no geometry (0, NaN, inf or "
                 "behind the camera); they are invalid in the output MoMaps (valid False, no trajectory). "
                 "For dense input, fill them with momaplib.geometry.fill_depth_holes",
-                stacklevel=4,  # the caller of __call__ (under torch.no_grad's wrapper)
+                stacklevel=6,  # the caller of __call__ (both under torch.no_grad's wrapper)
             )
         xyz0, valid = torch.from_numpy(scene["xyz"]), torch.from_numpy(scene["valid"])
         center, scale = normalization_stats(xyz0, valid)
@@ -326,32 +393,27 @@ class MoMapPipeline(DiffusionPipeline):
         ]
         return MoMapPipelineOutput(momaps=momaps, xyz=xyz_out, num_invalid=num_invalid)
 
-    def _denoise(
-        self, latents, condition, text, uncond, guidance_scale, sampler, steps, progress, grounding=None
-    ):
-        """Runs the sampler; ``grounding`` (B, 1, h, w) goes with the prompt, zeros with ``uncond``."""
+    def _denoise(self, latents, cond, cond_uncond, text, uncond, guidance_scale, sampler, steps, progress):
+        """Runs the sampler on (B, C, h, w) noise; with ``cond_uncond`` and ``uncond`` (the unguided
+        conditions and text), classifier-free guidance mixes both predictions by ``guidance_scale``."""
         sampler.set_timesteps(steps, device=latents.device)
         latents = latents * sampler.init_noise_sigma
-        batch, dtype = latents.shape[0], self.unet.dtype
-        cond = condition.expand(batch, -1, -1, -1).to(dtype)
-        cond_uncond = cond
-        if grounding is not None:
-            cond_uncond = torch.cat([cond, torch.zeros_like(grounding).to(dtype)], dim=1)
-            cond = torch.cat([cond, grounding.to(dtype)], dim=1)
-        text = text.to(dtype)
-        uncond = None if uncond is None else uncond.to(dtype)
+        dtype = self.unet.dtype
+        cond, text = cond.to(dtype), text.to(dtype)
+        guided = cond_uncond is not None
+        if guided:
+            cond_both = torch.cat([cond_uncond.to(dtype), cond])
+            text_both = torch.cat([uncond.to(dtype), text])
         for t in self.progress_bar(sampler.timesteps) if progress else sampler.timesteps:
             scaled = sampler.scale_model_input(latents, t).to(dtype)
-            model_in = torch.cat([scaled, cond], dim=1)
-            if uncond is not None:
-                model_uncond = torch.cat([scaled, cond_uncond], dim=1)
-                both = self.unet(
-                    torch.cat([model_uncond, model_in]), t, encoder_hidden_states=torch.cat([uncond, text])
-                ).sample
-                noise_uncond, noise_text = both.float().chunk(2)
-                noise = noise_uncond + guidance_scale * (noise_text - noise_uncond)
+            if guided:
+                model_in = torch.cat([torch.cat([scaled, scaled]), cond_both], dim=1)
+                both = self.unet(model_in, t, encoder_hidden_states=text_both).sample
+                noise_uncond, noise_cond = both.float().chunk(2)
+                noise = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
             else:
-                noise = self.unet(model_in, t, encoder_hidden_states=text).sample.float()
+                noise = self.unet(torch.cat([scaled, cond], dim=1), t, encoder_hidden_states=text).sample
+                noise = noise.float()
             latents = sampler.step(noise, t, latents).prev_sample
         return latents
 

@@ -1,6 +1,6 @@
 """Text encoders for the prompt condition (paper §3.3.3: text enters the UNet by cross-attention).
 
-Three kinds, chosen by a short spec string so that a pipeline folder can name its encoder
+Four kinds, chosen by a short spec string so that a pipeline folder can name its encoder
 without carrying its weights:
 
 - ``"minilm"`` (default): all-MiniLM-L6-v2 token embeddings (384-d), from the offline pip package
@@ -9,6 +9,10 @@ without carrying its weights:
   Diffusion (default ``openai/clip-vit-large-patch14``), last hidden state (768-d).
 - ``"none"`` / ``"none:<dim>"``: no text; one zero token of width ``dim`` (default 384), so
   the UNet's cross-attention sees a constant.
+- ``"table:<file.safetensors>"``: the embeddings of a fixed list of prompts, written beforehand by
+  ``save_text_table`` with any encoder above, for a machine that has the prompts but not the
+  encoder's weights (e.g. an evaluation on a GPU host without the MiniLM package). A prompt not in
+  the table is an error, never a silent zero.
 
 Every encoder returns ``(B, L, D)`` float embeddings for a list of B prompts with a fixed
 ``L`` (padding to ``max_length``), so embeddings of different batches stack.
@@ -73,6 +77,60 @@ class TextEncoder(nn.Module):
         return hidden.float()
 
 
+class TableTextEncoder(nn.Module):
+    """The embeddings of a fixed prompt list read from a ``save_text_table`` file (kind ``"table"``)."""
+
+    def __init__(self, spec: str, path: str):
+        super().__init__()
+        import json
+
+        from safetensors import safe_open
+
+        with safe_open(path, "pt") as handle:
+            info = json.loads(handle.metadata()["prompts"])
+            rows, lengths = handle.get_tensor("embeddings").float(), handle.get_tensor("lengths")
+        self.spec, self.dim, self.max_length = spec, rows.shape[1], int(info["max_length"])
+        starts = torch.cumsum(lengths, 0) - lengths
+        self.table = {
+            prompt: rows[start : start + length]
+            for prompt, start, length in zip(info["prompts"], starts.tolist(), lengths.tolist(), strict=True)
+        }
+        self.device = torch.device("cpu")
+
+    def forward(self, prompts: Sequence[str]) -> Tensor:
+        """Returns the (B, L, D) embeddings of B prompts of the table."""
+        if isinstance(prompts, str):
+            raise TypeError("prompts: expected a list of strings, got one string")
+        missing = [p for p in prompts if p not in self.table]
+        if missing:
+            raise KeyError(f"text encoder {self.spec!r}: prompt {missing[0]!r} is not in the table")
+        out = torch.zeros(len(prompts), self.max_length, self.dim)
+        for i, prompt in enumerate(prompts):
+            out[i, : len(self.table[prompt])] = self.table[prompt]
+        return out
+
+
+def save_text_table(encoder: TextEncoder, prompts: Sequence[str], path, dtype=torch.float16) -> None:
+    """Writes the embeddings of ``prompts`` by ``encoder`` for the ``"table:<path>"`` kind: per prompt
+    its tokens up to the last non-zero one (MiniLM's padding is zeroed, so nothing is lost), in
+    ``dtype`` (float16: a relative rounding of 1e-3)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    prompts = list(dict.fromkeys(prompts))
+    rows, lengths = [], []
+    for start in range(0, len(prompts), 256):
+        for hidden in encoder(prompts[start : start + 256]):
+            used = hidden.abs().sum(-1).nonzero()
+            length = int(used.max()) + 1 if len(used) else 1
+            rows.append(hidden[:length])
+            lengths.append(length)
+    info = json.dumps({"prompts": prompts, "max_length": encoder.max_length, "source": encoder.spec})
+    tensors = {"embeddings": torch.cat(rows).to(dtype).contiguous(), "lengths": torch.tensor(lengths)}
+    save_file(tensors, str(path), metadata={"prompts": info})
+
+
 def _minilm_folder(path: str | None) -> str:
     if path:
         return path
@@ -92,6 +150,8 @@ def load_text_encoder(spec: str = "minilm", device: str = "cpu") -> TextEncoder:
     kind, _, location = spec.partition(":")
     if kind == "none":
         return TextEncoder(spec, None, None, int(location or MINILM_DIM), 1)
+    if kind == "table":
+        return TableTextEncoder(spec, location)
     if kind == "minilm":
         from transformers import AutoModel, AutoTokenizer
 
@@ -108,7 +168,9 @@ def load_text_encoder(spec: str = "minilm", device: str = "cpu") -> TextEncoder:
         model = CLIPTextModel.from_pretrained(folder, dtype=torch.float32)
         tokenizer = CLIPTokenizer.from_pretrained(folder)
         return TextEncoder(spec, model.to(device), tokenizer, model.config.hidden_size, 77)
-    raise ValueError(f"text encoder: expected 'minilm', 'clip', 'none' (optionally ':path'), got {spec!r}")
+    raise ValueError(
+        f"text encoder: expected 'minilm', 'clip', 'none' (optionally ':path') or 'table:file', got {spec!r}"
+    )
 
 
 def text_dim(spec: str) -> int:

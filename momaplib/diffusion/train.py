@@ -30,7 +30,15 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 
+from momaplib.control import DEFAULT_WINDOW
+from momaplib.diffusion.conditions import (
+    DEFAULT_CONDITIONS,
+    check_conditions,
+    condition_channels,
+    select_image_latents,
+)
 from momaplib.diffusion.cvae import ConditionalMoMapVAE
+from momaplib.diffusion.dsl import num_dsl_windows
 from momaplib.diffusion.objectives import cvae_loss, diffusion_loss, motion_weight_map, pipeline_predictor
 from momaplib.diffusion.pipeline import MoMapPipeline, MoMapVAEPipeline
 from momaplib.diffusion.prepare import (
@@ -42,13 +50,7 @@ from momaplib.diffusion.prepare import (
     load_frozen,
     pretrained_folder,
 )
-from momaplib.diffusion.unet import (
-    CONDITION_CHANNELS,
-    GROUNDING_CHANNELS,
-    add_input_channels,
-    build_unet,
-    inflate_unet,
-)
+from momaplib.diffusion.unet import GROUNDING_CHANNELS, add_input_channels, build_unet, inflate_unet
 from momaplib.training import (
     InMemoryDataset,
     TrainConfig,
@@ -156,6 +158,13 @@ class TrainDiffusionJob:
     instance the prompt names (the true target in training, zeroed with the prompt when it is
     dropped; the grounder's scores at sampling). With --init pretrained from a UNet without the
     channel, it is added with zero weights, so training starts from that UNet's function."""
+    conditions: tuple[str, ...] = DEFAULT_CONDITIONS
+    """What the UNet reads (``momaplib.diffusion.conditions``): rgb, instance, xyz, text, dsl (and
+    grounding, which --grounding adds). "rgb instance xyz dsl" is the paper's DSL model without text
+    (the GT DSL of each clip, windows of 8 frames, from the latent cache); leaving out xyz or
+    instance gives the paper's ablations. Saved in the pipeline's model_index.json."""
+    dsl_dropout: float = 0.1
+    """Probability of replacing the DSL by zeros (classifier-free guidance on the DSL)."""
     grounder_steps: int = 3000
     """Optimiser steps (batch 256) of the grounder."""
     encode_only: bool = False
@@ -167,6 +176,11 @@ class TrainDiffusionJob:
         check_job_fields(self)
         if self.grounding and self.model != "diffusion":
             raise ValueError(f"grounding: only --model diffusion takes the grounding map, not {self.model!r}")
+        spec = job_conditions(self)
+        if self.model != "diffusion" and spec != check_conditions(DEFAULT_CONDITIONS):
+            raise ValueError(f"conditions: only --model diffusion takes other conditions, got {list(spec)}")
+        if not 0 <= self.dsl_dropout < 1:
+            raise ValueError(f"dsl_dropout: expected a probability in [0, 1), got {self.dsl_dropout}")
 
     def resolved(self) -> TrainDiffusionJob:
         """Returns the job with smoke overrides applied (a debug config is a small override)."""
@@ -191,19 +205,28 @@ class TrainDiffusionJob:
 
 
 # ----------------------------------------------------------------------------- helpers
-def _build_model(job: TrainDiffusionJob, latent_channels: int, text_dim: int, latent_size: int):
-    conditions = CONDITION_CHANNELS + (GROUNDING_CHANNELS if job.grounding else 0)
+def job_conditions(job: TrainDiffusionJob) -> tuple[str, ...]:
+    """Returns the job's conditions in channel order (``grounding`` added by --grounding)."""
+    return check_conditions((*job.conditions, *(("grounding",) if job.grounding else ())))
+
+
+def _build_model(
+    job: TrainDiffusionJob, latent_channels: int, text_dim: int, latent_size: int, frames: int = 32
+):
+    spec = job_conditions(job)
+    windows = num_dsl_windows(frames, DEFAULT_WINDOW) if "dsl" in spec else 0
+    conditions = condition_channels(spec, windows)
     if job.init == "pretrained":
         model = _pretrained_model(job, latent_channels, text_dim)
         if job.model == "momap-vae":
             return model
         has = model.config.in_channels - latent_channels
-        if job.grounding and has == CONDITION_CHANNELS:
+        if job.grounding and has == conditions - GROUNDING_CHANNELS:
             return add_input_channels(model, GROUNDING_CHANNELS)
         if has != conditions:
             raise ValueError(
                 f"pretrained: its UNet takes {has} condition channels, but --grounding "
-                f"{job.grounding} needs {conditions}"
+                f"{job.grounding} with conditions {list(spec)} needs {conditions}"
             )
         return model
     if job.model == "momap-vae":
@@ -268,6 +291,7 @@ def training_loss(job: TrainDiffusionJob, text_table: torch.Tensor):
     ``(seed, step)``, shared by the micro-batches of a step, so a resumed run draws the same.
     """
     noise_scheduler = noise_scheduler_for(job)
+    spec = job_conditions(job)
     state: dict[str, Any] = {"step": None, "generator": None}
 
     def loss_fn(model, batch: dict[str, Any], step: int):
@@ -279,15 +303,23 @@ def training_loss(job: TrainDiffusionJob, text_table: torch.Tensor):
             )
         generator = state["generator"]
         prompt_index = batch["prompt_index"]
-        if job.text_dropout > 0:
+        if "text" not in spec:
+            prompt_index = torch.zeros_like(prompt_index)  # always the empty prompt
+        elif job.text_dropout > 0:
             drop = torch.rand(len(prompt_index), generator=generator, device=latents.device)
             prompt_index = torch.where(drop < job.text_dropout, 0, prompt_index)
         text = text_table[prompt_index]
         weight = motion_weight_map(batch["motion"], job.motion_weight) if job.motion_weight else None
         condition = batch["condition"]
+        if job.model == "diffusion":
+            condition = select_image_latents(condition, spec)
         if "target" in batch:  # the grounding map goes with the prompt: zeros when it is dropped
             keep = (prompt_index > 0).to(condition.dtype)[:, None, None, None]
             condition = torch.cat([condition, batch["target"].to(condition.dtype) * keep], dim=1)
+        if "dsl" in batch:  # the GT DSL, zeros with probability dsl_dropout (the unguided branch)
+            drop = torch.rand(len(prompt_index), generator=generator, device=latents.device)
+            keep = (drop >= job.dsl_dropout).to(condition.dtype)[:, None, None, None]
+            condition = torch.cat([condition, batch["dsl"].to(condition.dtype) * keep], dim=1)
         if job.model == "momap-vae":
             loss = cvae_loss(model, latents, condition, text, job.kl_weight, generator, weight)
         else:
@@ -321,11 +353,13 @@ def make_pipeline(job: TrainDiffusionJob, model, vae, image_vae, text_spec: str 
         scheduler=scheduler,
         text_encoder=text_spec,
         grounder=grounder,
+        conditions=list(job_conditions(job)),
     )
 
 
 def validate(job: TrainDiffusionJob, pipeline, device) -> dict[str, float]:
     """Returns mean best-of-N metrics of ``pipeline`` on the first val clips of each dataset."""
+    from momaplib.control import OraclePlanner
     from momaplib.metrics import evaluate_predictor, load_split
 
     clips = []
@@ -337,7 +371,8 @@ def validate(job: TrainDiffusionJob, pipeline, device) -> dict[str, float]:
     if not clips:
         return {}
     options = {"num_inference_steps": job.val_steps, "guidance_scale": job.guidance_scale}
-    predictor = pipeline_predictor(pipeline, use_text=True, **options)
+    planner = OraclePlanner() if "dsl" in job_conditions(job) else None  # the GT DSL of each clip
+    predictor = pipeline_predictor(pipeline, use_text=True, planner=planner, **options)
     rows = evaluate_predictor(
         clips, predictor, num_samples=job.val_samples, seed=job.train.seed, progress=False
     )
@@ -371,6 +406,13 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     if job.motion_weight:
         columns["motion"] = train_set.motion
     grounder = None
+    if "dsl" in job_conditions(job):
+        if train_set.dsl is None:
+            raise ValueError(
+                f"conditions: 'dsl' needs the GT DSL in the latent cache, and {latent_cache_path(job)} has "
+                "none (written by an older version); delete it to re-encode"
+            )
+        columns["dsl"] = train_set.dsl
     if job.grounding:
         with accelerator.main_process_first():
             grounder = job_grounder(job, train_set, device, accelerator.is_main_process)
@@ -380,7 +422,8 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     latent_channels, latent_size = train_set.latents.shape[1], train_set.latents.shape[-1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = _build_model(job, latent_channels, text_table.shape[-1], latent_size)
+        frames = vae.config.in_channels // 3
+        model = _build_model(job, latent_channels, text_table.shape[-1], latent_size, frames)
     if job.compile:
         model.compile(backend=job.compile)  # in place: no "_orig_mod." in the state_dict
     optimizer = build_optimizer(select_trainable(model, job.trainable), config)

@@ -8,6 +8,7 @@ to CSV and Markdown) and ``job`` (``evaluate_methods`` and the ``momap eval`` jo
 functions and ``evaluate_predictor`` are re-exported here for convenience.
 """
 
+from momaplib.eval.dsl import DSL_METHODS, dsl_intervals, dsl_table
 from momaplib.eval.job import EvalJob, evaluate_methods
 from momaplib.eval.samples import (
     BEST_MARK,
@@ -37,12 +38,15 @@ __all__ = [
     *_metric_names,
     "BEST_MARK",
     "CLIPS_ROW",
+    "DSL_METHODS",
     "VIDEO_METHODS",
     "VIDEO_METRICS",
     "EvalJob",
     "SamplingResult",
     "best_mask",
     "best_of_n_table",
+    "dsl_intervals",
+    "dsl_table",
     "evaluate_methods",
     "format_table",
     "instance_motion_table",

@@ -115,7 +115,7 @@ def as_clips(clips: Any) -> list[tuple[str, MoMap]]:
     return result
 
 
-def _clip_generator(seed: int, clip_id: str) -> torch.Generator:
+def clip_generator(seed: int, clip_id: str) -> torch.Generator:
     """Returns a generator seeded from (seed, clip id), so results do not depend on clip order."""
     digest = hashlib.sha256(f"momap-eval:{seed}:{clip_id}".encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
@@ -198,7 +198,7 @@ def evaluate_predictor(
     clips = as_clips(clips)
     return _evaluate(
         clips,
-        lambda clip_id, gt: predictor(gt, num_samples, _clip_generator(seed, clip_id)),
+        lambda clip_id, gt: predictor(gt, num_samples, clip_generator(seed, clip_id)),
         mode,
         config,
         device,

@@ -107,6 +107,7 @@ class SamplingPanel:
         self.metric_config = metric_config or MetricConfig()
         self.widgets: dict[str, Any] = {}  # filled by panel(), by name
         self.last_result: SamplingResult | None = None  # of the last Generate click
+        self.dsl_editor = None  # the DSL editor of the current scene (DSL pipelines)
         self._scenes: dict[tuple[str, int], MoMap] = {}
         self._num_points = 300  # pixels of the panel's 3D views, set by panel()
 
@@ -148,6 +149,7 @@ class SamplingPanel:
         seed: int = 0,
         scene_seed: int = 0,
         progress: bool = False,
+        dsl: Any = None,
     ) -> SamplingResult:
         """Returns ``num_samples`` MoMaps sampled for ``scene`` and, with a GT, their metrics.
 
@@ -164,6 +166,8 @@ class SamplingPanel:
             seed: seeds the generator of the noise (and instance colours): same seed, same samples.
             scene_seed: which simulated scene (ignored for other scenes).
             progress: show the pipeline's tqdm.auto bar of denoising steps.
+            dsl: pipelines with the DSL condition: the motion DSL (``MotionDSL``, JSON text or
+                pixels; see ``MoMapPipeline.__call__``); None: no DSL.
         """
         meta = {}
         if isinstance(scene, str):
@@ -187,7 +191,10 @@ class SamplingPanel:
             guidance_scale=guidance_scale,
             generator=torch.Generator().manual_seed(int(seed)),
             progress=progress,
+            **({"dsl": dsl} if dsl is not None else {}),
         )
+        if getattr(output, "dsl", None) is not None:
+            meta["dsl"] = output.dsl.to_json()
         settings = {
             "num_samples": num_samples,
             "num_inference_steps": num_inference_steps,
@@ -265,6 +272,7 @@ class SamplingPanel:
         )
         w["seed"] = W.IntText(value=seed, description="seed", style=row)
         w["generate"] = W.Button(description="Generate", button_style="primary", icon="play")
+        w["dsl"] = W.VBox([])  # the DSL editor of DSL pipelines, rebuilt per scene
         w["log"] = W.Output()
         w["results"] = W.Output()
         self._num_points = num_points
@@ -287,7 +295,7 @@ class SamplingPanel:
                 w["generate"],
             ]
         )
-        return W.VBox([W.HBox([w["preview"], controls]), w["log"], w["results"]])
+        return W.VBox([W.HBox([w["preview"], controls]), w["dsl"], w["log"], w["results"]])
 
     def _on_scene(self, _change: Any = None) -> None:
         """Loads the chosen scene: shows its reference image and puts its prompt in the text box."""
@@ -299,6 +307,10 @@ class SamplingPanel:
             momap = self.load_scene(w["scene"].value, w["scene_seed"].value)
             w["preview"].value = _png(momap.rgb)
             w["prompt"].value = momap.prompt
+            self.dsl_editor = None
+            if "dsl" in getattr(self.pipeline, "conditions", ()):
+                self.dsl_editor = _scene_dsl_editor(self.pipeline, momap)
+                w["dsl"].children = (self.dsl_editor.widget,)
 
     def _on_new_scene(self, _button: Any = None) -> None:
         self.widgets["scene_seed"].value = int(np.random.default_rng().integers(1_000_000))
@@ -320,6 +332,7 @@ class SamplingPanel:
                     seed=w["seed"].value,
                     scene_seed=w["scene_seed"].value,
                     progress=True,
+                    dsl=self.dsl_editor.dsl() if self.dsl_editor is not None else None,
                 )
                 self.last_result = result
                 print(result.describe())
@@ -331,6 +344,16 @@ class SamplingPanel:
                 plt.close(grid)
         finally:
             w["generate"].disabled = False
+
+
+def _scene_dsl_editor(pipeline, momap: MoMap):
+    """Returns the DSL editor of a scene, filled with its GT DSL when it has a GT (else all stay)."""
+    from momaplib.control import dsl_from_momap, instance_labels
+    from momaplib.ui.dsl_editor import DSLEditor
+
+    window = pipeline.config.dsl_window
+    initial = dsl_from_momap(momap, window=window) if momap.num_frames == pipeline.num_frames else None
+    return DSLEditor.for_scene(momap.instance, instance_labels(momap), pipeline.dsl_windows, window, initial)
 
 
 def _png(rgb: np.ndarray) -> bytes:

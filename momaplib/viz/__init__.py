@@ -43,6 +43,7 @@ from momaplib.viz.diffusion import (
     plot_loss_curves,
     plot_max_displacement,
 )
+from momaplib.viz.dsl import plot_dsl
 from momaplib.viz.figures import (
     instance_overlay,
     overlay_instances,
@@ -99,6 +100,7 @@ __all__ = [
     "plot_conditioning_stack",
     "plot_depth",
     "plot_distance_signature",
+    "plot_dsl",
     "plot_dtw_alignment",
     "plot_forward_noising",
     "plot_grounding_maps",
