@@ -74,6 +74,52 @@ def test_inflated_unet_computes_the_image_unet_on_the_rgb_latent():
         torch.testing.assert_close(got[:, 4 * group : 4 * group + 4], expected, rtol=1e-4, atol=1e-5)
 
 
+def _save_sd_style_pipeline(folder, cross_attention_dim: int = 16):
+    """Saves a tiny randomly initialised Stable-Diffusion-style folder (model_index.json, unet/, vae/)."""
+    image_unet = tiny_image_unet(cross_attention_dim)
+    randomize_(image_unet)
+    image_unet.save_pretrained(folder / "unet")
+    tiny_image_vae().save_pretrained(folder / "vae")
+    index = {"_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+             "vae": ["diffusers", "AutoencoderKL"]}  # fmt: skip
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return image_unet
+
+
+def test_train_job_inflates_a_saved_sd_style_pipeline_and_records_it(tmp_path):
+    from momaplib.diffusion.train import TrainDiffusionJob, _build_model, init_source
+
+    image_unet = _save_sd_style_pipeline(tmp_path / "sd")
+    job = TrainDiffusionJob(init="inflate", image_unet=str(tmp_path / "sd"))
+    unet = _build_model(job, 8, 16, 8)  # read back through from_pretrained of the 'unet' subfolder
+    assert unet.config.in_channels == 8 + 12 and unet.config.out_channels == 8
+    generator = torch.Generator().manual_seed(4)
+    rgb_latent, text = (
+        torch.randn(2, 4, 8, 8, generator=generator),
+        torch.randn(2, 3, 16, generator=generator),
+    )
+    inputs = torch.randn(2, 20, 8, 8, generator=generator)  # any noisy latent, instance and xyz latents
+    inputs[:, 8:12] = rgb_latent
+    with torch.no_grad():
+        expected = image_unet(rgb_latent, 10, encoder_hidden_states=text).sample
+        got = unet(inputs, 10, encoder_hidden_states=text).sample
+    torch.testing.assert_close(got[:, :4], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(got[:, 4:], expected, rtol=1e-4, atol=1e-5)
+    assert init_source(job) == f"inflate:{tmp_path / 'sd'}"
+
+    # another text width (MiniLM's 384 against CLIP's 768 in SD): a learnt projection, the rest kept
+    wider = _build_model(job, 8, 12, 8)
+    assert wider.encoder_hid_proj.weight.shape == (16, 12)
+    kept = {
+        k: v
+        for k, v in wider.state_dict().items()
+        if not k.startswith(("conv_in", "conv_out", "encoder_hid"))
+    }
+    assert kept and all(torch.equal(v, image_unet.state_dict()[k]) for k, v in kept.items())
+    with torch.no_grad():
+        assert wider(inputs, 10, encoder_hidden_states=torch.randn(2, 3, 12)).sample.shape == (2, 8, 8, 8)
+
+
 def test_inflate_unet_rejects_a_slot_outside_the_input():
     with pytest.raises(ValueError, match="in_channels"):
         inflate_unet(tiny_image_unet(), in_channels=34, out_channels=32)
@@ -444,6 +490,8 @@ def test_train_diffusion_job_runs_and_continues_from_its_pipeline(tmp_path):
     assert all(torch.equal(value, saved[key]) for key, value in model.state_dict().items())
     continued = MoMapPipeline.from_pretrained(second.run())
     assert continued.unet.config.block_out_channels == pipeline.unet.config.block_out_channels
+    assert pipeline.config.init_source == "scratch"  # what each saved pipeline started from
+    assert continued.config.init_source == f"pretrained:{folder} <- scratch"
     # the bundle's configs do not name the folder the weights were loaded from
     assert not [p for p in (tmp_path / "bundle").glob("*/config.json") if "_name_or_path" in p.read_text()]
     assert MoMapPipeline.from_pretrained(tmp_path / "bundle").unet.config.block_out_channels == [32, 32]

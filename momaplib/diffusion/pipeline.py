@@ -91,7 +91,8 @@ class MoMapPipeline(DiffusionPipeline):
     instance, xyz and text, + grounding with a grounder). A pipeline with ``"dsl"`` takes the
     motion DSL of ``momaplib.control`` (``dsl=`` or ``planner=`` at the call; windows of
     ``dsl_window`` frames); one without ``"text"`` gives the UNet the empty prompt and hands the
-    prompt to the planner only.
+    prompt to the planner only. ``init_source`` records what the UNet started from
+    (``momap train-diffusion``: "scratch", "inflate:<image UNet>", "pretrained:<pipeline>").
     """
 
     model_cpu_offload_seq = "unet->vae"
@@ -107,13 +108,17 @@ class MoMapPipeline(DiffusionPipeline):
         grounder: PromptGrounder | None = None,
         conditions: list[str] | None = None,
         dsl_window: int = 8,
+        init_source: str | None = None,
     ):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, image_vae=image_vae, scheduler=scheduler, grounder=grounder)
         if conditions is None:
             conditions = (*DEFAULT_CONDITIONS, "grounding") if grounder is not None else DEFAULT_CONDITIONS
         self.register_to_config(
-            text_encoder=text_encoder, conditions=list(check_conditions(conditions)), dsl_window=dsl_window
+            text_encoder=text_encoder,
+            conditions=list(check_conditions(conditions)),
+            dsl_window=dsl_window,
+            init_source=init_source,  # what the UNet started from (None: not recorded)
         )
 
     @property

@@ -103,7 +103,11 @@ class TrainDiffusionJob:
     """Initialisation: random; inflated from --image-unet (a pretrained image UNet); or the weights
     of a trained pipeline of the same kind (--pretrained), to fine-tune or continue training."""
     image_unet: str | None = None
-    """Image UNet2DConditionModel to inflate (folder/hub id; a 'unet' subfolder is used if present)."""
+    """With --init inflate: the image UNet2DConditionModel to start from, a folder or hub id of the
+    UNet or of a whole Stable-Diffusion-style pipeline (its 'unet' subfolder is used). New input
+    channels for the conditions, conv_out re-mapped to the MoMap latent channels, every other weight
+    kept; a text encoder of another width than its cross-attention gets a learnt projection
+    (``momaplib.diffusion.unet.inflate_unet``). The saved pipeline records it (init_source)."""
     pretrained: str | None = None
     """With --init pretrained: a MoMapPipeline (--model diffusion) or MoMapVAEPipeline
     (--model momap-vae) folder, bundled name or hub id whose UNet / conditional VAE starts training
@@ -238,13 +242,8 @@ def _build_model(
             norm_num_groups=min(32, *job.block_out_channels),
         )
     if job.init == "inflate":
-        image_unet = UNet2DConditionModel.from_pretrained(image_unet_folder(job))
-        if image_unet.config.cross_attention_dim != text_dim:
-            raise ValueError(
-                f"image_unet: cross_attention_dim {image_unet.config.cross_attention_dim} does not match "
-                f"the text encoder's width {text_dim}; choose a matching --text-encoder"
-            )
-        return inflate_unet(image_unet, latent_channels + conditions, latent_channels)
+        image_unet = UNet2DConditionModel.from_pretrained(image_unet_folder(job), torch_dtype=torch.float32)
+        return inflate_unet(image_unet, latent_channels + conditions, latent_channels, text_dim=text_dim)
     return build_unet(
         latent_channels=latent_channels,
         condition_channels=conditions,
@@ -270,6 +269,22 @@ def _pretrained_model(job: TrainDiffusionJob, latent_channels: int, text_dim: in
             f"the MoMap VAE gives {latent_channels} channels and the text encoder {text_dim}-d tokens"
         )
     return model
+
+
+def init_source(job: TrainDiffusionJob) -> str:
+    """Returns what the generator started from: "scratch", "inflate:<image UNet>" or
+    "pretrained:<pipeline>" (followed by that pipeline's own source when it records one)."""
+    if job.init == "inflate":
+        return f"inflate:{job.image_unet}"
+    if job.init == "pretrained":
+        import json
+
+        from momaplib.checkpoints import resolve_checkpoint
+
+        index = resolve_checkpoint(job.pretrained, verify=False) / "model_index.json"
+        earlier = json.loads(index.read_text()).get("init_source") if index.is_file() else None
+        return f"pretrained:{job.pretrained}" + (f" <- {earlier}" if earlier else "")
+    return "scratch"
 
 
 def noise_scheduler_for(job: TrainDiffusionJob) -> DDPMScheduler:
@@ -354,6 +369,7 @@ def make_pipeline(job: TrainDiffusionJob, model, vae, image_vae, text_spec: str 
         text_encoder=text_spec,
         grounder=grounder,
         conditions=list(job_conditions(job)),
+        init_source=init_source(job),
     )
 
 

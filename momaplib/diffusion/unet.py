@@ -53,7 +53,11 @@ def build_unet(
 
 
 def inflate_unet(
-    image_unet: UNet2DConditionModel, in_channels: int, out_channels: int, image_slot: int | None = None
+    image_unet: UNet2DConditionModel,
+    in_channels: int,
+    out_channels: int,
+    image_slot: int | None = None,
+    text_dim: int | None = None,
 ) -> UNet2DConditionModel:
     """Returns a copy of ``image_unet`` with ``conv_in``/``conv_out`` re-shaped to MoMap channels.
 
@@ -70,7 +74,13 @@ def inflate_unet(
       (bias too), so each group of ``c_img`` MoMap latent channels starts as the image UNet's
       prediction: the pretrained output head is reused rather than re-learnt.
 
-    ``tests/test_diffusion.py`` checks both statements and that every other weight is kept.
+    - ``text_dim``: the width of the text encoder the MoMap UNet will read. When it differs from the
+      image UNet's ``cross_attention_dim`` (e.g. MiniLM's 384 against SD 1.5's CLIP 768), the UNet
+      gets diffusers' ``encoder_hid_proj`` (``encoder_hid_dim_type="text_proj"``): a new linear map
+      from ``text_dim`` to ``cross_attention_dim``, randomly initialised, in front of the kept
+      cross-attention. Training learns it; every other weight is still copied.
+
+    ``tests/test_diffusion.py`` checks these statements and that every other weight is kept.
     """
     config = dict(image_unet.config)
     old_in, old_out = config["in_channels"], config["out_channels"]
@@ -81,13 +91,22 @@ def inflate_unet(
             f"exceed in_channels {in_channels}"
         )
     config.update(in_channels=in_channels, out_channels=out_channels)
+    new = set()
+    if text_dim is not None and text_dim != config["cross_attention_dim"]:
+        if config.get("encoder_hid_dim_type") is not None:
+            raise ValueError(
+                f"image_unet: it already projects its text ({config['encoder_hid_dim_type']}); "
+                f"cannot add a {text_dim}-d projection"
+            )
+        config.update(encoder_hid_dim=text_dim, encoder_hid_dim_type="text_proj")
+        new = {"encoder_hid_proj.weight", "encoder_hid_proj.bias"}
     unet = UNet2DConditionModel.from_config(config)
     state = image_unet.state_dict()
     resized = {"conv_in.weight", "conv_out.weight", "conv_out.bias"}
     missing, unexpected = unet.load_state_dict(
         {k: v for k, v in state.items() if k not in resized}, strict=False
     )
-    if set(missing) != resized or unexpected:
+    if set(missing) != resized | new or unexpected:
         raise RuntimeError(f"inflate_unet: unexpected state mismatch {missing} / {unexpected}")
     with torch.no_grad():
         unet.conv_in.weight.zero_()
