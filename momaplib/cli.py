@@ -22,6 +22,7 @@ COMMANDS = {
     "train-image-vae": "momaplib.vae.train:TrainImageVAEJob",
     "train-vae": "momaplib.vae.train:TrainVAEJob",
     "train-diffusion": "momaplib.diffusion.train:TrainDiffusionJob",
+    "train-image-diffusion": "momaplib.diffusion.image_prior:TrainImageDiffusionJob",
     "train-video": "momaplib.video.train:TrainVideoJob",
     "video": "momaplib.videos:VideoJob",
 }

@@ -355,3 +355,38 @@ def test_the_demo_samples_the_bundled_dsl_model_under_a_dsl_file(tmp_path):
     readme = (tmp_path / "out" / "README.txt").read_text()
     assert f"DSL {tmp_path / 'dsl.json'}" in readme
     assert (tmp_path / "out" / "tabletop_blue_block_generated_grid.png") in written
+
+
+# ----------------------------------------------------------------------------- the image-diffusion prior
+def test_image_prior_trains_samples_and_is_inflated_into_a_momap_unet(tmp_path):
+    from momaplib.data import write_dataset
+    from momaplib.diffusion.image_prior import ImageDiffusionPipeline, TrainImageDiffusionJob, scene_caption
+    from momaplib.diffusion.train import TrainDiffusionJob, _build_model
+    from momaplib.training import TrainConfig
+
+    sim = SimConfig().smoke()
+    write_dataset(tmp_path / "sim_tabletop", sim, num_clips=24, workers=0, progress=False)  # val clips too
+    tiny_image_vae().save_pretrained(tmp_path / "image_vae")
+    loop = TrainConfig(tmp_path / "prior", progress=False, num_workers=0)
+    job = TrainImageDiffusionJob(
+        datasets=(tmp_path / "sim_tabletop",), train=loop, image_vae=str(tmp_path / "image_vae"),
+        text_encoder="none:16", smoke=True,
+    )  # fmt: skip
+    folder = job.run()
+    metrics = [json.loads(line) for line in (tmp_path / "prior" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics and all(np.isfinite(m["loss"]) for m in metrics)
+    assert 0 <= metrics[-1]["val/l1"] <= 2  # validation sampled the val frames
+    pipeline = ImageDiffusionPipeline.from_pretrained(folder)
+    captions = [scene_caption("push the red block left", "tabletop"), ""]
+    images = pipeline(
+        captions, sim.height, sim.width, num_inference_steps=2, generator=torch.Generator().manual_seed(0),
+        progress=False,
+    )  # fmt: skip
+    assert images.shape == (2, sim.height, sim.width, 3) and images.dtype == np.uint8
+    # the MoMap UNet starts from the prior's unet/ folder (the Stable Diffusion layout)
+    inflated = _build_model(TrainDiffusionJob(init="inflate", image_unet=str(folder)), 8, 16, sim.height // 8)
+    kept = {k: v for k, v in inflated.state_dict().items() if not k.startswith(("conv_in", "conv_out"))}
+    prior = pipeline.unet.state_dict()
+    assert kept and all(torch.equal(v, prior[k]) for k, v in kept.items())
+    with pytest.raises(ValueError, match="caption_dropout"):
+        TrainImageDiffusionJob(caption_dropout=1.0)

@@ -1,0 +1,235 @@
+"""An image-diffusion prior trained on MoMap-Sim: the kit's stand-in for Stable Diffusion (paper §3.3.3).
+
+The paper repurposes a pretrained text-to-image UNet (SD 1.5) into the MoMap UNet. Its weights
+cannot be downloaded here, so the kit trains its own latent text-to-image model on MoMap-Sim
+reference frames and their captions (``scene_caption``: the family's view and the task
+prompt), over the kit's image VAE, and inflates it through the same code path that would load
+SD's UNet (``momap train-diffusion --init inflate --image-unet <this pipeline's folder>``).
+
+- ``ImageDiffusionPipeline``: ``unet`` (``UNet2DConditionModel``, 4 -> 4 latent channels, text by
+  cross-attention), ``vae`` (the frozen image VAE), ``scheduler`` (DDIM), ``text_encoder`` (a spec
+  of ``momaplib.diffusion.text``). Same folder layout as an SD pipeline, so ``unet/`` is where the
+  inflation looks. ``pipeline(prompts, ...)`` returns uint8 images.
+- ``TrainImageDiffusionJob`` (``momap train-image-diffusion``): encodes the reference frames of the
+  train split once, then trains with ``momaplib.training.fit`` (accelerate, resume, progress) with
+  caption dropout for guidance; validation samples images for the first val captions and logs
+  their L1 to the true frames; ``--bundle-dir`` writes fp16 shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+
+from momaplib.checkpoints import resolve_checkpoint
+from momaplib.data import MoMapDataset, collate
+from momaplib.diffusion.objectives import diffusion_loss
+from momaplib.diffusion.text import load_text_encoder, text_dim
+from momaplib.diffusion.unet import build_unet
+from momaplib.training import (
+    InMemoryDataset,
+    TrainConfig,
+    build_accelerator,
+    build_optimizer,
+    build_scheduler,
+    check_job_fields,
+    check_job_settings,
+    dataset_shape,
+    fit,
+    save_job_settings,
+    save_pipeline,
+    smoke_train,
+)
+
+FAMILY_WORDS = {"tabletop": "a tabletop scene seen from above", "egocentric": "an egocentric view of a table"}
+
+
+def scene_caption(prompt: str, family: str = "") -> str:
+    """Returns the caption of a MoMap-Sim reference frame: the view of its family and its prompt."""
+    return f"{FAMILY_WORDS.get(family, 'a scene')}. {prompt}".strip()
+
+
+class ImageDiffusionPipeline(DiffusionPipeline):
+    """Text-to-image latent diffusion over the kit's image VAE (the Stable Diffusion layout)."""
+
+    def __init__(
+        self, unet: UNet2DConditionModel, vae: AutoencoderKL, scheduler: DDIMScheduler, text_encoder="minilm"
+    ):
+        super().__init__()
+        self.register_modules(unet=unet, vae=vae, scheduler=scheduler)
+        self.register_to_config(text_encoder=text_encoder)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompts: list[str] | str,
+        height: int = 128,
+        width: int = 128,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 3.0,
+        generator: torch.Generator | None = None,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """Returns (N, height, width, 3) uint8 images, one per prompt."""
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or height % 8 or width % 8:
+            raise ValueError(
+                f"prompts / size: expected >= 1 prompt and H, W multiples of 8, got {height}x{width}"
+            )
+        encoder = load_text_encoder(self.config.text_encoder)
+        dtype = self.unet.dtype
+        text = encoder(prompts).to(self.device, dtype)
+        uncond = encoder([""] * len(prompts)).to(self.device, dtype)
+        shape = (len(prompts), self.unet.config.in_channels, height // 8, width // 8)
+        latents = torch.randn(shape, generator=generator, device=generator.device if generator else "cpu")
+        latents = latents.to(self.device) * self.scheduler.init_noise_sigma
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        for t in self.progress_bar(self.scheduler.timesteps) if progress else self.scheduler.timesteps:
+            model_in = self.scheduler.scale_model_input(torch.cat([latents, latents]), t).to(dtype)
+            out = self.unet(model_in, t, encoder_hidden_states=torch.cat([uncond, text])).sample.float()
+            noise_uncond, noise_text = out.chunk(2)
+            latents = self.scheduler.step(
+                noise_uncond + guidance_scale * (noise_text - noise_uncond), t, latents
+            ).prev_sample
+        images = self.vae.decode((latents / self.vae.config.scaling_factor).to(self.vae.dtype)).sample
+        return ((images.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+@dataclass
+class TrainImageDiffusionJob:
+    """Trains the image-diffusion prior; writes ``output_dir/pipeline`` (an ``ImageDiffusionPipeline``),
+    ``metrics.jsonl`` and checkpoints; ``--bundle-dir`` also writes fp16 shards."""
+
+    datasets: tuple[Path, ...] = (Path("data/sim_tabletop"), Path("data/sim_egocentric"))
+    """Dataset folders written by `momap sim` (reference frames of the train split; val for validation)."""
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(Path("outputs/image-diffusion"), max_steps=20_000, batch_size=128)
+    )
+    """The optimisation loop."""
+    image_vae: str = "image-vae"
+    """Frozen image VAE (folder, bundled name or hub id) whose latents the UNet denoises."""
+    text_encoder: str = "minilm"
+    """Text encoder spec (momaplib.diffusion.text); the MoMap UNet inflated from this prior reads the same."""
+    block_out_channels: tuple[int, ...] = (64, 128, 192)
+    """UNet widths per level (the MoMap UNet's default, so inflation keeps every weight)."""
+    layers_per_block: int = 2
+    """Resnet (+ attention) layers per level."""
+    caption_dropout: float = 0.1
+    """Probability of training on the empty caption (classifier-free guidance)."""
+    num_val_images: int = 4
+    """Val frames sampled at each validation (L1 to the true frames in model range)."""
+    bundle_dir: Path | None = None
+    """Also write the pipeline with fp16 shards here, e.g. checkpoints/image-diffusion."""
+    smoke: bool = False
+    """Tiny, fast settings for tests and CPU smoke runs."""
+
+    def __post_init__(self) -> None:
+        check_job_fields(self)
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout: expected a probability in [0, 1), got {self.caption_dropout}")
+
+    def resolved(self) -> TrainImageDiffusionJob:
+        """Returns the job with smoke overrides applied."""
+        if not self.smoke:
+            return self
+        return replace(self, train=smoke_train(self.train), block_out_channels=(32, 32), layers_per_block=1,
+                       num_val_images=1, smoke=False)  # fmt: skip
+
+    def run(self) -> Path:
+        """Trains (or resumes) and returns the folder of the saved pipeline."""
+        return train_image_prior(self.resolved())
+
+
+def _encode(
+    job: TrainImageDiffusionJob, split: str, image_vae, encoder, device, limit=None
+) -> dict[str, Any]:
+    """Returns the scaled image latents, caption embeddings and frames of a split's reference frames."""
+    latents, captions, frames = [], [], []
+    for root in job.datasets:
+        dataset = MoMapDataset(root, split)
+        count = len(dataset) if limit is None else min(limit, len(dataset))
+        for start in range(0, count, 32):
+            batch = collate([dataset[i] for i in range(start, min(start + 32, count))])
+            rgb = batch["rgb"].to(device)
+            with torch.no_grad():
+                mean = image_vae.encode(rgb.to(image_vae.dtype)).latent_dist.mean
+            latents.append(mean.float().cpu() * image_vae.config.scaling_factor)
+            family = Path(root).name.removeprefix("sim_")
+            captions += [scene_caption(prompt, family) for prompt in batch["prompt"]]
+            frames.append(rgb.cpu())
+    if not latents:
+        return None  # a split without clips (tiny datasets have no val clips)
+    return {"latents": torch.cat(latents), "captions": captions, "frames": torch.cat(frames)}
+
+
+def train_image_prior(job: TrainImageDiffusionJob) -> Path:
+    """Runs (or resumes) ``job`` and returns ``output_dir/pipeline``."""
+    config = job.train
+    check_job_settings(job, config)
+    dataset_shape(job.datasets, require_split="train")
+    accelerator = build_accelerator(config)
+    device = accelerator.device
+    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint(job.image_vae)).to(device).eval()
+    image_vae.requires_grad_(False)
+    encoder = load_text_encoder(job.text_encoder, str(device))
+    data = _encode(job, "train", image_vae, encoder, device)
+    prompts = ["", *sorted(set(data["captions"]))]
+    lookup = {p: i for i, p in enumerate(prompts)}
+    table = torch.cat([encoder(prompts[i : i + 256]) for i in range(0, len(prompts), 256)]).to(device)
+    columns = {"latents": data["latents"], "caption": torch.tensor([lookup[c] for c in data["captions"]])}
+    size = data["latents"].shape[-1]
+    unet = build_unet(
+        latent_channels=data["latents"].shape[1], condition_channels=0,
+        cross_attention_dim=text_dim(job.text_encoder),
+        block_out_channels=job.block_out_channels, layers_per_block=job.layers_per_block,
+        norm_num_groups=min(32, *job.block_out_channels), sample_size=size,
+    )  # fmt: skip
+    optimizer = build_optimizer(unet.parameters(), config)
+    unet, optimizer = accelerator.prepare(unet, optimizer)
+    lr_scheduler = build_scheduler(optimizer, config)
+    noise = DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="scaled_linear", prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+    )  # fmt: skip
+    save_job_settings(job, config)
+
+    def loss_fn(model, batch: dict[str, Any], step: int):
+        latents = batch["latents"]
+        generator = torch.Generator(latents.device).manual_seed(config.seed * 1_000_003 + step)
+        drop = torch.rand(len(latents), generator=generator, device=latents.device) < job.caption_dropout
+        text = table[torch.where(drop, 0, batch["caption"].to(latents.device))]
+        empty = latents.new_zeros(len(latents), 0, *latents.shape[-2:])
+        return diffusion_loss(model, noise, latents, empty, text, generator), {}
+
+    def make(model) -> ImageDiffusionPipeline:
+        scheduler = DDIMScheduler.from_config(noise.config, timestep_spacing="trailing", clip_sample=False)
+        return ImageDiffusionPipeline(
+            unet=model, vae=image_vae, scheduler=scheduler, text_encoder=job.text_encoder
+        )
+
+    val = _encode(job, "val", image_vae, encoder, device, job.num_val_images) if job.num_val_images else None
+
+    def validate(model, step: int) -> dict[str, float]:
+        if val is None or not val["captions"]:
+            return {}
+        pipe = make(accelerator.unwrap_model(model))
+        images = pipe(val["captions"], *val["frames"].shape[-2:], num_inference_steps=10,
+                      generator=torch.Generator().manual_seed(0), progress=False)  # fmt: skip
+        frames = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return {"val/l1": float((frames - val["frames"].float()).abs().mean())}
+
+    fit(accelerator, config, unet, optimizer, lr_scheduler, InMemoryDataset(columns), loss_fn,
+        validate=validate if job.num_val_images else None)  # fmt: skip
+    path = config.output_dir / "pipeline"
+    if accelerator.is_main_process:
+        pipeline = make(accelerator.unwrap_model(unet).eval())
+        save_pipeline(pipeline, path)
+        if job.bundle_dir is not None:
+            save_pipeline(pipeline, job.bundle_dir, bundle=True)
+    accelerator.wait_for_everyone()
+    return path
