@@ -24,6 +24,7 @@ COMMANDS = {
     "train-diffusion": "momaplib.diffusion.train:TrainDiffusionJob",
     "train-image-diffusion": "momaplib.diffusion.image_prior:TrainImageDiffusionJob",
     "train-video": "momaplib.video.train:TrainVideoJob",
+    "train-gflow": "momaplib.baselines.gflow_train:TrainGFlowJob",
     "video": "momaplib.videos:VideoJob",
 }
 
