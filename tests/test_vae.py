@@ -524,3 +524,20 @@ def test_train_vae_refuses_to_continue_with_other_settings_unless_allowed(tmp_pa
     assert (folder / "train_config.0000001.json").read_bytes() == files[folder / "train_config.json"]
     assert json.loads((folder / "train_config.json").read_text())["train"]["learning_rate"] == 1e-3
     assert [json.loads(line)["step"] for line in open(folder / "metrics.jsonl")] == [1, 2, 3, 4]
+
+
+def test_moving_weight_counts_moving_points_more_in_the_reconstruction_terms():
+    B, T, H = 1, 3, 4
+    x = _batch(B=B, T=T, H=H)
+    momap = torch.zeros(B, T, 3, H, H)
+    momap[:, :, 0, 0, 0] = torch.tensor([0.0, 0.5, 1.0])  # one pixel moves 1.0 >> TAU_MOVE; the rest stay
+    x["momap"], x["valid"] = momap.flatten(1, 2), torch.ones(B, H, H, dtype=torch.bool)
+    error = torch.zeros(B, T, 3, H, H)
+    error[:, :, 0, 0, 0] = 0.4  # wrong only where it moves
+    plain = momap_vae_loss(visible_weight=0.0, kl_weight=0.0)
+    weighted = momap_vae_loss(visible_weight=0.0, kl_weight=0.0, moving_weight=9.0)
+    n = H * H
+    torch.testing.assert_close(plain(_OffsetVAE(error.flatten(1, 2)), x, 1)[1]["l1"], torch.tensor(0.4 / n))
+    # the moving pixel weighs 10: 10 * 0.4 / (10 + n - 1)
+    expected = torch.tensor(10 * 0.4 / (10 + n - 1))
+    torch.testing.assert_close(weighted(_OffsetVAE(error.flatten(1, 2)), x, 1)[1]["l1"], expected)

@@ -1,0 +1,73 @@
+"""Losses of the VAE trainers: the KL term and the MoMap VAE's reconstruction terms."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from momaplib.momap import TAU_MOVE
+from momaplib.vae.model import MoMapVAE
+
+
+def kl_loss(posterior: Any) -> Tensor:
+    """Mean KL(q || N(0, I)) per latent element."""
+    mean, logvar = posterior.mean.float(), posterior.logvar.float()
+    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).mean()
+
+
+def momap_vae_loss(
+    visible_weight: float = 1.0,
+    velocity_weight: float = 0.0,
+    kl_weight: float = 1e-6,
+    displacement_weight: float = 0.0,
+    moving_weight: float = 0.0,
+    tau_move: float = TAU_MOVE,
+):
+    """Returns ``loss_fn(model, batch, step)`` of the MoMap VAE (for ``momaplib.training.fit``).
+
+    Terms (model range, i.e. metres / scene scale): mean L1 over valid points of every frame,
+    ``visible_weight`` times the mean L1 over visible points, ``velocity_weight`` times the L1 of
+    frame-to-frame displacements over valid points, ``displacement_weight`` times the L1 of
+    displacements from the reference frame (``x_t - x_0``, t >= 1) over valid points, and
+    ``kl_weight`` times the KL per element. With ``moving_weight``, every mean weighs a point that
+    moves (``max_t |x_t - x_0| > tau_move`` in model range, i.e. the metrics' moving mask) by
+    ``1 + moving_weight``. The decoder sees a posterior sample, as in SD's VAE
+    training.
+    """
+
+    def loss_fn(model: MoMapVAE, batch: dict[str, Any], step: int):
+        x = batch["momap"]
+        B, C, H, W = x.shape
+        T = C // 3
+        posterior = model.encode(x).latent_dist
+        decoded = model.decode(posterior.sample()).sample.float()
+        delta = (decoded - x).view(B, T, 3, H, W)  # trajectory error per point and frame
+        error = delta.abs().sum(2)  # L1 over xyz per point
+        valid = batch["valid"][:, None].expand(B, T, H, W).float()
+        if moving_weight:  # GT points that move count 1 + moving_weight in every term
+            travel = (x.view(B, T, 3, H, W) - x.view(B, T, 3, H, W)[:, :1]).norm(dim=2).amax(1)
+            valid = valid * (1 + moving_weight * (travel > tau_move).float())[:, None]
+        visible = batch["visible"].float() * valid
+        l1 = (error * valid).sum() / valid.sum().clamp(min=1)
+        l1_visible = (error * visible).sum() / visible.sum().clamp(min=1)
+        loss = l1 + visible_weight * l1_visible
+        logs: dict[str, Tensor] = {"l1": l1, "l1_visible": l1_visible}
+        later = valid[:, 1:]  # frames 1..T-1: both motion terms compare two frames' errors
+
+        def mean_l1(difference: Tensor) -> Tensor:
+            return (difference.abs().sum(2) * later).sum() / later.sum().clamp(min=1)
+
+        if velocity_weight:  # frame-to-frame: (x_t - x_{t-1}) decoded against true
+            velocity = mean_l1(delta.diff(dim=1))
+            loss = loss + velocity_weight * velocity
+            logs["velocity"] = velocity
+        if displacement_weight:  # from the reference frame: (x_t - x_0) decoded against true
+            displacement = mean_l1(delta[:, 1:] - delta[:, :1])
+            loss = loss + displacement_weight * displacement
+            logs["displacement"] = displacement
+        kl = kl_loss(posterior)
+        logs["kl"] = kl
+        return loss + kl_weight * kl, logs
+
+    return loss_fn
