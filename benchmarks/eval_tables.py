@@ -1,0 +1,149 @@
+"""The paper's Table 1 (baselines) and Table 2 (ablations) from per-clip best-of-N rows.
+
+    # sample: every method on the first 300 test clips per family (shards run side by side)
+    python benchmarks/eval_tables.py --table 1 --clips 300 --out runs/table1 \\
+        --method static=static --method gflow-original=gflow:runs/gflow-original/model \\
+        --method momap-vae=momap-vae-baseline --method ours=momap-diffusion     # + the other rows
+    # the card's tables from the per-clip CSV (no sampling)
+    python benchmarks/eval_tables.py --table 1 --from-csv checkpoints/logs/table1_per_clip.csv.gz
+
+Rows are named as in the paper: Table 1 ``static, gflow-original, gflow-rollout, gflow-extend,
+momap-vae, ours``; Table 2 ``full, no-xyz, no-sem, no-vae, no-unet-init, no-unet-vae-init``. A
+method's source is ``static`` (a reference predictor of ``momaplib.baselines``), ``gflow:<folder>``
+(a ``TrainGFlowJob`` model) or a pipeline (folder, bundled name or hub id; ``MoMapPipeline`` or
+``MoMapVAEPipeline``). Every method sees the same clips and per-clip seeds (best of ``--num-samples``
+by ``ate_dtw``), and the per-clip rows are written in the schema of
+``checkpoints/logs/test600_per_clip.csv.gz`` (``dataset`` and ``method`` columns). The tables are
+the means per family and method and the paired 95 % bootstrap intervals against ``ours`` / ``full``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from momaplib.baselines import get_predictor
+from momaplib.data import simulate_split_clips
+from momaplib.eval import evaluate_methods, format_table, paired_differences, table_to_markdown
+
+ROWS = {
+    1: ("static", "gflow-original", "gflow-rollout", "gflow-extend", "momap-vae", "ours"),
+    2: ("full", "no-xyz", "no-sem", "no-vae", "no-unet-init", "no-unet-vae-init"),
+}
+#: the metrics of the paired intervals (the card's second table)
+INTERVAL_METRICS = ("fg_mask_iou", "ate_dtw", "quantize_acc_16", "epe")
+
+
+def predictor_of(source: str, device: str, steps: int, guidance: float):
+    """Returns the predictor of a method source (see the module docstring)."""
+    if source == "static":
+        return get_predictor("static")
+    if source.startswith("gflow:"):
+        from momaplib.baselines.gflow_train import gflow_predictor, load_gflow
+
+        return gflow_predictor(load_gflow(source.removeprefix("gflow:")).to(device))
+    from momaplib.diffusion.objectives import pipeline_predictor
+    from momaplib.diffusion.pipeline import load_pipeline
+
+    pipeline = load_pipeline(source).to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline_predictor(pipeline, use_text=True, num_inference_steps=steps, guidance_scale=guidance)
+
+
+def tables(per_clip: pd.DataFrame, table: int) -> tuple[str, str]:
+    """Returns the Markdown of the means table and of the paired intervals against the reference row."""
+    names = ROWS[table]
+    missing = sorted(set(per_clip["method"]) - set(names))
+    if missing:
+        raise ValueError(
+            f"method: {missing} are not rows of Table {table}; expected names from {list(names)}"
+        )
+    order = [name for name in names if name in set(per_clip["method"])]
+    table_frame = format_table(
+        {
+            family: {method: group[group["method"] == method] for method in order}
+            for family, group in per_clip.groupby("dataset", sort=False)
+        }
+    )
+    reference = names[-1] if table == 1 else names[0]
+    lines = [
+        "| family | method | metric | reference − method | 95 % interval | clips | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for family, group in per_clip.groupby("dataset", sort=False):
+        ours = group[group["method"] == reference]
+        for method in order:
+            if method == reference or ours.empty:
+                continue
+            diff = paired_differences(ours, group[group["method"] == method], list(INTERVAL_METRICS))
+            for metric, row in diff.iterrows():
+                verdict = {"a better": reference, "b better": method}.get(row["verdict"], "no difference")
+                interval = f"[{row['low']:+.4f}, {row['high']:+.4f}]"
+                cells = [
+                    family,
+                    method,
+                    metric,
+                    f"{row['diff']:+.4f}",
+                    interval,
+                    str(int(row["clips"])),
+                    verdict,
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+    return table_to_markdown(table_frame), "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--table", type=int, choices=(1, 2), required=True)
+    parser.add_argument("--method", action="append", default=[], metavar="NAME=SOURCE")
+    parser.add_argument(
+        "--from-csv", type=Path, nargs="+", help="no sampling: the tables of these per-clip CSVs"
+    )
+    parser.add_argument("--clips", type=int, default=300, help="test clips per family")
+    parser.add_argument("--num-samples", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
+    parser.add_argument("--shard", default="0/1", metavar="K/N", help="every N-th clip from the K-th on")
+    parser.add_argument("--workers", type=int, default=0, help="simulation processes")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=Path("outputs/eval_tables"))
+    args = parser.parse_args()
+    if args.from_csv:
+        per_clip = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
+    else:
+        sources = dict(item.split("=", 1) for item in args.method)
+        unknown = sorted(set(sources) - set(ROWS[args.table]))
+        if unknown or not sources:
+            parser.error(
+                f"--method: give NAME=SOURCE with NAME from {list(ROWS[args.table])}, got {unknown or 'none'}"
+            )
+        methods = {
+            name: predictor_of(source, args.device, args.steps, args.guidance)
+            for name, source in sources.items()
+        }
+        k, n = (int(part) for part in args.shard.split("/"))
+        rows = []
+        for family in args.families:
+            clips = simulate_split_clips(
+                family, args.clips, shard=(k, n), workers=args.workers, progress=False
+            )
+            results = evaluate_methods(
+                clips, methods, num_samples=args.num_samples, device=args.device, progress=False
+            )
+            rows += [frame.assign(dataset=family, method=name) for name, frame in results.items()]
+        per_clip = pd.concat(rows, ignore_index=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        per_clip.to_csv(args.out / f"table{args.table}_per_clip.csv.gz", index=False)
+    means, intervals = tables(per_clip, args.table)
+    print(means)
+    print(intervals)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"table{args.table}.md").write_text(means + "\n" + intervals)
+
+
+if __name__ == "__main__":
+    main()
