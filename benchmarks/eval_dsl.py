@@ -217,7 +217,9 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=50, help="test clips per family")
     parser.add_argument("--num-samples", type=int, default=10)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=2.0, help="both models (not tuned per model)")
+    parser.add_argument(
+        "--guidance", type=float, help="default: each pipeline's own (2.0 for both bundled models)"
+    )
     parser.add_argument("--text-model", default="momap-diffusion")
     parser.add_argument("--dsl-model", default="momap-diffusion-dsl")
     parser.add_argument(

@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=50, help="test clips per family")
     parser.add_argument("--num-samples", type=int, default=10)
     parser.add_argument("--steps", type=int, default=25, help="denoising steps")
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance", type=float, help="default: each pipeline's own (config.guidance_scale)")
     parser.add_argument("--diffusion", default="momap-diffusion")
     parser.add_argument("--baseline", default="momap-vae-baseline")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -105,7 +105,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=300, help="test clips per family")
     parser.add_argument("--num-samples", type=int, default=10)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance", type=float, help="default: each pipeline's own (config.guidance_scale)")
     parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
     parser.add_argument("--shard", default="0/1", metavar="K/N", help="every N-th clip from the K-th on")
     parser.add_argument("--workers", type=int, default=0, help="simulation processes")

@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=20, help="test clips per family")
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--guidance", type=float, help="default: the pipeline's own (config.guidance_scale)")
     parser.add_argument("--pipeline", default="momap-diffusion")
     parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -80,8 +80,9 @@ class DemoConfig:
     """Futures sampled per scene (best of N by ate_dtw is reported, as in the paper)."""
     num_inference_steps: int = 25
     """Denoising steps."""
-    guidance_scale: float = 2.0
-    """Classifier-free guidance on the prompt (or the DSL)."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance on the prompt (or the DSL); None: the pipeline's own default
+    (``config.guidance_scale``, 2.0 for the bundled models)."""
     dsl: Path | None = None
     """A motion-DSL JSON file (``momaplib.control.MotionDSL.to_json``; docs/motion_dsl.md) that
     conditions every scene instead of its prompt, sampled with a DSL pipeline (the default
@@ -101,6 +102,8 @@ class DemoConfig:
                 raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1, got {value!r}")
         for name, low in (("fps", 0.0), ("guidance_scale", None)):
             value = getattr(self, name)
+            if value is None:
+                continue
             if not math.isfinite(value) or (value <= low if low is not None else value < 0):
                 expected = "a finite number > 0" if low is not None else "a finite number >= 0"
                 raise ValueError(f"--{name.replace('_', '-')}: expected {expected}, got {value!r}")

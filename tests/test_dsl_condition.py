@@ -390,3 +390,22 @@ def test_image_prior_trains_samples_and_is_inflated_into_a_momap_unet(tmp_path):
     assert kept and all(torch.equal(v, prior[k]) for k, v in kept.items())
     with pytest.raises(ValueError, match="caption_dropout"):
         TrainImageDiffusionJob(caption_dropout=1.0)
+
+
+def test_the_pipelines_guidance_is_the_default_of_every_call(monkeypatch, tmp_path):
+    from momaplib.diffusion.pipeline import DEFAULT_GUIDANCE, MoMapPipeline
+
+    pipeline = tiny_pipeline(("rgb", "instance", "xyz", "dsl"))
+    assert pipeline.config.guidance_scale == DEFAULT_GUIDANCE == 2.0
+    pipeline.register_to_config(guidance_scale=1.0)  # unguided: one UNet row per sample
+    pipeline.save_pretrained(tmp_path / "p")
+    loaded = MoMapPipeline.from_pretrained(tmp_path / "p")
+    assert loaded.config.guidance_scale == 1.0
+    seen = _unet_inputs(loaded, monkeypatch)
+    image, xyz, instance = scene(size=SIZE)
+    args = dict(xyz=xyz, instance_map=instance, dsl=two_patch_dsl(), num_samples=2, num_inference_steps=2)
+    loaded(image, progress=False, **args)
+    assert seen[0].shape[0] == 2  # no unconditional rows: the stored 1.0 was used
+    seen.clear()
+    loaded(image, guidance_scale=3.0, progress=False, **args)
+    assert seen[0].shape[0] == 4  # an explicit guidance still wins

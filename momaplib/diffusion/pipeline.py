@@ -37,6 +37,10 @@ from momaplib.diffusion.inputs import (
 from momaplib.diffusion.text import load_text_encoder
 from momaplib.momap import MoMap, channels_to_xyz, denormalize_xyz, normalization_stats, normalize_xyz
 
+#: Classifier-free guidance when a call gives none and the pipeline's config names none: 2.0, chosen
+#: on the val split (``docs/experiments.md``); a trained pipeline stores its own (``guidance_scale``),
+#: which the demo, the widgets, ``momap eval`` and the benchmarks use unless told otherwise.
+DEFAULT_GUIDANCE = 2.0
 #: scheduler names accepted by ``MoMapPipeline.__call__(scheduler=...)``
 SCHEDULERS = {
     "ddim": DDIMScheduler,
@@ -69,7 +73,14 @@ class MoMapPipelineOutput(BaseOutput):
 #: keys of a scene of ``MoMapPipeline.sample_scenes`` (``__call__``'s scene arguments)
 SCENE_KEYS = frozenset({"image", "xyz", "instance_map", "prompt", "depth", "K", "dsl", "planner", "labels"})
 
-__all__ = ["SCHEDULERS", "MoMapPipeline", "MoMapPipelineOutput", "MoMapVAEPipeline", "estimate_intrinsics"]
+__all__ = [
+    "DEFAULT_GUIDANCE",
+    "SCHEDULERS",
+    "MoMapPipeline",
+    "MoMapPipelineOutput",
+    "MoMapVAEPipeline",
+    "estimate_intrinsics",
+]
 
 
 class MoMapPipeline(DiffusionPipeline):
@@ -109,6 +120,7 @@ class MoMapPipeline(DiffusionPipeline):
         conditions: list[str] | None = None,
         dsl_window: int = 8,
         init_source: str | None = None,
+        guidance_scale: float = DEFAULT_GUIDANCE,
     ):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, image_vae=image_vae, scheduler=scheduler, grounder=grounder)
@@ -119,6 +131,7 @@ class MoMapPipeline(DiffusionPipeline):
             conditions=list(check_conditions(conditions)),
             dsl_window=dsl_window,
             init_source=init_source,  # what the UNet started from (None: not recorded)
+            guidance_scale=guidance_scale,  # the default of every call
         )
 
     @property
@@ -173,7 +186,7 @@ class MoMapPipeline(DiffusionPipeline):
         prompt: str | list[str] | None = None,
         num_samples: int = 10,
         num_inference_steps: int = 25,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         generator: torch.Generator | None = None,
         scheduler: str | None = None,
         depth=None,
@@ -203,7 +216,7 @@ class MoMapPipeline(DiffusionPipeline):
             num_samples: N futures to sample (batched ``batch_size`` at a time, default all).
             num_inference_steps: denoising steps, 1 to the scheduler's training timesteps.
             guidance_scale: classifier-free guidance on the text (and the DSL), finite >= 0; 1.0 (or
-                no prompt and no DSL) = unguided.
+                no prompt and no DSL) = unguided; None: the pipeline's ``config.guidance_scale``.
             generator: torch generator for the noise and the instance colours (reproducible calls).
             scheduler: ``"ddim"``, ``"dpm"``, ``"euler"`` or ``"ddpm"``; None keeps the pipeline's.
             max_image_size: largest H and W accepted (default 1024; memory grows with H x W).
@@ -230,7 +243,7 @@ class MoMapPipeline(DiffusionPipeline):
         scenes: list[dict],
         num_samples: int = 10,
         num_inference_steps: int = 25,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         scheduler: str | None = None,
         batch_size: int | None = None,
@@ -247,6 +260,8 @@ class MoMapPipeline(DiffusionPipeline):
         batching round-off), or one for all. Every scene is checked before any is encoded.
         """
         self._check_unet_inputs()
+        if guidance_scale is None:
+            guidance_scale = getattr(self.config, "guidance_scale", DEFAULT_GUIDANCE)
         generators = generator if isinstance(generator, list | tuple) else [generator] * len(scenes)
         if len(generators) != len(scenes):
             raise ValueError(f"generator: expected one per scene ({len(scenes)}), got {len(generators)}")

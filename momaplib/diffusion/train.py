@@ -138,7 +138,7 @@ class TrainDiffusionJob:
     val_steps: int = 20
     """Denoising steps of validation sampling."""
     guidance_scale: float = 2.0
-    """Guidance of validation sampling and the saved pipeline's default."""
+    """Guidance of validation sampling, stored as the saved pipeline's default (``config.guidance_scale``)."""
     max_clips: int | None = None
     """Use at most this many training clips (None: all)."""
     encode_batch_size: int = 64
@@ -370,6 +370,7 @@ def make_pipeline(job: TrainDiffusionJob, model, vae, image_vae, text_spec: str 
         grounder=grounder,
         conditions=list(job_conditions(job)),
         init_source=init_source(job),
+        guidance_scale=job.guidance_scale,
     )
 
 

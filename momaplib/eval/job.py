@@ -134,8 +134,9 @@ class EvalJob:
     "Ours (text)=momap-diffusion" "Ours (no text)=momap-diffusion:no-text"."""
     num_inference_steps: int = 25
     """Denoising steps of --pipelines, 1..1000."""
-    guidance_scale: float = 2.0
-    """Classifier-free guidance of --pipelines, 0..100."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance of --pipelines, 0..100; None: each pipeline's own default
+    (``config.guidance_scale``)."""
     text_encoder: str | None = None
     """Override the text encoder spec stored in the pipelines (e.g. minilm:/path/to/folder)."""
     split: str = "test"
@@ -184,7 +185,10 @@ class EvalJob:
                 raise ValueError(f"{name}: expected 1..{high}, got {value!r}")
         if self.max_clips is not None and (not _is_count(self.max_clips) or self.max_clips < 1):
             raise ValueError(f"max_clips: expected >= 1 or None (all clips), got {self.max_clips!r}")
-        if not (isinstance(self.guidance_scale, (int, float)) and 0 <= self.guidance_scale <= MAX_GUIDANCE):
+        guidance = self.guidance_scale
+        if guidance is not None and not (
+            isinstance(guidance, (int, float)) and 0 <= guidance <= MAX_GUIDANCE
+        ):
             raise ValueError(f"guidance_scale: expected 0..{MAX_GUIDANCE:g}, got {self.guidance_scale!r}")
         check_device("device", self.device)
 

@@ -112,6 +112,13 @@ class SamplingPanel:
         self._num_points = 300  # pixels of the panel's 3D views, set by panel()
 
     @property
+    def default_guidance(self) -> float:
+        """The pipeline's own guidance (``config.guidance_scale``; ``DEFAULT_GUIDANCE`` if it names none)."""
+        from momaplib.diffusion.pipeline import DEFAULT_GUIDANCE
+
+        return float(getattr(self.pipeline.config, "guidance_scale", None) or DEFAULT_GUIDANCE)
+
+    @property
     def scene_names(self) -> list[str]:
         """Returns the scenes on offer: one simulated scene per family, then the bundled examples."""
         return [*SIMULATED, *self.examples]
@@ -145,7 +152,7 @@ class SamplingPanel:
         prompt: str | None = None,
         num_samples: int = 10,
         num_inference_steps: int = 25,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         seed: int = 0,
         scene_seed: int = 0,
         progress: bool = False,
@@ -162,7 +169,8 @@ class SamplingPanel:
                 pipeline; its whole ``xyz`` is the GT the samples are scored against.
             prompt: the text condition; None: the scene's own prompt; "": no text.
             num_samples: N futures; the paper draws 10 and reports the best.
-            num_inference_steps, guidance_scale: as in ``MoMapPipeline.__call__``.
+            num_inference_steps, guidance_scale: as in ``MoMapPipeline.__call__`` (None: the
+                pipeline's own default guidance).
             seed: seeds the generator of the noise (and instance colours): same seed, same samples.
             scene_seed: which simulated scene (ignored for other scenes).
             progress: show the pipeline's tqdm.auto bar of denoising steps.
@@ -177,6 +185,7 @@ class SamplingPanel:
         if not isinstance(scene, MoMap):
             raise TypeError(f"scene: expected a scene name, a MoMap or a Clip, got {type(scene).__name__}")
         prompt = scene.prompt if prompt is None else prompt
+        guidance_scale = self.default_guidance if guidance_scale is None else guidance_scale
         started = time.perf_counter()
         # pixels without a trajectory carry no point: NaN tells the pipeline they are invalid
         xyz0 = np.where(scene.valid[..., None], scene.xyz[0], np.nan).astype(np.float32)
@@ -226,7 +235,7 @@ class SamplingPanel:
         scene_seed: int = 0,
         num_samples: int = 10,
         num_inference_steps: int = 25,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         seed: int = 0,
         num_points: int = 300,
     ):
@@ -262,6 +271,7 @@ class SamplingPanel:
             description="steps",
             style=row,
         )
+        guidance_scale = self.default_guidance if guidance_scale is None else guidance_scale
         w["guidance_scale"] = W.FloatSlider(
             value=guidance_scale,
             min=1.0,
