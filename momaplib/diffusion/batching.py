@@ -13,6 +13,9 @@ from torch import Tensor
 
 from momaplib.diffusion.conditions import dsl_latent, select_image_latents
 
+#: keys of a scene of ``MoMapPipeline.sample_scenes`` (``__call__``'s scene arguments)
+SCENE_KEYS = frozenset({"image", "xyz", "instance_map", "prompt", "depth", "K", "dsl", "planner", "labels"})
+
 
 def scene_rows(pipe, scene, prompts, has_text, motion, guidance_scale, generator) -> dict:
     """Returns the UNet inputs of one scene's samples: conditions with and without the guided

@@ -22,7 +22,7 @@ from torch import Tensor
 
 import momaplib.diffusion.cvae
 import momaplib.vae  # noqa: F401
-from momaplib.diffusion.batching import denoise_rows, scene_rows
+from momaplib.diffusion.batching import SCENE_KEYS, denoise_rows, scene_rows
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.conditions import DEFAULT_CONDITIONS, check_conditions, condition_channels
 from momaplib.diffusion.dsl import check_dsl_arguments, num_dsl_windows, plan_dsl
@@ -37,9 +37,8 @@ from momaplib.diffusion.inputs import (
 from momaplib.diffusion.text import load_text_encoder
 from momaplib.momap import MoMap, channels_to_xyz, denormalize_xyz, normalization_stats, normalize_xyz
 
-#: Classifier-free guidance when a call gives none and the pipeline's config names none: 2.0, chosen
-#: on the val split (``docs/experiments.md``); a trained pipeline stores its own (``guidance_scale``),
-#: which the demo, the widgets, ``momap eval`` and the benchmarks use unless told otherwise.
+#: Guidance of pipelines whose config names none (chosen on the val split, ``docs/experiments.md``);
+#: a trained pipeline stores its own ``guidance_scale``, the default of every call and tool.
 DEFAULT_GUIDANCE = 2.0
 #: scheduler names accepted by ``MoMapPipeline.__call__(scheduler=...)``
 SCHEDULERS = {
@@ -69,9 +68,6 @@ class MoMapPipelineOutput(BaseOutput):
     num_invalid: int = 0
     dsl: object | None = None  # the MotionDSL the samples were conditioned on (DSL pipelines)
 
-
-#: keys of a scene of ``MoMapPipeline.sample_scenes`` (``__call__``'s scene arguments)
-SCENE_KEYS = frozenset({"image", "xyz", "instance_map", "prompt", "depth", "K", "dsl", "planner", "labels"})
 
 __all__ = [
     "DEFAULT_GUIDANCE",
