@@ -9,7 +9,8 @@ the simulator's wording that the models trained on; ``paraphrase``, the held-out
 
 - ``text``: the text model (``--text-model``) with the prompt;
 - ``dsl-oracle``: the DSL model (``--dsl-model``) with the GT DSL (``OraclePlanner``; it reads no
-  prompt, so both prompt sets share its samples): the upper bound of any planner;
+  prompt, so it is sampled once, as ``sim``, and the tables count it in both prompt sets): the
+  upper bound of any planner;
 - ``dsl-rule``: the DSL model with ``RulePlanner``'s DSL of the prompt. Where the planner refuses a
   prompt (``PlannerError``), the DSL model samples without a DSL (``planner_ok`` False): the
   row measures the planner and the model together, as a user would meet them.
@@ -61,6 +62,10 @@ TABLE_METRICS = (
     "planner_ok",
 )
 INTERVAL_METRICS = ("quantize_acc_16", "fg_mask_iou", "ate_dtw", "dsl_acc_gt")
+
+
+#: metrics are written with 6 significant digits (the tables show 3-4 decimals)
+FLOAT_FORMAT = "%.6g"
 
 
 def split_ids(family: str, count: int) -> list[str]:
@@ -164,7 +169,7 @@ def run_jobs(jobs: list[dict], pipelines: dict, args: argparse.Namespace, flush=
                 vs_gt = dsl_accuracy(best_dsl, job["gt_dsl"])
                 given = job.get("given")
                 metrics.update(
-                    method=job["method"], prompt_set=job["prompt_set"], prompt=job.get("prompt", ""),
+                    method=job["method"], prompt_set=job["prompt_set"],
                     planner_ok=float(job["ok"]), dsl_acc_gt=vs_gt["accuracy"],
                     dsl_moving_acc_gt=vs_gt["moving_accuracy"],
                     dsl_acc_given=dsl_accuracy(best_dsl, given)["accuracy"] if given is not None else np.nan,
@@ -172,20 +177,7 @@ def run_jobs(jobs: list[dict], pipelines: dict, args: argparse.Namespace, flush=
                 rows.append(metrics)
         if flush is not None:
             flush(rows)
-    return with_oracle_paraphrase(pd.DataFrame(rows))
-
-
-def with_oracle_paraphrase(frame: pd.DataFrame) -> pd.DataFrame:
-    """Returns the rows with the oracle's rows also in the paraphrase set, on the clips that have one
-    (the oracle reads no prompt, so its samples are the same); unchanged if they are there."""
-    if ((frame["method"] == "dsl-oracle") & (frame["prompt_set"] == "paraphrase")).any():
-        return frame
-    keys = ["clip_id", "dataset"] if "dataset" in frame.columns else ["clip_id"]
-    paraphrased = frame.loc[frame["prompt_set"] == "paraphrase", keys].drop_duplicates()
-    oracle = frame[(frame["method"] == "dsl-oracle") & (frame["prompt_set"] == "sim")].merge(
-        paraphrased, on=keys
-    )
-    return pd.concat([frame, oracle.assign(prompt_set="paraphrase")], ignore_index=True)
+    return pd.DataFrame(rows)
 
 
 def planner_table(args: argparse.Namespace) -> None:
@@ -258,11 +250,11 @@ def main() -> None:
         frames = []  # a shard stopped by its time limit left only its partial files
         for folder in args.merge:
             if folder.is_file():  # a per-clip CSV itself, e.g. checkpoints/logs/dsl_per_clip.csv.gz
-                frames.append(with_oracle_paraphrase(pd.read_csv(folder)))
+                frames.append(pd.read_csv(folder))
                 continue
             files = [folder / "per_clip.csv.gz"] if (folder / "per_clip.csv.gz").is_file() else []
             files = files or sorted(folder.glob("per_clip.partial.*.csv.gz"))
-            frames += [with_oracle_paraphrase(pd.read_csv(file)) for file in files]
+            frames += [pd.read_csv(file) for file in files]
         per_clip = pd.concat(frames, ignore_index=True)
     else:
         encoder = {"text_encoder": args.text_encoder} if args.text_encoder else {}
@@ -280,13 +272,15 @@ def main() -> None:
             partial = args.out / f"per_clip.partial.{family}.csv.gz"
 
             def flush(rows, partial=partial, family=family):
-                pd.DataFrame(rows).assign(dataset=family).to_csv(partial, index=False)
+                pd.DataFrame(rows).assign(dataset=family).to_csv(
+                    partial, index=False, float_format=FLOAT_FORMAT
+                )
 
             args.out.mkdir(parents=True, exist_ok=True)
             frames.append(run_jobs(jobs, pipelines, args, flush).assign(dataset=family))
         per_clip = pd.concat(frames, ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    per_clip.to_csv(args.out / "per_clip.csv.gz", index=False)
+    per_clip.to_csv(args.out / "per_clip.csv.gz", index=False, float_format=FLOAT_FORMAT)
     table, intervals = dsl_table(per_clip).reset_index(), dsl_intervals(per_clip)
     print(markdown(table))
     print(markdown(intervals, "+.4f"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from diffusers import DDIMScheduler
@@ -409,3 +410,22 @@ def test_the_pipelines_guidance_is_the_default_of_every_call(monkeypatch, tmp_pa
     seen.clear()
     loaded(image, guidance_scale=3.0, progress=False, **args)
     assert seen[0].shape[0] == 4  # an explicit guidance still wins
+
+
+def test_dsl_tables_count_the_oracle_in_both_prompt_sets():
+    from momaplib.eval.dsl import DSL_TABLE_METRICS, dsl_table, with_oracle_paraphrase
+
+    def row(clip, method, prompt_set, value):
+        return {"clip_id": clip, "dataset": "tabletop", "method": method, "prompt_set": prompt_set,
+                **dict.fromkeys(DSL_TABLE_METRICS, value)}  # fmt: skip
+
+    rows = [row("a", "text", "sim", 0.1), row("b", "text", "sim", 0.2), row("a", "text", "paraphrase", 0.3)]
+    rows += [row("a", "dsl-oracle", "sim", 0.6), row("b", "dsl-oracle", "sim", 0.8)]
+    per_clip = pd.DataFrame(rows)
+    table = dsl_table(per_clip)
+    # the oracle's paraphrase row is its sim row of clip a (the only clip with a paraphrase)
+    assert table.loc[("tabletop", "paraphrase", "dsl-oracle"), "clips"] == 1
+    assert table.loc[("tabletop", "paraphrase", "dsl-oracle"), "fg_mask_iou"] == pytest.approx(0.6)
+    assert table.loc[("tabletop", "sim", "dsl-oracle"), "fg_mask_iou"] == pytest.approx(0.7)
+    once = with_oracle_paraphrase(per_clip)
+    assert len(once) == 6 and with_oracle_paraphrase(once) is once  # added once, never twice

@@ -3,7 +3,9 @@
 The rows come from ``benchmarks/eval_dsl.py`` (``checkpoints/logs/dsl_per_clip.csv.gz``): one per
 clip, method (``DSL_METHODS``) and prompt set (``sim``: the simulator's wording, ``paraphrase``:
 held out), with the best-of-N metrics of ``momaplib.metrics`` and the DSL columns
-``dsl_acc_given``, ``dsl_acc_gt``, ``dsl_moving_acc_gt`` and ``planner_ok``.
+``dsl_acc_given``, ``dsl_acc_gt``, ``dsl_moving_acc_gt`` and ``planner_ok``. ``dsl-oracle`` reads no
+prompt, so its rows are stored once (``sim``); the tables count them in the paraphrase set too, on
+the clips that have a paraphrase (``with_oracle_paraphrase``).
 """
 
 from __future__ import annotations
@@ -30,9 +32,23 @@ def _check(per_clip: pd.DataFrame) -> None:
         raise ValueError(f"per_clip: missing columns {sorted(missing)} (rows of benchmarks/eval_dsl.py)")
 
 
+def with_oracle_paraphrase(per_clip: pd.DataFrame) -> pd.DataFrame:
+    """Returns the rows with the oracle's ``sim`` rows repeated in the paraphrase set, on the clips
+    that have paraphrase rows (the oracle reads no prompt, so its samples are the same); rows that
+    already hold them are returned unchanged."""
+    oracle = per_clip["method"] == "dsl-oracle"
+    if (oracle & (per_clip["prompt_set"] == "paraphrase")).any():
+        return per_clip
+    keys = ["clip_id", "dataset"]
+    paraphrased = per_clip.loc[per_clip["prompt_set"] == "paraphrase", keys].drop_duplicates()
+    copies = per_clip[oracle & (per_clip["prompt_set"] == "sim")].merge(paraphrased, on=keys)
+    return pd.concat([per_clip, copies.assign(prompt_set="paraphrase")], ignore_index=True)
+
+
 def dsl_table(per_clip: pd.DataFrame) -> pd.DataFrame:
     """Returns the mean of every metric per family, prompt set and method, with the number of clips."""
     _check(per_clip)
+    per_clip = with_oracle_paraphrase(per_clip)
     keys = ["dataset", "prompt_set", "method"]
     table = per_clip.groupby(keys)[list(DSL_TABLE_METRICS)].mean()
     table["clips"] = per_clip.groupby(keys).size()
@@ -50,6 +66,7 @@ def dsl_intervals(per_clip: pd.DataFrame) -> pd.DataFrame:
     """Returns, per family and prompt set, the paired difference ``DSL method - text`` of each metric
     with its 95 % bootstrap interval over clips and a verdict naming the better method."""
     _check(per_clip)
+    per_clip = with_oracle_paraphrase(per_clip)
     rows = []
     for (family, prompt_set), group in per_clip.groupby(["dataset", "prompt_set"], sort=False):
         text = group[group["method"] == "text"]
