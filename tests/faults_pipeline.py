@@ -32,17 +32,10 @@ def _pipeline():
 
     from momaplib.diffusion.pipeline import MoMapPipeline
     from momaplib.diffusion.unet import build_unet
-    from momaplib.vae import MoMapVAE
-    from tests.test_diffusion import TINY_UNET, tiny_image_vae
+    from tests.test_diffusion import TINY_UNET, tiny_image_vae, tiny_momap_vae
 
     torch.manual_seed(0)
-    vae = MoMapVAE.build(
-        num_frames=2,
-        latent_channels=8,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
+    vae = tiny_momap_vae(2)
     unet = build_unet(latent_channels=8, condition_channels=12, cross_attention_dim=16, **TINY_UNET)
     scheduler = DDIMScheduler(num_train_timesteps=100, prediction_type="v_prediction")
     pipe = MoMapPipeline(

@@ -28,6 +28,16 @@ def tiny_image_vae():
     return build_image_vae(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4)
 
 
+def tiny_momap_vae(num_frames: int):
+    """A random MoMap VAE for T frames: 3T -> 8 latent channels, downsampling by 8."""
+    from momaplib.vae import MoMapVAE
+
+    return MoMapVAE.build(
+        num_frames=num_frames, latent_channels=8, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
+        norm_num_groups=4,
+    )  # fmt: skip
+
+
 def tiny_image_unet(cross_attention_dim: int = 16):
     torch.manual_seed(0)
     return build_unet(
@@ -191,16 +201,9 @@ T_TINY = 2
 @pytest.fixture(scope="module")
 def tiny_pipeline():
     from momaplib.diffusion.pipeline import MoMapPipeline
-    from momaplib.vae import MoMapVAE
 
     torch.manual_seed(0)
-    vae = MoMapVAE.build(
-        num_frames=T_TINY,
-        latent_channels=8,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
+    vae = tiny_momap_vae(T_TINY)
     image_vae = tiny_image_vae()
     unet = build_unet(latent_channels=8, condition_channels=12, cross_attention_dim=16, **TINY_UNET)
     randomize_(unet, seed=3)
@@ -440,13 +443,9 @@ def test_training_teaches_the_unet_to_tell_futures_apart_by_the_prompt_alone():
 
 
 def _tiny_frozen_models(tmp_path, num_frames: int):
-    from momaplib.vae import MoMapVAE
 
     torch.manual_seed(0)
-    vae = MoMapVAE.build(
-        num_frames=num_frames, latent_channels=8, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
-        norm_num_groups=4,
-    )  # fmt: skip
+    vae = tiny_momap_vae(num_frames)
     vae.save_pretrained(tmp_path / "vae")
     tiny_image_vae().save_pretrained(tmp_path / "image_vae")
     return str(tmp_path / "vae"), str(tmp_path / "image_vae")

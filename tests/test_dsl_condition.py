@@ -22,7 +22,7 @@ from momaplib.diffusion.conditions import (
 )
 from momaplib.diffusion.unet import build_unet
 from momaplib.sim import SimConfig
-from tests.test_diffusion import TINY_UNET, randomize_, scene, tiny_image_vae
+from tests.test_diffusion import TINY_UNET, randomize_, scene, tiny_image_vae, tiny_momap_vae
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -34,16 +34,9 @@ K = np.array([[20.0, 0.0, 7.5], [0.0, 20.0, 7.5], [0.0, 0.0, 1.0]], dtype=np.flo
 def tiny_pipeline(conditions, text_encoder: str = "none:16", window: int = 4, seed: int = 3):
     from momaplib.diffusion.dsl import num_dsl_windows
     from momaplib.diffusion.pipeline import MoMapPipeline
-    from momaplib.vae import MoMapVAE
 
     torch.manual_seed(0)
-    vae = MoMapVAE.build(
-        num_frames=T,
-        latent_channels=8,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
+    vae = tiny_momap_vae(T)
     windows = num_dsl_windows(T, window) if "dsl" in conditions else 0
     unet = build_unet(
         latent_channels=8, condition_channels=condition_channels(conditions, windows), cross_attention_dim=16,
@@ -272,10 +265,7 @@ def test_oracle_planner_drives_the_dsl_pipeline_on_a_simulated_clip():
         "tabletop", 1, config=SimConfig().smoke(), split="test", progress=False
     )
     pipeline = tiny_pipeline(("rgb", "instance", "xyz", "dsl"), window=8)
-    pipeline.vae = type(pipeline.vae).build(
-        num_frames=gt.num_frames, latent_channels=8, block_out_channels=(8, 8, 8, 8), layers_per_block=1,
-        norm_num_groups=4,
-    )  # fmt: skip
+    pipeline.vae = tiny_momap_vae(gt.num_frames)
     predict = pipeline_predictor(pipeline, planner=OraclePlanner(), num_inference_steps=2)
     samples = predict(gt, 2, 0)
     assert samples.shape == (2, *gt.xyz.shape) and torch.isfinite(samples).all()
@@ -324,13 +314,7 @@ def test_dsl_editor_round_trips_and_drives_the_panel(monkeypatch):
     assert editor.dsl() == dsl
 
     pipeline = tiny_pipeline(("rgb", "instance", "xyz", "dsl"), window=8)
-    pipeline.vae = type(pipeline.vae).build(
-        num_frames=32,
-        latent_channels=8,
-        block_out_channels=(8, 8, 8, 8),
-        layers_per_block=1,
-        norm_num_groups=4,
-    )
+    pipeline.vae = tiny_momap_vae(32)
     unet = build_unet(latent_channels=8, condition_channels=24, cross_attention_dim=16, **TINY_UNET)
     pipeline.unet = unet
     panel = SamplingPanel(pipeline)

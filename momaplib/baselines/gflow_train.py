@@ -18,10 +18,8 @@ import torch
 from torch import Tensor
 
 from momaplib.baselines.gflow import VARIANTS, GFlowModel, build_gflow, gflow_loss
-from momaplib.data import MoMapDataset
 from momaplib.momap import MoMap, channels_to_xyz, denormalize_xyz, normalization_stats, normalize_xyz
 from momaplib.training import (
-    InMemoryDataset,
     TrainConfig,
     build_accelerator,
     build_optimizer,
@@ -30,6 +28,7 @@ from momaplib.training import (
     check_job_settings,
     dataset_shape,
     fit,
+    load_training_data,
     save_job_settings,
     save_model,
     smoke_train,
@@ -150,11 +149,9 @@ class TrainGFlowJob:
         check_job_settings(job, config)
         if dataset is None:
             dataset_shape(job.datasets, require_split="train")
-            dataset = torch.utils.data.ConcatDataset([MoMapDataset(root, "train") for root in job.datasets])
-        keys = ("momap", "rgb", "instance", "valid")
-        columns = {key: torch.stack([dataset[i][key] for i in range(len(dataset))]) for key in keys}
+            dataset = load_training_data(job.datasets, config, keys=("momap", "rgb", "instance", "valid"))
         accelerator = build_accelerator(config)
-        model = build_gflow(job.variant, columns["momap"].shape[1] // 3)
+        model = build_gflow(job.variant, dataset[0]["momap"].shape[0] // 3)
         if self.smoke:
             model = GFlowModel(**{**model.config, "width": 32, "scene_points": 64, "query_chunk": 32})
         optimizer = build_optimizer(model.parameters(), config)
@@ -168,7 +165,7 @@ class TrainGFlowJob:
                 model, gflow_batch(batch, accelerator.unwrap_model(model), generator), job.kl_weight
             )
 
-        fit(accelerator, config, model, optimizer, lr_scheduler, InMemoryDataset(columns), loss_fn)
+        fit(accelerator, config, model, optimizer, lr_scheduler, dataset, loss_fn)
         path = config.output_dir / "model"
         if accelerator.is_main_process:
             save_model(accelerator.unwrap_model(model), path)

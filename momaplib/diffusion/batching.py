@@ -50,7 +50,8 @@ def scene_rows(pipe, scene, prompts, has_text, motion, guidance_scale, generator
         "cond": torch.cat(parts, dim=1),
         "cond_uncond": torch.cat(parts_uncond, dim=1) if use_cfg else None,
         "text": text,
-        "uncond": pipe.encode_prompt([""] * n) if use_cfg else None,
+        # without text the UNet already reads the empty prompt: the unguided branch needs no second encoding
+        "uncond": (pipe.encode_prompt([""] * n) if "text" in spec else text) if use_cfg else None,
     }
 
 
