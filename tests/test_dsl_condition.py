@@ -321,6 +321,8 @@ def test_dsl_editor_round_trips_and_drives_the_panel(monkeypatch):
     panel.panel(num_samples=2, num_inference_steps=2)
     scene = panel.load_scene(panel.widgets["scene"].value)
     assert panel.dsl_editor.dsl() == dsl_from_momap(scene)  # filled with the scene's GT DSL
+    header = panel.dsl_editor.widget.children[0].children
+    assert [label.value for label in header[1:]][-1] == "frames 24-31 (x / y / z)"  # the clip's last window
     first = panel.dsl_editor.ids[0]
     panel.dsl_editor.dropdowns[first][1].value = "left / up / forward"
     wanted = panel.dsl_editor.dsl()

@@ -23,6 +23,7 @@ from momaplib.control.dsl import (
     instance_labels,
     patch_centroids,
     window_bounds,
+    window_frames,
 )
 from momaplib.control.paraphrase import paraphrase_prompt
 from momaplib.control.planners import (
@@ -71,4 +72,5 @@ __all__ = [
     "patch_centroids",
     "resolve_object",
     "window_bounds",
+    "window_frames",
 ]

@@ -348,6 +348,14 @@ def window_bounds(num_frames: int, window: int) -> list[tuple[int, int]]:
     return [(start, min(start + window, num_frames - 1)) for start in starts]
 
 
+def window_frames(num_windows: int, window: int, num_frames: int | None = None) -> list[tuple[int, int]]:
+    """Returns the ``(start, end)`` frames of ``num_windows`` windows: ``window_bounds`` when the
+    clip's ``num_frames`` are known, else full windows of ``window`` frames (for labels)."""
+    if num_frames:
+        return window_bounds(num_frames, window)
+    return [(w * window, (w + 1) * window) for w in range(num_windows)]
+
+
 def instance_labels(momap: MoMap) -> dict[int, str]:
     """Returns ``{id: name}`` from ``momap.meta["instances"]`` (MoMap-Sim's names), else ``{}``.
 

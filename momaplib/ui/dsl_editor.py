@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from momaplib.control import AXIS_WORDS, MotionDSL
+from momaplib.control import AXIS_WORDS, MotionDSL, window_frames
 
 #: every word triple a window can hold, "stay / stay / stay" first
 CHOICES = [" / ".join(words) for words in itertools.product(*[(w[1], w[0], w[2]) for w in AXIS_WORDS])]
@@ -36,6 +36,7 @@ class DSLEditor:
         window: int,
         initial: MotionDSL | None = None,
         fps: float = 10.0,
+        num_frames: int | None = None,
     ):
         import ipywidgets as W
 
@@ -55,22 +56,21 @@ class DSLEditor:
             rows.append(W.HBox([name, *boxes]))
         header = [W.Label("patch", layout=W.Layout(width="130px"))]
         header += [
-            W.Label(
-                f"frames {w * window}-{min((w + 1) * window, 10**6)} (x / y / z)",
-                layout=W.Layout(width="190px"),
-            )
-            for w in range(num_windows)
+            W.Label(f"frames {start}-{end} (x / y / z)", layout=W.Layout(width="190px"))
+            for start, end in window_frames(num_windows, window, num_frames)
         ]
         self.widget = W.VBox([W.HBox(header), *rows])
 
     @classmethod
     def for_scene(
-        cls, instance_map: Any, labels: Mapping[int, str], num_windows: int, window: int, initial=None
-    ):
-        """Returns the editor of every instance (id > 0) of ``instance_map``."""
+        cls, instance_map: Any, labels: Mapping[int, str], num_windows: int, window: int, initial=None,
+        num_frames: int | None = None,
+    ):  # fmt: skip
+        """Returns the editor of every instance (id > 0) of ``instance_map`` (windows of a
+        ``num_frames``-frame clip, for the column labels)."""
         instance_map = np.asarray(instance_map)
         ids = sorted(int(i) for i in np.unique(instance_map[instance_map > 0]))
-        return cls(ids, labels, num_windows, window, initial)
+        return cls(ids, labels, num_windows, window, initial, num_frames=num_frames)
 
     def dsl(self) -> MotionDSL:
         """Returns the DSL the dropdowns show."""

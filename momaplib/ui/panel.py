@@ -363,7 +363,9 @@ def _scene_dsl_editor(pipeline, momap: MoMap):
 
     window = pipeline.config.dsl_window
     initial = dsl_from_momap(momap, window=window) if momap.num_frames == pipeline.num_frames else None
-    return DSLEditor.for_scene(momap.instance, instance_labels(momap), pipeline.dsl_windows, window, initial)
+    return DSLEditor.for_scene(
+        momap.instance, instance_labels(momap), pipeline.dsl_windows, window, initial, pipeline.num_frames
+    )
 
 
 def _png(rgb: np.ndarray) -> bytes:

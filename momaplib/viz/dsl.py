@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from momaplib.control import MotionDSL, window_bounds
+from momaplib.control import MotionDSL, window_frames
 
 #: marker of the z flag at a patch centre: away from the camera (+z) and towards it (-z)
 Z_MARKERS = {1: ("x", "forward"), -1: ("o", "backward")}
@@ -24,11 +24,7 @@ def plot_dsl(
     instance_map = np.asarray(instance_map)
     flags = dsl.flags()  # (P, n, 3)
     n = dsl.num_windows
-    bounds = (
-        window_bounds(num_frames, dsl.window)
-        if num_frames
-        else [(w * dsl.window, (w + 1) * dsl.window) for w in range(n)]
-    )
+    bounds = window_frames(n, dsl.window, num_frames)
     fig, axes = plt.subplots(1, n, figsize=(2.6 * n, 2.9), squeeze=False)
     arrow = 0.12 * max(instance_map.shape)
     for w, ax in enumerate(axes[0]):
