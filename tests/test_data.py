@@ -134,6 +134,20 @@ def test_rerunning_a_complete_dataset_does_nothing_and_says_so(copy, capsys):
     assert {p: p.stat().st_mtime_ns for p in (copy / "clips").iterdir()} == mtimes
 
 
+def test_a_dataset_from_before_a_new_sim_field_resumes_with_its_default(copy):
+    import json
+    from dataclasses import replace
+
+    settings = json.loads((copy / "dataset.json").read_text())
+    for name in ("motion_variant", "camera_randomisation", "sensor"):  # fields added later
+        settings["sim"].pop(name)
+    (copy / "dataset.json").write_text(json.dumps(settings))
+    report = write_dataset(copy, TINY, NUM_CLIPS, seed=3, workers=0, progress=False)
+    assert report.already_done == NUM_CLIPS
+    with pytest.raises(DatasetSettingsError, match=r"sim\.motion_variant is 0 there but 1 here"):
+        write_dataset(copy, replace(TINY, motion_variant=1), NUM_CLIPS, seed=3, workers=0)
+
+
 def test_other_settings_in_the_same_folder_are_refused_naming_the_field(copy, tmp_path):
     settings = (copy / "dataset.json").read_bytes()
     with pytest.raises(DatasetSettingsError, match=r"sim\.height is 24 there but 32 here"):
@@ -448,3 +462,42 @@ def test_write_dataset_checks_its_arguments_before_writing_anything(tmp_path, op
     with pytest.raises(ValueError, match=message):
         write_dataset(tmp_path / "out", TINY, **{"workers": 0, "progress": False, **options})
     assert not (tmp_path / "out").exists()
+
+
+def test_model_inputs_take_the_reference_xyz_as_a_sensor_saw_it(tmp_path):
+    from momaplib.data import MoMapDataset, model_inputs
+    from momaplib.momap import normalization_stats, normalize_xyz
+    from momaplib.sim import generate_clip
+    from momaplib.sim.sensor import observed_xyz
+
+    config = SimConfig(height=32, width=32, num_frames=4, sensor="structured-light")
+    clip = generate_clip(5, config)
+    exact = model_inputs(clip.momap)
+    noisy = model_inputs(clip.momap, clip.depth[0])
+    seen_xyz, seen = observed_xyz(clip.depth[0], clip.K)
+    assert 0 < (~seen).sum() < seen.size and torch.equal(noisy["observed"], torch.from_numpy(seen))
+    # statistics of what was observed, as the pipeline computes them from its input
+    center, scale = normalization_stats(torch.from_numpy(seen_xyz), torch.from_numpy(seen))
+    expected = normalize_xyz(torch.from_numpy(seen_xyz)[None], center, scale)[0][seen].T
+    torch.testing.assert_close(noisy["xyz0"][:, torch.from_numpy(seen)], expected)
+    assert noisy["xyz0"][:, torch.from_numpy(~seen)].abs().max() == 0  # holes: 0 like invalid pixels
+    # the target stays the exact trajectories, in that normalisation
+    gt = normalize_xyz(torch.from_numpy(clip.momap.xyz), center, scale)
+    torch.testing.assert_close(noisy["momap"][3:6], gt[1].permute(2, 0, 1))
+    assert (
+        (noisy["xyz0"] - noisy["momap"][:3]).abs().max()
+        > 1e-3
+        > (exact["xyz0"] - exact["momap"][:3]).abs().max()
+    )
+    # an ideal sensor's depth gives back the exact inputs
+    ideal = generate_clip(5, SimConfig(height=32, width=32, num_frames=4))
+    torch.testing.assert_close(
+        model_inputs(ideal.momap, ideal.depth[0])["xyz0"], exact["xyz0"], atol=1e-5, rtol=0
+    )
+    with pytest.raises(ValueError, match="observed_depth: 0 pixels have depth"):
+        model_inputs(clip.momap, np.zeros_like(clip.depth[0]))
+
+    write_dataset(tmp_path / "noisy", config, 4, workers=0, progress=False)
+    item = MoMapDataset(tmp_path / "noisy", None)[0]
+    stored = generate_clip(int(MoMapDataset(tmp_path / "noisy", None).entries[0]["seed"]), config)
+    torch.testing.assert_close(item["xyz0"], model_inputs(stored.momap, stored.depth[0])["xyz0"])

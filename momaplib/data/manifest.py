@@ -34,6 +34,8 @@ DATASET_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.jsonl"
 CLIPS_DIR = "clips"
 LOCK_FILE = ".lock"
+#: Sub-folder of the per-shard manifests of a sharded run (``--shard i/N``), joined by ``momap merge``.
+SHARDS_DIR = "shards"
 #: Keys of every manifest line, in the order they are written.
 MANIFEST_KEYS = (
     "id",
@@ -93,10 +95,16 @@ def flatten_settings(settings: Mapping[str, Any], prefix: str = "") -> dict[str,
 def check_settings(path: Path, existing: dict, requested: dict) -> None:
     """Raises ``DatasetSettingsError`` naming every field where ``existing`` differs from ``requested``.
 
+    A ``sim`` field missing from ``existing`` (a dataset written before the field existed) counts as
+    the field's default, since defaults keep the clips of older versions bit for bit.
+
     ``num_clips`` may grow (the first clips stay the same); the library versions are only
     compared with a warning, since they may change the clips' bits but not what they mean.
     """
     old, new = flatten_settings(existing), flatten_settings(requested)
+    # a SimConfig field added after the dataset was written reads as its default (same clips)
+    sim_defaults = flatten_settings({"sim": json.loads(json.dumps(asdict(SimConfig())))})
+    old = {**{key: value for key, value in sim_defaults.items() if key in new}, **old}
     differences = [
         f"{key} is {old.get(key, '<missing>')!r} there but {new.get(key, '<missing>')!r} here"
         for key in sorted(set(old) | set(new))
@@ -245,9 +253,10 @@ def manifest_line(entry: dict) -> str:
     return json.dumps({key: entry[key] for key in MANIFEST_KEYS}) + "\n"
 
 
-def _rewrite_manifest(root: Path, entries: list[dict]) -> None:
+def _rewrite_manifest(root: Path, entries: list[dict], name: str = MANIFEST_FILE) -> None:
+    """Writes ``entries`` sorted by index to ``root/name`` atomically (a shard's manifest: ``shards/...``)."""
     entries = sorted(entries, key=lambda entry: entry["index"])
-    atomic_write_text(root / MANIFEST_FILE, "".join(manifest_line(entry) for entry in entries))
+    atomic_write_text(root / name, "".join(manifest_line(entry) for entry in entries))
 
 
 def _check_entry(entry: dict, settings: dict) -> str | None:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from momaplib.checks import check_device, is_integer
 from momaplib.sim.clip import ACTIONS, FAMILIES
+from momaplib.sim.sensor import SENSORS
 
 #: Image height and width in pixels: at least this many (smaller images cannot show a task's target).
 MIN_SIZE = 8
@@ -24,6 +25,8 @@ MAX_CLIP_PIXELS = 1 << 24
 FOV_RANGE = (30.0, 160.0)
 #: Most objects on the table (the workspace has room for this many).
 MAX_OBJECTS = 5
+#: Most static distractor objects (``SimConfig.clutter``).
+MAX_CLUTTER = 12
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,51 @@ class SimConfig:
     moves. Where the new target is out of view in the reference frame, the variant moves on to
     the seed's next layout like any infeasible draw (then it is another scene). Evaluation
     uses variant 0."""
+    motion_variant: int = 0
+    """>= 0. 0: the motion drawn with the scene. ``k`` > 0: the same scene, task and prompt with
+    the motion re-drawn from ``(seed, task_variant, k)``: timing, speed profile, approach path,
+    hand wobble, the task's free parameter (push distance and heading, lift height, place
+    position, how far a drawer or lid opens), the grasp height and the egocentric camera path
+    (``momaplib.sim.variants`` lists every range). Frame 0 (image, depth, instances, ``K``,
+    prompt, the MoMap's reference pixels) is bit-identical for every ``k``; the futures differ.
+    Many ``k`` of one seed sample the distribution of futures of one start frame."""
+    camera_randomisation: float = 0.0
+    """0..1. 0: today's camera. ``r`` > 0 widens the reference camera's ranges by ``r`` times
+    ``momaplib.sim.scene.CAMERA_RANGES`` (roll, pitch, distance, height and field of view; at
+    ``r`` = 1: roll +-25 deg, elevation +-20 deg, distance x0.75..1.6, an aim offset of +-8 deg
+    and a field of view of fov_deg x0.7..1.35); the task's objects stay in view."""
+    room: bool = False
+    """A room around the table (instead of one wall close behind it): a finite table on a floor
+    0.75 m below its top, a back wall 1.2..5 m from the camera, side walls 0.8..2.5 m to either
+    side and a ceiling (``momaplib.sim.scene``)."""
+    clutter: int = 0
+    """0..12 static distractor objects (boxes, bottles, bowls, balls in unnamed colours) on the
+    table behind and beside the workspace; they never move and no prompt names them."""
+    sensor: Literal["ideal", "structured-light", "stereo", "monocular"] = "ideal"
+    """Camera that records the observations (``clip.frames``, ``clip.depth``, ``momap.rgb``):
+    "ideal" (exact rendering), "structured-light" (Kinect v1-like: z^2 depth noise, holes at
+    depth edges, grazing angles, dark and metallic surfaces, flying pixels), "stereo"
+    (RealSense D435-like), "monocular" (RGB camera with depth from a monocular network).
+    The ground truth stays exact; ``momaplib.sim.sensor`` documents each model."""
+    appearance: float = 0.0
+    """0..1. 0: today's shading. ``a`` > 0 randomises textures, background colours and the light
+    (direction, intensity, colour, ambient) by up to ``a`` times ``momaplib.sim.appearance``'s
+    ranges, for training data; shading only, so the ground truth stays the same."""
 
     def __post_init__(self) -> None:
         """Checks every field against the range in its docstring; raises ``ValueError`` naming it."""
         if self.family not in FAMILIES:
             raise ValueError(f"SimConfig.family: expected one of {FAMILIES}, got {self.family!r}")
-        for name in ("height", "width", "num_frames", "min_objects", "max_objects", "task_variant"):
+        for name in (
+            "height",
+            "width",
+            "num_frames",
+            "min_objects",
+            "max_objects",
+            "task_variant",
+            "motion_variant",
+            "clutter",
+        ):
             value = getattr(self, name)
             if not is_integer(value):
                 raise ValueError(f"SimConfig.{name}: expected an integer, got {value!r}")
@@ -98,6 +140,28 @@ class SimConfig:
             )
         if self.task_variant < 0:
             raise ValueError(f"SimConfig.task_variant: expected >= 0, got {self.task_variant}")
+        if self.motion_variant < 0:
+            raise ValueError(f"SimConfig.motion_variant: expected >= 0, got {self.motion_variant}")
+        if not 0 <= self.clutter <= MAX_CLUTTER:
+            raise ValueError(f"SimConfig.clutter: expected 0..{MAX_CLUTTER} objects, got {self.clutter}")
+        randomisation = self.camera_randomisation
+        if (
+            not isinstance(randomisation, numbers.Real)
+            or isinstance(randomisation, bool)
+            or not 0.0 <= randomisation <= 1.0
+        ):
+            raise ValueError(f"SimConfig.camera_randomisation: expected 0..1, got {randomisation!r}")
+        if self.sensor not in SENSORS:
+            raise ValueError(f"SimConfig.sensor: expected one of {SENSORS}, got {self.sensor!r}")
+        appearance = self.appearance
+        if (
+            not isinstance(appearance, numbers.Real)
+            or isinstance(appearance, bool)
+            or not 0 <= appearance <= 1
+        ):
+            raise ValueError(f"SimConfig.appearance: expected 0..1, got {appearance!r}")
+        if not isinstance(self.room, bool):
+            raise ValueError(f"SimConfig.room: expected True or False, got {self.room!r}")
         if not isinstance(self.actions, (tuple, list)) or not all(isinstance(a, str) for a in self.actions):
             raise ValueError(f"SimConfig.actions: expected a tuple of action names, got {self.actions!r}")
         unknown = set(self.actions) - set(ACTIONS)

@@ -13,8 +13,9 @@ import torch
 from momaplib.geometry import intrinsics_from_fov, invert_pose, look_at
 from momaplib.momap import MoMap
 from momaplib.sim.agents import agent_part_poses, make_gripper, make_hand
+from momaplib.sim.appearance import randomize_appearance
 from momaplib.sim.clip import Clip
-from momaplib.sim.config import SimConfig
+from momaplib.sim.config import FOV_RANGE, SimConfig
 from momaplib.sim.motion import evaluate_phases, smooth_wobble, tcp_poses
 from momaplib.sim.objects import (
     COLORS,
@@ -38,7 +39,10 @@ from momaplib.sim.render import (
     surface_points_in_body,
     visibility,
 )
+from momaplib.sim.scene import draw_camera, place_clutter, room_background, scene_rng, table_axes
+from momaplib.sim.sensor import observe_render
 from momaplib.sim.tasks import Plan, Workspace, place_objects, plan_task
+from momaplib.sim.variants import motion_rng, vary_plan, vary_timing
 
 WOOD_TONES = [(0.55, 0.38, 0.22), (0.68, 0.52, 0.34), (0.42, 0.29, 0.19), (0.78, 0.70, 0.58)]
 FIXTURES = ("cabinet", "box", "tray")
@@ -102,24 +106,50 @@ def simulate(seed: int, config: SimConfig | None = None) -> Simulation:
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     T, H, W = config.num_frames, config.height, config.width
-    K = intrinsics_from_fov(W, H, config.fov_deg)
+    K = intrinsics_from_fov(W, H, config.fov_deg)  # the clip's own under camera randomisation
     device = torch.device(config.device)
-    K_t = torch.from_numpy(K).to(device)
     times = np.linspace(0.0, 1.0, T)
     min_target_pixels = max(2, round(MIN_TARGET_FRACTION * H * W))
     task_rng = np.random.default_rng([seed, config.task_variant]) if config.task_variant else None
+    # A motion variant draws from its own stream, after ``rng`` has made every draw of variant 0,
+    # so the scene, task and frame 0 are those of variant 0.
+    variant_rng = motion_rng(seed, config.task_variant, config.motion_variant)
+    # Camera randomisation, room and clutter draw from a stream of their own, so that the
+    # default clips stay as they were (``momaplib.sim.scene``).
+    varied = config.camera_randomisation or config.room or config.clutter
+    variation_rng = scene_rng(seed, config.task_variant) if varied else None
     for _ in range(_MAX_ATTEMPTS):
-        layout = _sample_layout(rng, config, K, task_rng)
+        layout = _sample_layout(rng, config, K, task_rng, variation_rng)
         if layout is None:
             continue
-        plan, agent, world_from_cam0, workspace, look_target = layout
+        plan, agent, world_from_cam0, workspace, look_target, in_view, K, aim, in_image = layout
+        K_t = torch.from_numpy(K).to(device)
         start, end = rng.uniform(0.0, 0.08), rng.uniform(0.9, 1.0)
-        tcp, opening, target_poses = evaluate_phases(plan.phases, times, plan.target_rest, start, end)
-        world_from_cam = _camera_path(rng, config, world_from_cam0, look_target, times)
+        phase_times = times
+        if variant_rng is not None:
+            plan = vary_plan(variant_rng, plan, agent, workspace, in_view)
+            phase_times, start, end = vary_timing(variant_rng, times)
+        tcp, opening, target_poses = evaluate_phases(plan.phases, phase_times, plan.target_rest, start, end)
+        world_from_cam = _camera_path(rng, config, world_from_cam0, look_target, times, aim)
+        if variant_rng is not None and config.family == "egocentric":
+            # Another hand-held path from the very same first pose (bit for bit).
+            first = world_from_cam[0]
+            world_from_cam = _camera_path(variant_rng, config, world_from_cam0, look_target, times, aim)
+            world_from_cam[0] = first
         shoulder = _shoulder_path(world_from_cam) if agent.forearm is not None else None
         agent_poses = agent_part_poses(agent, tcp_poses(tcp, plan.yaw), opening, shoulder)
-        bodies, instances = _bodies(plan, agent, agent_poses, target_poses, T)
-        scene = build_scene(bodies, _background(rng, workspace), device)
+        planes, statics = _background(rng, workspace), []
+        behind = (planes[1].point[:2] - workspace.center) @ workspace.forward - 0.05
+        beside = workspace.half_right + 0.25
+        if config.room:
+            planes, statics, behind, beside = room_background(
+                variation_rng, planes, workspace, world_from_cam0[:3, 3], T
+            )
+        clutter = []
+        if config.clutter:
+            clutter = place_clutter(variation_rng, config.clutter, workspace, behind, beside, in_image)
+        bodies, instances = _bodies(plan, agent, agent_poses, target_poses, T, clutter)
+        scene = build_scene(bodies + statics, planes, device)
         world_from_cam_t = torch.from_numpy(world_from_cam).float().to(device)
         origins, directions, ray_z = camera_rays(world_from_cam_t, K_t, H, W)
         hits = cast_rays(origins, directions, scene.prims, scene.planes)
@@ -132,7 +162,10 @@ def simulate(seed: int, config: SimConfig | None = None) -> Simulation:
     else:  # pragma: no cover - sampling is loose enough that this never triggers in practice
         raise RuntimeError(f"MoMap-Sim: no feasible scene for seed {seed} after {_MAX_ATTEMPTS} attempts")
 
-    frames = shade(scene, hits).reshape(T, H, W, 3)
+    lighting = None
+    if config.appearance > 0:  # shading only: the ground truth below never reads colours
+        scene, lighting = randomize_appearance(scene, config.appearance, seed)
+    frames = shade(scene, hits, lighting).reshape(T, H, W, 3)
     depth = (hits.distance * ray_z).reshape(T, H, W)
     instance_video = scene.surface_instance[hits.surface.clamp_min(0)].reshape(T, H, W)
 
@@ -171,7 +204,11 @@ def simulate(seed: int, config: SimConfig | None = None) -> Simulation:
     task.target_id = instances[task.target]
     if task.destination is not None:
         task.destination_id = instances[task.destination]
-    info = _instance_info(plan, agent.kind, instances)
+    info = _instance_info(plan, agent.kind, instances, clutter)
+    if config.sensor != "ideal":  # only the observations degrade; the GT above stays exact
+        frames, depth = observe_render(
+            config.sensor, seed, frames, depth, hits, directions, instance_video, K, info
+        )
     momap = MoMap(
         xyz=xyz.reshape(T, H, W, 3).float().cpu().numpy(),
         valid=valid.reshape(H, W).cpu().numpy(),
@@ -187,6 +224,7 @@ def simulate(seed: int, config: SimConfig | None = None) -> Simulation:
             "t0": 0,
             "instances": {str(k): v for k, v in info.items()},
             "task": {"action": task.action, "target_id": task.target_id},
+            **_variation_meta(config),
         },
     )
     clip = Clip(
@@ -204,13 +242,20 @@ def simulate(seed: int, config: SimConfig | None = None) -> Simulation:
 
 # ----------------------------------------------------------------------------- scene sampling
 def _sample_layout(
-    rng: np.random.Generator, config: SimConfig, K: np.ndarray, task_rng: np.random.Generator | None = None
+    rng: np.random.Generator,
+    config: SimConfig,
+    K: np.ndarray,
+    task_rng: np.random.Generator | None = None,
+    variation_rng: np.random.Generator | None = None,
 ):
     """Draws camera, objects, agent and task; returns None when the draw is infeasible.
 
     With ``task_rng`` (a task variant) the task is planned as for variant 0, so that ``rng``
     advances exactly as there and the rest of the clip (camera path, background) matches, and is
-    then re-drawn from ``task_rng``.
+    then re-drawn from ``task_rng``. With camera randomisation the camera is varied by a draw
+    of ``variation_rng`` (``momaplib.sim.scene``); ``K`` is then the clip's own.
+    Returns (plan, agent, world_from_cam0, workspace, look_target, in_view, K, aim, in_image):
+    ``aim`` is the (4, 4) rotation of the camera off its look-at pose (None: none).
     """
     egocentric = config.family == "egocentric"
     look_target = np.array([rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), 0.0])
@@ -218,13 +263,23 @@ def _sample_layout(
         distance, elevation, azimuth = rng.uniform(0.42, 0.55), rng.uniform(50, 68), rng.uniform(-20, 20)
     else:
         distance, elevation, azimuth = rng.uniform(0.45, 0.58), rng.uniform(45, 62), rng.uniform(-12, 12)
+    fov, aim = config.fov_deg, None
+    if config.camera_randomisation:
+        camera = draw_camera(variation_rng, config.camera_randomisation, config.fov_deg, FOV_RANGE)
+        distance *= camera.distance_scale
+        elevation, fov, aim = camera.elevation(elevation), camera.fov_deg, camera.offset
+        K = intrinsics_from_fov(config.width, config.height, fov)
     el, az = math.radians(elevation), math.radians(azimuth)
     horizontal = np.array([math.sin(az), math.cos(az), 0.0])
     eye = look_target - distance * math.cos(el) * horizontal + np.array([0.0, 0.0, distance * math.sin(el)])
     world_from_cam0 = look_at(eye, look_target, np.array([0.0, 0.0, 1.0]))
-    right = world_from_cam0[:2, 0] / np.linalg.norm(world_from_cam0[:2, 0])
-    forward = world_from_cam0[:2, 2] / np.linalg.norm(world_from_cam0[:2, 2])
-    view_width = 2 * distance * math.tan(math.radians(config.fov_deg) / 2)
+    if aim is None:
+        right = world_from_cam0[:2, 0] / np.linalg.norm(world_from_cam0[:2, 0])
+        forward = world_from_cam0[:2, 2] / np.linalg.norm(world_from_cam0[:2, 2])
+    else:
+        world_from_cam0 = world_from_cam0 @ aim
+        right, forward = table_axes(world_from_cam0, look_target)
+    view_width = 2 * distance * math.tan(math.radians(fov) / 2)
     workspace = Workspace(look_target[:2], right, forward, 0.36 * view_width, 0.3 * view_width)
     cam_from_world0 = invert_pose(world_from_cam0)
 
@@ -242,6 +297,13 @@ def _sample_layout(
             return False
         uv = projected[:, :2] / z[:, None]
         return bool((uv >= low).all() and (uv <= high).all())
+
+    def in_image(obj: SceneObject) -> bool:
+        projected = pixel_from_world @ obj.world_from_object @ np.array([0.0, 0.0, obj.height / 2, 1.0])
+        uv = projected[:2] / max(projected[2], 1e-9)
+        return bool(
+            projected[2] > 0.1 and (uv >= 0).all() and (uv <= [config.width - 1, config.height - 1]).all()
+        )
 
     action = str(rng.choice(list(config.actions)))
     required = {
@@ -279,7 +341,17 @@ def _sample_layout(
     if task_rng is not None:
         actions = [a for a in VARIANT_ACTIONS if a in config.actions]
         plan = _variant_plan(task_rng, plan, actions, objects, agent, workspace, home, in_view)
-    return plan, agent, world_from_cam0, workspace, look_target
+    return plan, agent, world_from_cam0, workspace, look_target, in_view, K, aim, in_image
+
+
+def _variation_meta(config: SimConfig) -> dict:
+    """Returns the settings of the scene and motion variations that differ from their defaults.
+
+    Clips with every variation at its default carry no such keys, so their files stay as before.
+    """
+    names = ("motion_variant", "camera_randomisation", "room", "clutter", "sensor", "appearance")
+    changed = {name: getattr(config, name) for name in names}
+    return {k: v for k, v in changed.items() if v != SimConfig.__dataclass_fields__[k].default}
 
 
 def _variant_plan(
@@ -300,9 +372,17 @@ def _variant_plan(
 
 
 def _camera_path(
-    rng, config: SimConfig, world_from_cam0: np.ndarray, look_target: np.ndarray, times: np.ndarray
+    rng,
+    config: SimConfig,
+    world_from_cam0: np.ndarray,
+    look_target: np.ndarray,
+    times: np.ndarray,
+    aim: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Returns [T, 4, 4] world_from_cam: fixed for tabletop, smooth hand-held motion for egocentric."""
+    """Returns [T, 4, 4] world_from_cam: fixed for tabletop, smooth hand-held motion for egocentric.
+
+    ``aim`` (4, 4): the rotation of the camera off its look-at pose (camera randomisation).
+    """
     T = len(times)
     if config.family != "egocentric":
         return np.broadcast_to(world_from_cam0, (T, 4, 4)).copy()
@@ -313,6 +393,8 @@ def _camera_path(
     eye += eye0 - eye[0]
     target += look_target - target[0]
     poses = look_at(eye, target, np.array([0.0, 0.0, 1.0]))
+    if aim is not None:
+        poses = poses @ aim
     roll = smooth_wobble(rng, times, np.array([math.radians(2.0)]), (0.25, 1.0))[:, 0]
     roll -= roll[0]
     c, s = np.cos(roll), np.sin(roll)
@@ -349,8 +431,10 @@ def _background(rng: np.random.Generator, workspace: Workspace) -> list[Plane]:
     return [table, wall]
 
 
-def _bodies(plan: Plan, agent, agent_poses, target_poses, T: int) -> tuple[list[Body], dict[str, int]]:
-    """Returns the rigid bodies with poses over time, and instance ids by name."""
+def _bodies(
+    plan: Plan, agent, agent_poses, target_poses, T: int, clutter: list[SceneObject] = ()
+) -> tuple[list[Body], dict[str, int]]:
+    """Returns the rigid bodies with poses over time, and instance ids by name (clutter after the agent)."""
     bodies: list[Body] = []
     instances: dict[str, int] = {}
     for i, obj in enumerate(plan.objects):
@@ -364,10 +448,17 @@ def _bodies(plan: Plan, agent, agent_poses, target_poses, T: int) -> tuple[list[
     instances[agent.kind] = len(instances) + 1
     for part, poses in zip(agent.parts, agent_poses, strict=True):
         bodies.append(Body(part.name, instances[agent.kind], poses, part.prims))
+    for obj in clutter:
+        part = obj.parts[0]
+        instances[part.name] = len(instances) + 1
+        poses = np.broadcast_to(obj.world_from_object, (T, 4, 4)).copy()
+        bodies.append(Body(part.name, instances[part.name], poses, part.prims))
     return bodies, instances
 
 
-def _instance_info(plan: Plan, agent_kind: str, instances: dict[str, int]) -> dict[int, dict[str, str]]:
+def _instance_info(
+    plan: Plan, agent_kind: str, instances: dict[str, int], clutter: list[SceneObject] = ()
+) -> dict[int, dict[str, str]]:
     info: dict[int, dict[str, str]] = {}
     for obj in plan.objects:
         for part in obj.parts:
@@ -379,4 +470,7 @@ def _instance_info(plan: Plan, agent_kind: str, instances: dict[str, int]) -> di
             category = obj.category if part is obj.parts[0] else part.name
             info[instances[part.name]] = {"name": part.name, "category": category, "role": role}
     info[instances[agent_kind]] = {"name": agent_kind, "category": agent_kind, "role": "agent"}
+    for obj in clutter:
+        name = obj.parts[0].name
+        info[instances[name]] = {"name": name, "category": "clutter", "role": "static"}
     return info

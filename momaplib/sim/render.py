@@ -20,6 +20,8 @@ from momaplib.sim.raycast import Hits, PlaneSet, PrimitiveSet, cast_rays
 
 NUM_WAVES = 6
 LIGHT_DIRECTION = np.array([-0.3, -0.45, 0.85]) / np.linalg.norm([-0.3, -0.45, 0.85])
+#: Default light: ``linear = albedo * (AMBIENT + DIFFUSE * max(0, normal . LIGHT_DIRECTION))``.
+AMBIENT, DIFFUSE = 0.35, 0.75
 #: A point counts as visible when the first hit along its ray is within this fraction of its distance.
 VISIBILITY_TOLERANCE = 2e-4
 
@@ -41,6 +43,15 @@ class Plane:
     point: np.ndarray  # (3,)
     normal: np.ndarray  # (3,) unit, towards the camera
     material: Material
+
+
+@dataclass(frozen=True)
+class Lighting:
+    """A directional light plus ambient light, in linear RGB (``momaplib.sim.appearance`` draws them)."""
+
+    direction: tuple[float, float, float]  # unit world vector towards the light
+    diffuse: tuple[float, float, float]  # RGB intensity of the directional light (default 0.75 each)
+    ambient: tuple[float, float, float]  # RGB intensity of the ambient light (default 0.35 each)
 
 
 @dataclass
@@ -129,8 +140,11 @@ def camera_rays(world_from_cam: Tensor, K: Tensor, height: int, width: int) -> t
     return world_from_cam[:, :3, 3], directions, d_cam[:, 2]
 
 
-def shade(scene: RenderScene, hits: Hits) -> Tensor:
-    """Returns uint8 RGB [T, R, 3]: procedural albedo times Lambertian lighting, gamma-encoded."""
+def shade(scene: RenderScene, hits: Hits, lighting: Lighting | None = None) -> Tensor:
+    """Returns uint8 RGB [T, R, 3]: procedural albedo times Lambertian lighting, gamma-encoded.
+
+    ``lighting`` None is the default light (``LIGHT_DIRECTION``, ``AMBIENT``, ``DIFFUSE``).
+    """
     surface = hits.surface.reshape(-1)
     # Sort rays by surface once, then texture each surface's contiguous run with its own
     # parameters: far less memory traffic than gathering per-ray texture parameters.
@@ -151,9 +165,15 @@ def shade(scene: RenderScene, hits: Hits) -> Tensor:
         start += count
     texture = torch.empty_like(texture).index_put_((order,), texture)
     albedo = scene.color[surface.clamp_min(0)] * (1.0 + texture).clamp(0.2, 1.8)[:, None]
-    light = torch.as_tensor(LIGHT_DIRECTION, dtype=p.dtype, device=p.device)
-    diffuse = (hits.normal.reshape(-1, 3) @ light).clamp_min(0.0)
-    linear = (albedo * (0.35 + 0.75 * diffuse)[:, None]).clamp(0.0, 1.0)
+    if lighting is None:
+        light = torch.as_tensor(LIGHT_DIRECTION, dtype=p.dtype, device=p.device)
+        diffuse = (hits.normal.reshape(-1, 3) @ light).clamp_min(0.0)
+        linear = (albedo * (AMBIENT + DIFFUSE * diffuse)[:, None]).clamp(0.0, 1.0)
+    else:
+        as_tensor = lambda x: torch.as_tensor(x, dtype=p.dtype, device=p.device)  # noqa: E731
+        diffuse = (hits.normal.reshape(-1, 3) @ as_tensor(lighting.direction)).clamp_min(0.0)
+        light = as_tensor(lighting.ambient) + diffuse[:, None] * as_tensor(lighting.diffuse)
+        linear = (albedo * light).clamp(0.0, 1.0)
     linear = torch.where((surface >= 0)[:, None], linear, torch.zeros_like(linear))
     # Gamma 2 (a square root) stands in for sRGB encoding: close enough, and much cheaper than pow.
     return (torch.sqrt(linear) * 255 + 0.5).to(torch.uint8).reshape(*hits.surface.shape, 3)
