@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -36,7 +37,9 @@ from momaplib.recon import (
     ImportedTracksConfig,
     InfillConfig,
     MotionSegmentation,
+    MotionSegmentationConfig,
     Pipeline,
+    PipelineConfig,
     PoseConfig,
     SegmentationInputs,
     TrackletBundleAdjustment,
@@ -53,6 +56,8 @@ from momaplib.recon import (
     save_tracks,
     tracks_from_momap,
 )
+from momaplib.recon.depth_filter import DepthFilterConfig, clean_depth
+from momaplib.recon.poses import DEFAULT_FOV_CANDIDATES
 from momaplib.recon.runner import (
     ReconJob,
     ReconSettingsError,
@@ -60,7 +65,7 @@ from momaplib.recon.runner import (
     parse_shard,
     verify_recon_dataset,
 )
-from momaplib.recon.video import resize_video
+from momaplib.recon.video import resize_depth, resize_video
 from momaplib.storage import DataFormatError, sha256_file
 from tests.conftest import tiny_simulation
 
@@ -295,7 +300,7 @@ def test_static_camera_gives_identity_poses_and_a_moving_block_is_dynamic():
 def test_focal_search_when_K_is_unknown_and_error_without_candidates():
     tracks, depth, K, _ = _rotating_camera(np.linspace(0.0, 8.0, T))
     with pytest.raises(VideoError, match="K: the camera intrinsics"):
-        TrackletBundleAdjustment().solve(tracks, depth, None)
+        TrackletBundleAdjustment(PoseConfig(focal_candidates=())).solve(tracks, depth, None)
     searched = TrackletBundleAdjustment(PoseConfig(focal_candidates=(40.0, 60.0, 80.0))).solve(
         tracks, depth, None
     )
@@ -316,7 +321,8 @@ def _rigid_body(T_frames: int = 12):
     return (body @ np.swapaxes(rotation, -1, -2) + translation[:, None]).astype(np.float32)
 
 
-def test_infill_recovers_an_occluded_interval_on_a_rigid_body():
+@pytest.mark.parametrize("optimizer", ["sparse", "lbfgs"])
+def test_infill_recovers_an_occluded_interval_on_a_rigid_body(optimizer):
     xyz = _rigid_body()
     T_frames, N, _ = xyz.shape
     visible = np.ones((T_frames, N), bool)
@@ -325,7 +331,9 @@ def test_infill_recovers_an_occluded_interval_on_a_rigid_body():
     visible[3:9, hidden_points] = False
     scrambled = np.where(visible[..., None], xyz, 123.0)  # hidden values must not be read
     valid = np.ones(N, bool)
-    result = TrajectoryInfill(InfillConfig(iterations=200)).infill(scrambled, visible, valid)
+    result = TrajectoryInfill(InfillConfig(iterations=200, optimizer=optimizer)).infill(
+        scrambled, visible, valid
+    )
     np.testing.assert_array_equal(result.xyz[visible], xyz[visible])
     scale = float(np.median(xyz[0, :, 2]))
     error = np.linalg.norm(result.xyz - xyz, axis=-1)[~visible] / scale
@@ -395,11 +403,15 @@ def test_bad_videos_give_clear_errors(tmp_path):
         Video([])
     with pytest.raises(VideoError, match=r"\(T, H, W, 3\) uint8"):
         Video(frames.astype(np.float32))
-    for bad_value, word in ((np.nan, "NaN"), (0.0, "zero")):
+    for bad_value in (-1.0, np.inf):  # 0 and NaN are holes (test_depth_holes_...), these are errors
         depth = np.ones((T, H, W), np.float32)
         depth[2, 3, 4] = bad_value
-        with pytest.raises(VideoError, match=rf"depth.*{word}.*t=2, v=3, u=4"):
+        with pytest.raises(VideoError, match=r"depth.*negative/inf.*t=2, v=3, u=4"):
             Video(frames, depth=depth)
+    depth = np.ones((T, H, W), np.float32)
+    depth[5] = 0.0
+    with pytest.raises(VideoError, match="frame 5 has no depth"):
+        Video(frames, depth=depth)
     with pytest.raises(VideoError, match=r"depth: expected \(T, H, W\)"):
         Video(frames, depth=np.ones((T, H, W + 1), np.float32))
     with pytest.raises(VideoError, match="K: expected"):
@@ -435,10 +447,12 @@ def test_pipeline_with_gt_depth_and_tracks_is_exact(family):
     )
     errors = reconstruction_errors(result.momap, clip.momap)
     assert errors["visible_epe"] < 1e-3 and errors["rotation_max_deg"] < 0.05, errors
-    # Visible = GT visible, less points on depth edges (their depth is unreliable: LiftConfig).
+    # Visible = GT visible, less points on depth edges (their depth is unreliable: LiftConfig,
+    # DepthFilterConfig).
     gt_visible = clip.momap.visible & clip.momap.valid
     assert not (result.momap.visible & ~gt_visible).any()
-    assert result.momap.visible.sum() > 0.85 * gt_visible.sum()
+    # At 32x32 the bands along depth edges are a large part of the image (about a quarter)
+    assert result.momap.visible.sum() > 0.65 * gt_visible.sum()
     np.testing.assert_array_equal(result.momap.instance, clip.momap.instance)
 
 
@@ -674,3 +688,88 @@ def test_reconstruction_errors_score_moving_pixels_against_a_still_momap():
     assert all(
         np.isnan(reconstruction_errors(still_gt, still_gt)[key]) for key in ("moving_epe", "moving_epe_still")
     )
+
+
+# ----------------------------------------------------------------------------- noisy sensors
+def test_depth_holes_are_accepted_filled_and_kept_out_of_the_reliable_mask():
+    depth = np.full((2, 24, 24), 1.0, np.float32)
+    depth[:, :, 12:] = 2.0  # a depth edge between columns 11 and 12
+    depth[:, 5, 4] = 1.6  # a flying pixel
+    depth[:, 18:21, 3:6] = 0.0  # a hole
+    depth[1, 2, 20] = np.nan  # a NaN hole
+    video = Video(np.zeros((2, 24, 24, 3), np.uint8), depth=depth)  # holes are not an error
+    filled, reliable = clean_depth(video.depth, DepthFilterConfig())
+    assert np.isfinite(filled).all() and (filled > 0).all()
+    assert filled[0, 5, 4] == 1.0  # the median removed the flying pixel
+    np.testing.assert_array_equal(filled[:, 18:21, 3:6], 1.0)  # filled from the surface around it
+    assert filled[1, 2, 20] == 2.0
+    assert not reliable[:, :, 11:13].any()  # both sides of the edge
+    assert not reliable[:, 18:21, 3:6].any() and not reliable[1, 2, 20]  # holes
+    assert reliable[:, 10, 0:8].all() and reliable[:, 10, 14:].all()  # flat surfaces away from both
+    # Without the filter the pipeline refuses holes; with it (the default) a track never reads them.
+    with pytest.raises(VideoError, match="NaN"):
+        Pipeline(config=PipelineConfig(depth_filter=None))(replace(video, K=intrinsics_from_fov(24, 24, 60)))
+
+
+def test_resize_depth_is_pixel_centre_correct_and_does_not_mix_across_edges():
+    u = np.arange(64, dtype=np.float32)
+    ramp = np.tile(1.0 + 0.01 * u, (1, 64, 1))  # depth grows along u
+    centres = (np.arange(16) + 0.5) * 4 - 0.5  # source position of each new pixel's centre
+    nearest = cv2.resize(ramp[0], (16, 16), interpolation=cv2.INTER_NEAREST)[0]
+    assert np.mean((nearest - 1.0) / 0.01 - centres) / 4 == pytest.approx(-0.375, abs=1e-3)  # the old bug
+    np.testing.assert_allclose(resize_depth(ramp, 16, 16)[0, 0], 1.0 + 0.01 * centres, atol=1e-5)
+    # A step edge keeps its two depths (no point in mid-air), at the same place as in the frames;
+    # a new pixel straddling it takes the front surface, never a mix.
+    for edge in (32, 30):
+        step = np.where(u < edge, 1.0, 2.0).astype(np.float32)
+        frames = np.zeros((2, 64, 64, 3), np.uint8)
+        frames[:, :, edge:] = 200
+        video = resize_video(Video(frames, depth=np.tile(step, (2, 64, 1))), 16, 16)
+        assert set(np.unique(video.depth)) == {1.0, 2.0}
+        first_far = np.argmax(video.depth[0, 0] == 2.0)
+        assert first_far == np.argmax(video.frames[0, 0, :, 0] >= 200)  # RGB and depth edges line up
+    assert resize_depth(np.zeros((1, 8, 8), np.float32), 4, 4).max() == 0  # holes stay holes
+    assert resize_depth(ramp, 128, 100).shape == (1, 128, 100)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_rgb_only_video_reconstructs_with_a_depth_model_and_a_fov_search(tmp_path):
+    _tiny_depth_model(tmp_path / "tiny")
+    frames, _ = _moving_block_video()
+    video = Video(frames.frames, name="rgb_only")  # no depth, no K: nothing made up by the user
+    depth = TransformersDepth(TransformersDepthConfig(model=str(tmp_path / "tiny")))
+    result = Pipeline(depth=depth)(video)
+    assert set(result.poses.focal_errors) == set(DEFAULT_FOV_CANDIDATES)
+    fov = math.degrees(2 * math.atan(0.5 * W / float(result.momap.K[0, 0])))
+    assert min(abs(fov - c) for c in DEFAULT_FOV_CANDIDATES) < 1e-3  # K is one of the searched
+    assert np.median(result.momap.xyz[0, ..., 2][result.momap.valid]) == pytest.approx(1.0, rel=0.05)
+    assert np.isfinite(result.momap.xyz).all()
+
+
+def _sensor_clips():
+    from momaplib.data.splits import split_indices
+    from momaplib.sim import SimConfig, clip_seed, generate_clip
+
+    config = SimConfig(family="tabletop", height=64, width=64, num_frames=16, sensor="structured-light")
+    return [generate_clip(clip_seed(0, i), config) for i in split_indices("tabletop", 2, "test")]
+
+
+def test_reconstruction_of_structured_light_clips_meets_the_robustness_targets():
+    clips = _sensor_clips()
+    without = Pipeline(  # the robust parts switched off: holes filled, nothing else
+        config=PipelineConfig(
+            depth_filter=DepthFilterConfig(median_size=1, edge_ratio=1e9, edge_margin=0), hold_static=False
+        ),
+        segmentation=MotionSegmentation(MotionSegmentationConfig(min_fraction=0.0, min_moving_frames=1)),
+    )
+    scores = {}
+    for name, pipeline in (("robust", Pipeline()), ("without", without)):
+        errors = [reconstruction_errors(pipeline(Video.from_clip(c)).momap, c.momap) for c in clips]
+        scores[name] = {key: np.mean([e[key] for e in errors]) for key in errors[0]}
+    robust = scores["robust"]
+    # Targets of the issue (64x64, T = 16 here; the benchmark measures 128x128, T = 32 on 20+ clips).
+    assert robust["static_moving_fraction"] <= 0.02, scores
+    assert robust["spurious_instances"] <= 0.5, scores
+    assert robust["translation"] <= 0.03 and robust["visible_epe"] <= 0.03, scores
+    off = scores["without"]
+    assert off["static_moving_fraction"] > 0.02 or off["spurious_instances"] > 0.5, scores

@@ -6,6 +6,16 @@
 every intermediate result for inspection, and a per-stage report of time and quality. Each stage
 is a swappable object with one method (``estimate``, ``track``, ``solve``, ``segment``,
 ``infill``), so a variant is a different object passed to ``Pipeline``, never a fork.
+
+Noisy depth (a real sensor, ``SimConfig(sensor=...)``): the depth stage may leave holes (0 or
+NaN); ``PipelineConfig.depth_filter`` fills them, removes flying pixels and marks where depth is
+reliable, so tracks never read depth across an edge (``momaplib.recon.depth_filter``). After
+segmentation, background pixels (instance 0) that stay within ``static_tolerance`` of their
+median position in most frames are held at that position (``hold_static``): static scene does
+not move, and noise or a stray track would otherwise reconstruct it as moving.
+
+Intrinsics: the video's ``K`` when it has one, otherwise the camera stage searches the field of
+view over ``PoseConfig.focal_candidates`` (the same candidates ``momap recon`` uses).
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from tqdm.auto import tqdm
 from momaplib.geometry import rotation_angle, transform_points
 from momaplib.momap import MoMap
 from momaplib.recon.depth import DepthEstimator, GivenDepth
+from momaplib.recon.depth_filter import DepthFilterConfig, clean_depth
 from momaplib.recon.infill import InfillResult, TrajectoryInfill, interpolate_hidden
 from momaplib.recon.poses import CameraPoses, TrackletBundleAdjustment
 from momaplib.recon.segmentation import MotionSegmentation, SegmentationInputs, Segmenter
@@ -36,6 +47,12 @@ class PipelineConfig:
 
     t0: int = 0  # reference frame: the MoMap covers frames t0, t0 + 1, ...
     num_frames: int | None = None  # frames T of the MoMap (None: to the end of the video)
+    depth_filter: DepthFilterConfig | None = field(default_factory=DepthFilterConfig)  # hole filling,
+    # flying-pixel removal and the reliability mask of the depth (None: the depth is used as it is)
+    hold_static: bool = True  # hold background pixels that do not move at their median position
+    static_tolerance: float = 0.02  # ... "do not move": within this fraction of the scene scale (of the
+    # pixel's depth where it is farther) ...
+    static_outliers: float = 0.25  # ... in all but at most this fraction of the frames where seen
 
 
 @dataclass
@@ -50,6 +67,7 @@ class ReconResult:
     instance: np.ndarray  # (H, W) int32 instance ids from the segmentation stage
     infill: InfillResult  # completed trajectories and the interpolation they started from
     report: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> {"seconds", quality...}
+    reliable: np.ndarray | None = None  # (T, H, W) bool: where the depth was read (None: everywhere)
 
     def summary(self) -> str:
         """Returns one line per stage: its time and quality numbers."""
@@ -126,13 +144,20 @@ class Pipeline:
             return seconds
 
         depth = check_depth(
-            self.depth.estimate(video), (T, H, W), f"{video.name}: depth from the depth stage"
+            self.depth.estimate(video),
+            (T, H, W),
+            f"{video.name}: depth from the depth stage",
+            allow_holes=self.config.depth_filter is not None,
         )
+        reliable = None
+        if self.config.depth_filter is not None:
+            depth, reliable = clean_depth(depth, self.config.depth_filter)
         report["depth"] = {
             "seconds": lap(),
             "median_m": float(np.median(depth)),
             "min_m": float(depth.min()),
             "max_m": float(depth.max()),
+            "reliable_fraction": 1.0 if reliable is None else float(reliable.mean()),
         }
 
         tracks = self.tracker.track(video)
@@ -142,7 +167,7 @@ class Pipeline:
             )
         report["tracking"] = {"seconds": lap(), "tracked_fraction": tracks.tracked_fraction}
 
-        poses = self.poses.solve(tracks, depth, video.K)
+        poses = self.poses.solve(tracks, depth, video.K, reliable)
         rotation_deg = np.degrees(rotation_angle(poses.ref_from_cam[:, :3, :3].astype(np.float64)))
         report["poses"] = {
             "seconds": lap(),
@@ -163,12 +188,19 @@ class Pipeline:
         instance = np.asarray(self.segmentation.segment(inputs), np.int32)
         if instance.shape != (H, W):
             raise VideoError(f"{video.name}: instance: expected (H, W) = {(H, W)}, got {instance.shape}")
+        held = np.zeros(H * W, bool)
+        if self.config.hold_static:
+            xyz, visible, held = hold_static_pixels(
+                xyz, visible, valid & (instance.ravel() == 0), self.config
+            )
         report["segmentation"] = {
             "seconds": lap(),
             "num_instances": len(np.unique(instance[instance > 0])),
+            "held_fraction": float(held[valid].mean()) if valid.any() else 0.0,
         }
 
-        filled = self.infill.infill(xyz, visible, valid, instance.ravel())
+        # Held pixels are complete (their hidden entries are the held position): nothing to infill.
+        filled = self.infill.infill(xyz, visible | held[None], valid, instance.ravel())
         report["infill"] = {"seconds": lap(), "hidden_fraction": filled.hidden_fraction, "loss": filled.loss}
 
         momap = MoMap(
@@ -189,7 +221,37 @@ class Pipeline:
             },
         )
         bar.close()
-        return ReconResult(momap, video, depth, tracks, poses, instance, filled, report)
+        return ReconResult(momap, video, depth, tracks, poses, instance, filled, report, reliable)
+
+
+def hold_static_pixels(
+    xyz: np.ndarray, visible: np.ndarray, candidates: np.ndarray, config: PipelineConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns ``(xyz, visible, held (N,))`` with static ``candidates`` (N,) held at their median.
+
+    A candidate pixel is static when its seen positions (``visible`` (T, N)) stay within
+    ``config.static_tolerance`` x the scene scale (x its own depth, if farther) of their median
+    position in all but at most
+    ``config.static_outliers`` of those frames (noise, or a track that strayed for a few frames).
+    Its trajectory in ``xyz`` (T, N, 3) becomes that median in every frame, and the strayed
+    entries count as not seen.
+    """
+    seen = visible & candidates[None]
+    scale = float(np.median(xyz[0, candidates, 2])) if candidates.any() else 1.0
+    median = np.nanmedian(np.where(seen[..., None], xyz, np.nan)[:, candidates], axis=0)  # (C, 3)
+    columns = np.flatnonzero(candidates)
+    # Tracking and pose errors are angular, so they grow with depth: far pixels get a wider tolerance.
+    tolerance = config.static_tolerance * np.maximum(scale, median[:, 2])
+    far = np.linalg.norm(xyz[:, columns] - median[None], axis=-1) > tolerance[None]
+    strays = (far & seen[:, columns]).sum(0)
+    static = strays <= config.static_outliers * seen[:, columns].sum(0)
+    held = np.zeros(xyz.shape[1], bool)
+    held[columns[static]] = True
+    xyz, visible = xyz.copy(), visible.copy()
+    xyz[:, columns[static]] = median[static][None]
+    visible[:, columns[static]] &= ~far[:, static]
+    visible[0, held] = True  # the reference entry is the pixel itself
+    return xyz, visible, held
 
 
 def _identity_first(ref_from_cam: np.ndarray) -> np.ndarray:

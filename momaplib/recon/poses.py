@@ -15,7 +15,8 @@ and the static/dynamic split of the tracks it used. Steps:
    reprojection error of static tracks, ``X`` projected into frame t against the track, plus a
    depth consistency term between frame t's scaled depth and the depth of ``X`` in camera t,
    which sets the per-frame depth scale.
-5. Optional focal search when K is unknown: steps 1-4 for each candidate field of view, keeping
+5. Focal search when K is unknown (``PoseConfig.focal_candidates``, by default
+   ``DEFAULT_FOV_CANDIDATES`` as in ``momap recon``): steps 1-4 for each candidate field of view, keeping
    the one with the lowest reprojection error (unobservable for a static camera: ties keep the first).
 
 A static camera gives (near-)identity poses because every frame is fitted to the same t0 points,
@@ -43,6 +44,9 @@ from momaplib.recon.numerics import flush_denormals
 from momaplib.recon.tracking import LiftConfig, Tracks, lift_tracks
 from momaplib.recon.video import VideoError, check_depth, check_intrinsics
 
+#: Horizontal fields of view (degrees) searched when a video has no K, by ``Pipeline`` and ``momap recon``.
+DEFAULT_FOV_CANDIDATES = (40.0, 50.0, 60.0, 70.0, 80.0)
+
 
 @dataclass
 class PoseConfig:
@@ -58,7 +62,8 @@ class PoseConfig:
     huber_px: float = 1.0  # Huber threshold of the reprojection error in pixels
     depth_weight: float = 0.1  # weight of the depth consistency term (it sets the per-frame depth scale)
     max_points: int = 4096  # static tracks used by the refinement (a random subset beyond it)
-    focal_candidates: tuple[float, ...] = ()  # horizontal fields of view (deg) tried when K is unknown
+    focal_candidates: tuple[float, ...] = DEFAULT_FOV_CANDIDATES  # horizontal fields of view (deg)
+    # tried when the video has no K; (): K is required
     lift: LiftConfig = field(default_factory=LiftConfig)  # how depth is read at tracked positions
     seed: int = 0  # seed of the subset of tracks used by the refinement
     device: str = "cpu"  # torch device of the refinement
@@ -84,15 +89,22 @@ class TrackletBundleAdjustment:
     def __init__(self, config: PoseConfig | None = None):
         self.config = config or PoseConfig()
 
-    def solve(self, tracks: Tracks, depth: np.ndarray, K: np.ndarray | None) -> CameraPoses:
-        """Returns the ``CameraPoses`` of tracks (T, H, W) with depth (T, H, W) and K (3, 3) or None."""
+    def solve(
+        self, tracks: Tracks, depth: np.ndarray, K: np.ndarray | None, reliable: np.ndarray | None = None
+    ) -> CameraPoses:
+        """Returns the ``CameraPoses`` of tracks (T, H, W) with depth (T, H, W) and K (3, 3) or None.
+
+        ``reliable`` (T, H, W) bool, optional: where the depth may be read (``clean_depth``); tracks
+        are not seen where they read unreliable depth, and reference pixels with unreliable depth
+        never count as static scene (they neither anchor the camera nor get held in place).
+        """
         if tracks.visible.ndim != 3 or min(tracks.visible.shape) == 0:
             raise VideoError(f"tracks: expected (T, H, W) with T, H, W >= 1, got {tracks.visible.shape}")
         depth = check_depth(depth, tracks.visible.shape, "depth")
         H, W = depth.shape[1:]
         if K is not None:
             with flush_denormals():
-                return self._solve_with(tracks, depth, check_intrinsics(K, "K"))
+                return self._solve_with(tracks, depth, check_intrinsics(K, "K"), reliable)
         if not self.config.focal_candidates:
             raise VideoError(
                 "K: the camera intrinsics (3, 3) in pixels are required to lift depth to 3D; give the "
@@ -105,28 +117,29 @@ class TrackletBundleAdjustment:
                     f"PoseConfig.focal_candidates: expected fields of view in (0, 180) deg, got {fov}"
                 )
             with flush_denormals():
-                result = self._solve_with(tracks, depth, intrinsics_from_fov(W, H, fov))
+                result = self._solve_with(tracks, depth, intrinsics_from_fov(W, H, fov), reliable)
             errors[float(fov)] = result.reprojection_px
             if best is None or result.reprojection_px < best.reprojection_px - 1e-6:
                 best = result
         best.focal_errors = errors
         return best
 
-    def _solve_with(self, tracks: Tracks, depth: np.ndarray, K: np.ndarray) -> CameraPoses:
+    def _solve_with(self, tracks: Tracks, depth: np.ndarray, K: np.ndarray, reliable=None) -> CameraPoses:
         config = self.config
         T, H, W = depth.shape
-        points, visible = lift_tracks(tracks, depth, K, config.lift)
+        points, visible = lift_tracks(tracks, depth, K, config.lift, reliable)
         flat_points = points.reshape(T, H * W, 3).astype(np.float64)
         flat_visible = visible.reshape(T, H * W)
         reference = flat_points[0]
         ref_from_cam = np.tile(np.eye(4), (T, 1, 1))
         scale = np.ones(T)
-        inliers = flat_visible[0].copy()
+        anchor = flat_visible[0] if reliable is None else flat_visible[0] & reliable[0].reshape(-1)
+        inliers = anchor.copy()
         relative = np.linalg.norm(reference, axis=-1).clip(1e-6)
         for t in range(1, T):
             candidates = inliers & flat_visible[t]
             if candidates.sum() < config.min_points:  # lost most static tracks: restart from all seen ones
-                candidates = flat_visible[0] & flat_visible[t]
+                candidates = anchor & flat_visible[t]
             if candidates.sum() < config.min_points:
                 ref_from_cam[t], scale[t] = ref_from_cam[t - 1], scale[t - 1]
                 continue
@@ -136,6 +149,8 @@ class TrackletBundleAdjustment:
             ref_from_cam[t], scale[t] = pose, s
             inliers = (inliers & ~flat_visible[t]) | kept  # unseen tracks keep their status
         static, consistent = _static_split(flat_points, flat_visible, reference, ref_from_cam, scale, config)
+        static &= anchor
+        consistent &= anchor[None]
         if config.refine_iterations > 0 and T > 1 and static.sum() >= config.min_points:
             ref_from_cam, scale = self._refine(
                 tracks, flat_points, consistent, static, K, ref_from_cam, scale
@@ -143,6 +158,8 @@ class TrackletBundleAdjustment:
             static, consistent = _static_split(
                 flat_points, flat_visible, reference, ref_from_cam, scale, config
             )
+            static &= anchor
+            consistent &= anchor[None]
         error = _reprojection_error(tracks, flat_points, consistent, static, K, ref_from_cam, scale)
         return CameraPoses(
             ref_from_cam=ref_from_cam.astype(np.float32),

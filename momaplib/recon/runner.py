@@ -40,8 +40,10 @@ from momaplib.data import (
     MANIFEST_FILE,
     SPLITS,
     check_splits,
+    format_shard,
     library_versions,
     manifest_line,
+    resolve_shard,
     split_of,
 )
 from momaplib.recon.depth import GivenDepth, GivenDepthConfig, TransformersDepth, TransformersDepthConfig
@@ -56,7 +58,7 @@ from momaplib.recon.folder import (
 )
 from momaplib.recon.infill import InfillConfig, TrajectoryInfill
 from momaplib.recon.pipeline import Pipeline, PipelineConfig
-from momaplib.recon.poses import PoseConfig, TrackletBundleAdjustment
+from momaplib.recon.poses import DEFAULT_FOV_CANDIDATES, PoseConfig, TrackletBundleAdjustment
 from momaplib.recon.segmentation import GivenSegmentation, MotionSegmentation
 from momaplib.recon.tracking import FlowChainConfig, FlowChainTracker, ImportedTracks, ImportedTracksConfig
 from momaplib.recon.video import list_videos, load_video, resize_video
@@ -112,8 +114,9 @@ class ReconJob:
     """Folder of videos to reconstruct (*.npz files and/or folders of frames)."""
     out: Path
     """Dataset folder to write (created if missing), e.g. data/recon_myvideos."""
-    shard: str = "0/1"
-    """'i/n': reconstruct only the videos whose index in the sorted listing is i modulo n."""
+    shard: str | None = None
+    """'i/n': reconstruct only the videos whose index in the sorted listing is i modulo n (default:
+    from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set, else 0/1)."""
     num_frames: int | None = None
     """Frames T of every MoMap from t0, 2..512 (None: the first video's length minus t0)."""
     t0: int = 0
@@ -134,7 +137,7 @@ class ReconJob:
     """With --tracks imported: a folder with one <video name>.npz of tracks per video."""
     segmentation: Literal["motion", "given"] = "motion"
     """'motion': rigid-motion clustering; 'given': the video's own instance masks."""
-    fov_candidates: tuple[float, ...] = (40.0, 50.0, 60.0, 70.0, 80.0)
+    fov_candidates: tuple[float, ...] = DEFAULT_FOV_CANDIDATES
     """Horizontal fields of view (deg) searched for videos without K."""
     splits: tuple[float, float, float] = (0.9, 0.05, 0.05)
     """Fractions of train, val and test clips (split = a hash of the clip id)."""
@@ -175,6 +178,8 @@ class ReconJob:
         )
 
     def _check(self) -> tuple[int, int]:
+        if self.shard is None:  # a SLURM job array's task, else the whole folder
+            self.shard = format_shard(resolve_shard(None))
         shard = parse_shard(self.shard)
         check_splits(self.splits)
         if self.t0 < 0:

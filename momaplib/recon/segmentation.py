@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -85,6 +86,23 @@ class GivenSegmentation(Segmenter):
         return instance.astype(np.int32)
 
 
+def _connected_instances(labels: np.ndarray, min_pixels: int) -> np.ndarray:
+    """Returns labels (H, W) keeping, per instance, its 8-connected parts of >= ``min_pixels``
+    pixels (the rest becomes background 0), renumbered 1, 2, ... by decreasing size."""
+    kept = np.zeros_like(labels)
+    for label in np.unique(labels[labels > 0]):
+        _, parts, stats, _ = cv2.connectedComponentsWithStats(
+            (labels == label).astype(np.uint8), connectivity=8
+        )
+        large = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= min_pixels) + 1
+        kept[np.isin(parts, large)] = label
+    ids, sizes = np.unique(kept[kept > 0], return_counts=True)
+    renumbered = np.zeros_like(labels)
+    for new, old in enumerate(ids[np.argsort(-sizes, kind="stable")], 1):
+        renumbered[kept == old] = new
+    return renumbered
+
+
 def _read_instance(path: Path) -> np.ndarray:
     if path.suffix == ".npz":
         return load_npz(path, required=("instance",))["instance"]
@@ -105,7 +123,11 @@ class MotionSegmentationConfig:
     patch_size: int = 16  # pixels (nearest at t0) that define one rigid-motion hypothesis
     num_hypotheses: int = 32  # hypotheses drawn per cluster
     max_instances: int = 8  # most moving instances
-    min_pixels: int = 8  # smallest moving instance (smaller leftovers join their nearest cluster)
+    min_pixels: int = 8  # smallest moving instance (smaller leftovers join their nearest cluster) ...
+    min_fraction: float = 0.01  # ... or this fraction of the valid pixels if larger; an instance keeps
+    # only its image-connected parts of at least that size (noise does not become instances)
+    min_moving_frames: int = 2  # a pixel moves if it is past move_threshold in at least this many seen
+    # frames (a single-frame spike of noise or a flying pixel is not motion)
     seed: int = 0  # seed of the hypothesis draws
     use_static_split: bool = True  # tracks the camera stage used as static scene are background
 
@@ -134,8 +156,10 @@ class MotionSegmentation(Segmenter):
         if not valid.any():
             return labels.reshape(H, W)
         scale = float(np.median(xyz[0, valid, 2]))
-        displacement = np.where(visible, np.linalg.norm(xyz - xyz[:1], axis=-1), 0.0).max(0)
-        moving = valid & (displacement > config.move_threshold * scale)
+        min_pixels = max(config.min_pixels, int(np.ceil(config.min_fraction * valid.sum())))
+        displacement = np.where(visible, np.linalg.norm(xyz - xyz[:1], axis=-1), 0.0)
+        moving_frames = (displacement > config.move_threshold * scale).sum(0)
+        moving = valid & (moving_frames >= min(config.min_moving_frames, xyz.shape[0] - 1))
         if config.use_static_split and inputs.static is not None:
             # Tracks the camera stage explained as static scene are background even when depth
             # noise moves them past the threshold (noise would otherwise become many small instances).
@@ -143,9 +167,9 @@ class MotionSegmentation(Segmenter):
         remaining = np.flatnonzero(moving)
         rng = np.random.default_rng(config.seed)
         clusters: list[np.ndarray] = []
-        while len(remaining) >= config.min_pixels and len(clusters) < config.max_instances:
+        while len(remaining) >= min_pixels and len(clusters) < config.max_instances:
             inliers = self._best_cluster(xyz, visible, remaining, scale, rng)
-            if len(inliers) < config.min_pixels:
+            if len(inliers) < min_pixels:
                 break
             clusters.append(inliers)
             remaining = np.setdiff1d(remaining, inliers)
@@ -157,7 +181,7 @@ class MotionSegmentation(Segmenter):
             labelled = np.flatnonzero(labels > 0)
             _, nearest = cKDTree(xyz[0, labelled]).query(xyz[0, leftover])
             labels[leftover] = labels[labelled[nearest]]
-        return labels.reshape(H, W)
+        return _connected_instances(labels.reshape(H, W), min_pixels)
 
     def _best_cluster(self, xyz, visible, remaining, scale, rng) -> np.ndarray:
         """Returns the indices of the remaining pixels explained by the best rigid-motion hypothesis."""

@@ -93,6 +93,9 @@ class FlowChainConfig:
     # RGB, 0..255) from frame t-1 to t was covered by an occluder that the flow dragged it along with
     # (forward-backward agrees there: both flows follow the occluder); None: no colour check
     border: float = 0.0  # tracks closer than this to the image border (pixels) count as out of view
+    reference_color_threshold: float | None = 40.0  # a track whose colour drifts more than this (max
+    # over RGB, 0..255, after matching each frame's mean colour to t0's) from its t0 colour ended on
+    # another surface, dragged there gradually by smooth flow; None: no check
 
 
 class FlowChainTracker(Tracker):
@@ -148,6 +151,11 @@ class FlowChainTracker(Tracker):
             if config.step_color_threshold is not None:
                 color_change = np.abs(_sample(colors[t], position) - previous_color).max(-1)
                 alive &= color_change <= config.step_color_threshold
+            if config.reference_color_threshold is not None:
+                # exposure / white balance may change: compare after matching the mean colours
+                gain = colors[0].mean((0, 1)) / np.maximum(colors[t].mean((0, 1)), 1e-3)
+                drift = np.abs(_sample(colors[t], position) * gain - colors[0]).max(-1)
+                alive &= drift <= config.reference_color_threshold
             if config.restart and not alive.all():
                 direct_backward = dis.calc(gray[t], gray[0], None)
                 back = anchored + _sample(direct_backward, anchored)
@@ -343,13 +351,19 @@ class LiftConfig:
 
 
 def lift_tracks(
-    tracks: Tracks, depth: np.ndarray, K: np.ndarray, config: LiftConfig | None = None
+    tracks: Tracks,
+    depth: np.ndarray,
+    K: np.ndarray,
+    config: LiftConfig | None = None,
+    reliable: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns ``(points_cam (T, H, W, 3) float32, visible (T, H, W) bool)`` of the tracks.
 
     ``points_cam[t]`` is each track's 3D point in camera t's frame: depth (T, H, W) sampled
     bilinearly at the tracked position and unprojected with ``K`` (3, 3). Visible entries on a
-    depth edge (see ``LiftConfig``) are turned invisible; the reference frame keeps its pixels.
+    depth edge (see ``LiftConfig``), or reading any pixel that ``reliable`` (T, H, W) bool marks
+    unreliable (``momaplib.recon.depth_filter.clean_depth``), are turned invisible; the reference
+    frame keeps its pixels.
     """
     config = config or LiftConfig()
     T, H, W = depth.shape
@@ -368,6 +382,18 @@ def lift_tracks(
     high = np.where(used, corners, -np.inf).max(-1)
     low = np.where(used, corners, np.inf).min(-1)
     on_edge = high > config.max_depth_ratio * low
+    if reliable is not None:
+        reliable = np.asarray(reliable, bool)
+        corners_ok = np.stack(
+            [
+                reliable[t, v0, u0],
+                reliable[t, v0, u0 + 1],
+                reliable[t, v0 + 1, u0],
+                reliable[t, v0 + 1, u0 + 1],
+            ],
+            -1,
+        )
+        on_edge |= (used & ~corners_ok).any(-1)
     sampled[0] = depth[0]
     on_edge[0] = False
     points = unproject(uv.astype(np.float64), sampled.astype(np.float64), K.astype(np.float64))

@@ -49,7 +49,7 @@ class Video:
     """A video to reconstruct; ``frames`` is required, everything else is optional."""
 
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
-    depth: np.ndarray | None = None  # (T, H, W) float32 z-depth in metres, finite and > 0
+    depth: np.ndarray | None = None  # (T, H, W) float32 z-depth in metres; 0 or NaN: a hole (no measurement)
     K: np.ndarray | None = None  # (3, 3) float32 intrinsics in pixels (None: unknown)
     instance: np.ndarray | None = None  # (T, H, W) int32 instance ids, 0 = background
     prompt: str = ""  # text describing the motion ("" when unknown)
@@ -94,7 +94,7 @@ class Video:
         self.frames = frames
         T, H, W = frames.shape[:3]
         if self.depth is not None:
-            self.depth = check_depth(self.depth, (T, H, W), f"{self.name}: depth")
+            self.depth = check_depth(self.depth, (T, H, W), f"{self.name}: depth", allow_holes=True)
         if self.K is not None:
             self.K = check_intrinsics(self.K, f"{self.name}: K")
         if self.instance is not None:
@@ -127,26 +127,26 @@ class Video:
 def resize_video(video: Video, height: int, width: int) -> Video:
     """Returns ``video`` resized to ``height x width`` pixels (itself when it already has that size).
 
-    Frames are resampled with area averaging; depth and instance ids with the nearest pixel (an
-    average across a depth edge would put points in mid-air); ``K`` is scaled with the image,
-    keeping pixel centres at integers (``u' = (u + 0.5) * width / W - 0.5``).
+    Every field keeps pixel centres aligned with the frames (pixel ``u`` of ``W`` covers
+    ``[u, u + 1) * W' / W`` of the new image, centres at ``u' = (u + 0.5) * W' / W - 0.5``):
+    frames are area-averaged; depth (``resize_depth``) takes the nearest surface in each new
+    pixel's footprint rather than an average across a depth edge (which would put points in
+    mid-air); instance ids take the source pixel nearest to the new pixel's centre; ``K`` is
+    scaled with the image.
     """
     H, W = video.shape[1:]
     if (H, W) == (height, width):
         return video
     if height < 8 or width < 8:
         raise VideoError(f"{video.name}: height/width: expected >= 8 pixels, got {height}x{width}")
-
-    def resample(image: np.ndarray, interpolation: int) -> np.ndarray:
-        return cv2.resize(image, (width, height), interpolation=interpolation)
-
-    frames = np.stack([resample(frame, cv2.INTER_AREA) for frame in video.frames])
-    depth = None
-    if video.depth is not None:
-        depth = np.stack([resample(d, cv2.INTER_NEAREST) for d in video.depth.astype(np.float32)])
+    frames = np.stack(
+        [cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA) for frame in video.frames]
+    )
+    depth = None if video.depth is None else resize_depth(video.depth, height, width)
     instance = None
     if video.instance is not None:
-        instance = np.stack([resample(i, cv2.INTER_NEAREST) for i in video.instance.astype(np.int32)])
+        rows, cols = _centre_index(H, height), _centre_index(W, width)
+        instance = video.instance[:, rows][:, :, cols]
     K = None
     if video.K is not None:
         sx, sy = width / W, height / H
@@ -156,14 +156,80 @@ def resize_video(video: Video, height: int, width: int) -> Video:
     return Video(frames, depth, K, instance, video.prompt, video.name, {**video.meta, "resized_from": [H, W]})
 
 
-def check_depth(depth: Any, shape: tuple[int, int, int], name: str) -> np.ndarray:
-    """Returns ``depth`` as float32 after checking shape ``(T, H, W)`` and values (finite, > 0)."""
+def _centre_index(size: int, new_size: int) -> np.ndarray:
+    """Returns (new_size,) indices of the source pixels nearest to the new pixels' centres."""
+    centres = (np.arange(new_size) + 0.5) * size / new_size - 0.5
+    return np.clip(np.floor(centres + 0.5), 0, size - 1).astype(np.int64)
+
+
+def _footprints(size: int, new_size: int) -> np.ndarray:
+    """Returns (new_size,) first source pixel of each new pixel's footprint (downsampling): the
+    source pixels whose centres fall in ``[i, i + 1) * size / new_size``."""
+    return np.ceil(np.arange(new_size) * size / new_size - 0.5).astype(np.int64).clip(0, size - 1)
+
+
+def resize_depth(depth: np.ndarray, height: int, width: int, surface_ratio: float = 1.05) -> np.ndarray:
+    """Returns z-depth (T, H, W) resized to (T, height, width), edge-aware and pixel-centre-correct.
+
+    Downsampling (per axis where the image shrinks): each new pixel takes the mean of the measured
+    source pixels in its footprint that lie within ``surface_ratio`` of the footprint's nearest
+    depth: one surface, the front one, never a mix across an edge; a smooth surface keeps its
+    footprint mean (no shift). Upsampling: the source pixel nearest to each new centre. Holes (0,
+    NaN) are ignored; a footprint without measurements stays a hole (0).
+    """
+    depth = np.asarray(depth, np.float32)
+    H, W = depth.shape[1:]
+    measured = np.isfinite(depth) & (depth > 0)
+    if height > H or width > W:  # nearest-centre upsampling of the growing axes first
+        rows = _centre_index(H, height) if height > H else np.arange(H)
+        cols = _centre_index(W, width) if width > W else np.arange(W)
+        depth, measured = depth[:, rows][:, :, cols], measured[:, rows][:, :, cols]
+        H, W = depth.shape[1:]
+    if (H, W) == (height, width):
+        return np.where(measured, depth, 0).astype(np.float32)
+    row_start, col_start = _footprints(H, height), _footprints(W, width)
+    row_of = np.searchsorted(row_start, np.arange(H), side="right") - 1  # footprint of each source row
+    col_of = np.searchsorted(col_start, np.arange(W), side="right") - 1
+
+    def block_reduce(values: np.ndarray, ufunc) -> np.ndarray:
+        return ufunc.reduceat(ufunc.reduceat(values, row_start, axis=1), col_start, axis=2)
+
+    nearest = block_reduce(np.where(measured, depth, np.inf), np.minimum)  # (T, height, width)
+    front = measured & (depth <= surface_ratio * nearest[:, row_of][:, :, col_of])
+    total = block_reduce(np.where(front, depth, 0).astype(np.float64), np.add)
+    count = block_reduce(front.astype(np.int64), np.add)
+    return np.where(count > 0, total / np.maximum(count, 1), 0).astype(np.float32)
+
+
+def check_depth(depth: Any, shape: tuple[int, int, int], name: str, allow_holes: bool = False) -> np.ndarray:
+    """Returns ``depth`` as float32 after checking shape ``(T, H, W)`` and values (finite, > 0).
+
+    With ``allow_holes``, 0 and NaN mark pixels without a measurement (as depth sensors write
+    them); negative or infinite values are still refused, and every frame needs some depth.
+    """
     depth = np.asarray(depth)
     if depth.shape != tuple(shape) or not np.issubdtype(depth.dtype, np.floating):
         raise VideoError(
             f"{name}: expected (T, H, W) = {tuple(shape)} floating z-depth in metres, "
             f"got shape {depth.shape} dtype {depth.dtype}"
         )
+    if allow_holes:
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(depth) | (depth < 0)
+        if bad.any():
+            t, v, u = np.argwhere(bad)[0]
+            raise VideoError(
+                f"{name}: expected z-depth >= 0 metres (0 or NaN = a hole), found {int(bad.sum())} "
+                f"negative/inf values (first at t={t}, v={v}, u={u})"
+            )
+        with np.errstate(invalid="ignore"):
+            empty = ~(depth > 0).reshape(depth.shape[0], -1).any(1)
+        if empty.any():
+            raise VideoError(
+                f"{name}: frame {int(np.argmax(empty))} has no depth at all (every pixel 0 or NaN); "
+                "expected some measured pixels in every frame"
+            )
+        return depth.astype(np.float32, copy=False)
     bad = ~np.isfinite(depth) | (depth <= 0)
     if bad.any():
         t, v, u = np.argwhere(bad)[0]
