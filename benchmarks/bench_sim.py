@@ -1,10 +1,11 @@
 """MoMap-Sim throughput: clips per second by family and resolution, on CPU (one core) and CUDA.
 
-    python benchmarks/bench_sim.py                      # CPU, one thread, both families
-    python benchmarks/bench_sim.py --devices cpu cuda   # also CUDA when present
+    python benchmarks/bench_sim.py                      # CPU (one thread) and CUDA when present
+    python benchmarks/bench_sim.py --device cuda        # only CUDA (64x64 T16 and 128x128 T32)
 
-Prints a table and writes JSON (default ``outputs/benchmarks/bench_sim.json``). Target from the
-foundation issue: at least 10 clips/s at 64x64, T = 16 on one CPU core.
+Prints a table and writes JSON with the device name and torch version (default
+``benchmarks/results/sim_<device>.json``). Target (issue 25): at least 25 clips/s per CPU core
+at 64x64, T = 16, for both families; the GPU rate is reported at 128x128, T = 32.
 """
 
 from __future__ import annotations
@@ -27,14 +28,18 @@ class BenchSim:
 
     devices: tuple[str, ...] = ("cpu", "cuda")
     """Devices to measure; unavailable ones are skipped."""
+    device: str | None = None
+    """One device to measure (overrides --devices), e.g. cuda."""
     sizes: tuple[tuple[int, int], ...] = ((64, 16), (128, 32))
     """(resolution, T) settings to measure."""
     clips: int = 20
     """Clips timed per setting (after one warm-up clip)."""
     cpu_threads: int = 1
     """Torch threads on CPU (the target is stated for one core)."""
-    out: Path = Path("outputs/benchmarks/bench_sim.json")
-    """Where the JSON results go."""
+    out: Path | None = None
+    """Where the JSON results go (None: benchmarks/results/sim_<cpu or the GPU's name>.json)."""
+    cpu_target: float = 25.0
+    """Clips/s per core that the CPU rows at 64x64, T = 16 should reach (reported as met or not)."""
 
 
 def measure(config: SimConfig, clips: int) -> dict:
@@ -57,7 +62,7 @@ def main(bench: BenchSim) -> list[dict]:
     """Runs the benchmark, prints a table and writes JSON; returns the rows."""
     torch.set_num_threads(bench.cpu_threads)
     rows = []
-    for device in bench.devices:
+    for device in (bench.device,) if bench.device else bench.devices:
         if device.startswith("cuda") and not torch.cuda.is_available():
             continue
         for size, frames in bench.sizes:
@@ -67,6 +72,7 @@ def main(bench: BenchSim) -> list[dict]:
                 rows.append(
                     {
                         "device": device,
+                        "device_name": _device_name(device),
                         "family": family,
                         "size": size,
                         "T": frames,
@@ -75,19 +81,36 @@ def main(bench: BenchSim) -> list[dict]:
                     }
                 )
                 r = rows[-1]
+                if device == "cpu" and (size, frames) == (64, 16):
+                    r["target_clips_per_second_per_core"] = bench.cpu_target
+                    r["target_met"] = r["clips_per_second"] / bench.cpu_threads >= bench.cpu_target
                 setting = f"{device:5s} {family:11s} {size:4d}x{size:<4d} T={frames:<3d}"
                 speed = f"{r['clips_per_second']:7.2f} clips/s  ({r['mean_seconds'] * 1000:7.1f} ms/clip)"
                 print(f"{setting} {speed}")
-    bench.out.parent.mkdir(parents=True, exist_ok=True)
+    cuda = torch.cuda.is_available() and any(r["device"].startswith("cuda") for r in rows)
+    out = (
+        bench.out or Path("benchmarks/results") / f"sim_{_slug(_device_name('cuda')) if cuda else 'cpu'}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "torch": torch.__version__,
         "cpu_threads": bench.cpu_threads,
         "machine": platform.processor() or platform.machine(),
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    bench.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {bench.out}")
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
     return rows
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine()
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import tyro
 #: subcommand -> "module:JobClass"; a job class is a dataclass with a ``run()`` method.
 COMMANDS = {
     "sim": "momaplib.data:SimJob",
+    "merge": "momaplib.data:MergeJob",
     "eval": "momaplib.eval:EvalJob",
     "recon": "momaplib.recon.runner:ReconJob",
     "train-image-vae": "momaplib.vae.train:TrainImageVAEJob",

@@ -25,7 +25,8 @@ Guarantees:
   line; all are dropped or regenerated). Different settings in the same folder are refused.
 
 Modules: ``splits`` (ids and splits), ``manifest`` (settings, manifest, verification), ``writer``
-(the parallel writer and ``SimJob``), ``dataset`` (the torch ``Dataset``), ``examples`` (example
+(the parallel writer and ``SimJob``), ``shards`` (``--shard i/N``, ``momap merge``),
+``dataset`` (the torch ``Dataset``), ``examples`` (example
 scene folders: one image with its depth, instances, intrinsics and prompt).
 """
 
@@ -52,6 +53,7 @@ from momaplib.data.manifest import (
     MANIFEST_FILE,
     MANIFEST_KEYS,
     MAX_DEFAULT_WORKERS,
+    SHARDS_DIR,
     SPLITS,
     DatasetSettingsError,
     VerifyReport,
@@ -63,6 +65,16 @@ from momaplib.data.manifest import (
     manifest_line,
     read_manifest,
     verify_dataset,
+)
+from momaplib.data.shards import (
+    MergeJob,
+    MergeReport,
+    format_shard,
+    merge_dataset,
+    parse_shard,
+    resolve_shard,
+    shard_lock,
+    shard_manifest,
 )
 from momaplib.data.splits import (
     check_splits,
@@ -90,9 +102,12 @@ __all__ = [
     "MAX_DEFAULT_WORKERS",
     "PROMPT_FILE",
     "SCENE_FILE",
+    "SHARDS_DIR",
     "SPLITS",
     "DatasetSettingsError",
     "Example",
+    "MergeJob",
+    "MergeReport",
     "MoMapDataset",
     "SimJob",
     "VerifyReport",
@@ -104,15 +119,21 @@ __all__ = [
     "collate",
     "default_workers",
     "find_examples",
+    "format_shard",
     "library_versions",
     "load_example",
     "load_manifest",
     "load_settings",
     "manifest_line",
+    "merge_dataset",
     "model_inputs",
     "parallel_map",
+    "parse_shard",
     "read_manifest",
+    "resolve_shard",
     "save_example",
+    "shard_lock",
+    "shard_manifest",
     "simulate_split_clips",
     "simulate_split_videos",
     "split_indices",

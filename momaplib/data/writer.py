@@ -25,6 +25,7 @@ from momaplib.data.manifest import (
     LOCK_FILE,
     MANIFEST_FILE,
     MAX_DEFAULT_WORKERS,
+    SHARDS_DIR,
     SPLITS,
     _check_entry,
     _rewrite_manifest,
@@ -36,6 +37,7 @@ from momaplib.data.manifest import (
     read_manifest,
     verify_dataset,
 )
+from momaplib.data.shards import check_shard, format_shard, resolve_shard, shard_lock, shard_manifest
 from momaplib.data.splits import clip_id, split_of
 from momaplib.sim import SimConfig, clip_seed, generate_clip
 from momaplib.storage import DataFormatError, atomic_write_text
@@ -141,19 +143,21 @@ def parallel_map(
 
 
 @contextlib.contextmanager
-def _writer_lock(root: Path) -> Iterator[None]:
-    """Holds an exclusive lock on ``<root>/.lock`` (released by the OS even if the process is killed)."""
+def _writer_lock(root: Path, shard: tuple[int, int] = (0, 1)) -> Iterator[None]:
+    """Holds an exclusive lock on ``<root>/.lock`` (``.lock-i-of-N`` for shard i/N; released by the OS
+    even if the process is killed)."""
+    lock = root / shard_lock(shard)
     try:
         import fcntl
     except ImportError:  # Windows: no advisory locks; one writer per folder is then up to the user
         yield
         return
-    with open(root / LOCK_FILE, "a") as handle:
+    with open(lock, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RuntimeError(
-                f"{root}: another `momap sim` is writing this dataset (it holds {root / LOCK_FILE}); "
+                f"{root}: another `momap sim` is writing this dataset (it holds {lock}); "
                 "wait for it to finish or stop it first"
             ) from None
         yield
@@ -178,7 +182,8 @@ def _check_new_folder(root: Path) -> None:
     """Raises ``DataFormatError`` if ``root`` holds files but no dataset.json (a foreign folder)."""
     if not root.is_dir() or (root / DATASET_FILE).exists():
         return
-    others = sorted(p.name for p in root.iterdir() if p.name not in (LOCK_FILE, CLIPS_DIR))
+    ours = (CLIPS_DIR, SHARDS_DIR)  # and lock files: shards of a new dataset may start at the same time
+    others = sorted(p.name for p in root.iterdir() if p.name not in ours and not p.name.startswith(LOCK_FILE))
     if others:
         raise DataFormatError(
             f"{root}: not empty and has no {DATASET_FILE} (found {others[:5]}); "
@@ -186,21 +191,41 @@ def _check_new_folder(root: Path) -> None:
         )
 
 
-def _remove_temporary_files(root: Path) -> int:
-    """Deletes ``*.tmp`` files left by killed writers; returns how many. Only call under the lock."""
-    stale = [*root.glob("*.tmp"), *(root / CLIPS_DIR).glob("*.tmp")]
+def _remove_temporary_files(root: Path, shard: tuple[int, int] = (0, 1), family: str = "") -> int:
+    """Deletes ``*.tmp`` files left by killed writers; returns how many. Only call under the lock.
+
+    A shard (N > 1) removes only temporary files of its own clips and manifest: the other shards
+    may be writing theirs in the same folder right now.
+    """
+    if shard[1] == 1:
+        stale = [*root.glob("*.tmp"), *(root / CLIPS_DIR).glob("*.tmp")]
+    else:
+        own = [*(root / CLIPS_DIR).glob(f".{family}_*.npz.*.tmp"), *(root / SHARDS_DIR).glob("*.tmp")]
+        manifest = Path(shard_manifest(shard)).name
+        stale = [
+            path
+            for path in own
+            if (path.parent.name == SHARDS_DIR and path.name.startswith(f".{manifest}."))
+            or (path.parent.name == CLIPS_DIR and _temporary_clip_index(path, family) % shard[1] == shard[0])
+        ]
     for path in stale:
         path.unlink(missing_ok=True)
     return len(stale)
 
 
-def _finished_entries(root: Path, settings: dict) -> dict[int, dict]:
+def _temporary_clip_index(path: Path, family: str) -> int:
+    """Returns the clip index in a temporary clip file name ``.<family>_<index>.npz.<random>.tmp`` (or -1)."""
+    digits = path.name[len(family) + 2 :].split(".", 1)[0]
+    return int(digits) if digits.isdigit() else -1
+
+
+def _finished_entries(root: Path, settings: dict, name: str = MANIFEST_FILE) -> dict[int, dict]:
     """Returns ``{index: entry}`` of clips that are done (in the manifest, file of the recorded size).
 
     Rewrites the manifest atomically with exactly those entries, which drops a torn last line
     and entries whose file is missing or truncated (they are generated again).
     """
-    path = root / MANIFEST_FILE
+    path = root / name
     if not path.exists():
         return {}
     entries, torn = read_manifest(path, tolerate_torn=True)
@@ -218,7 +243,7 @@ def _finished_entries(root: Path, settings: dict) -> dict[int, dict]:
     # when workers finished out of order (a killed run never reached the final sorted rewrite).
     in_order = [entry["index"] for entry in entries] == sorted(done)
     if torn or not in_order or not path.read_bytes().endswith(b"\n"):
-        _rewrite_manifest(root, list(done.values()))
+        _rewrite_manifest(root, list(done.values()), name)
     return done
 
 
@@ -231,6 +256,7 @@ def write_dataset(
     splits: Sequence[float] = (0.9, 0.05, 0.05),
     split_seed: int = 0,
     progress: bool = True,
+    shard: tuple[int, int] = (0, 1),
 ) -> WriteReport:
     """Returns a ``WriteReport`` after writing (or finishing) a dataset of ``num_clips`` clips at ``root``.
 
@@ -240,6 +266,12 @@ def write_dataset(
     resumes an interrupted run and does nothing for a complete dataset; a larger ``num_clips``
     extends it; other settings raise ``DatasetSettingsError``. ``progress`` shows a ``tqdm`` bar
     and a line when there is nothing to do.
+
+    ``shard = (i, N)`` writes only the clips whose index is ``i`` modulo ``N``, with their manifest
+    lines in ``shards/manifest-i-of-N.jsonl`` instead of ``manifest.jsonl``; the N shards may run
+    at the same time (on machines sharing the folder, or each into its own folder) and
+    ``merge_dataset`` joins them into the dataset an unsharded call writes, byte for byte.
+    ``num_clips`` in the report then counts this shard's clips.
     """
     if not is_integer(num_clips) or not 1 <= num_clips <= MAX_CLIPS:
         raise ValueError(f"num_clips: expected 1..{MAX_CLIPS}, got {num_clips!r}")
@@ -249,36 +281,40 @@ def write_dataset(
     for name, value in (("seed", seed), ("split_seed", split_seed)):
         if not is_integer(value):
             raise ValueError(f"{name}: expected an integer, got {value!r}")
+    check_shard(shard)
     started = time.perf_counter()
     root = Path(root)
     requested = _settings(config, num_clips, seed, splits, split_seed)
     _check_new_folder(root)  # before creating the lock file in it
     root.mkdir(parents=True, exist_ok=True)
-    with _writer_lock(root):
+    own_manifest = shard_manifest(shard)
+    with _writer_lock(root, shard):
         _open_dataset(root, requested)
         (root / CLIPS_DIR).mkdir(exist_ok=True)
-        _remove_temporary_files(root)
-        done = _finished_entries(root, requested)
+        (root / own_manifest).parent.mkdir(exist_ok=True)
+        _remove_temporary_files(root, shard, config.family)
+        done = _finished_entries(root, requested, own_manifest)
         already_done = len(done)
         tasks = []
-        for index in range(num_clips):
+        mine = range(shard[0], num_clips, shard[1])
+        for index in mine:
             if index not in done:
                 identifier = clip_id(config.family, index)
                 split = split_of(identifier, split_seed, splits)
                 tasks.append(_ClipTask(str(root), identifier, index, clip_seed(seed, index), split, config))
         if not tasks:
             if progress:
-                print(f"{root}: all {num_clips} clips are already written; nothing to do")
+                print(f"{root}: all {len(mine)} clips of shard {format_shard(shard)} are already written")
         else:
             bar = tqdm(
-                total=num_clips,
+                total=len(mine),
                 initial=already_done,
-                desc=f"momap sim {config.family}",
+                desc=f"momap sim {config.family}" + (f" {format_shard(shard)}" if shard[1] > 1 else ""),
                 unit="clip",
                 disable=not progress,
             )
             try:
-                with bar, open(root / MANIFEST_FILE, "a") as manifest:
+                with bar, open(root / own_manifest, "a") as manifest:
                     for entry in parallel_map(tasks, workers, _write_clip):
                         manifest.write(manifest_line(entry))
                         manifest.flush()
@@ -287,11 +323,11 @@ def write_dataset(
                         bar.update()
             except KeyboardInterrupt:
                 print(
-                    f"\ninterrupted: {len(done)} of {num_clips} clips are written; "
+                    f"\ninterrupted: {len(done)} of {len(mine)} clips are written; "
                     "rerun the same command to resume"
                 )
                 raise
-            _rewrite_manifest(root, list(done.values()))
+            _rewrite_manifest(root, list(done.values()), own_manifest)
     split_counts = {name: sum(entry["split"] == name for entry in done.values()) for name in SPLITS}
     return WriteReport(root, len(done), len(tasks), already_done, split_counts, time.perf_counter() - started)
 
@@ -303,7 +339,8 @@ class SimJob:
 
     Resumable: rerun the same command after an interruption to finish the dataset (finished
     clips are skipped); a larger --num-clips extends it. The layout is described in
-    data/README.md.
+    data/README.md. On many machines, run shards ``--shard i/N`` (a SLURM job array sets it) and
+    join them with ``momap merge --out``: the result is the dataset one unsharded run writes.
     """
 
     out: Path
@@ -322,14 +359,18 @@ class SimJob:
     """Fractions of train, val and test clips."""
     split_seed: int = 0
     """Seed of the split assignment (a hash of this seed and the clip id)."""
+    shard: str | None = None
+    """'i/N': write only the clips whose index is i modulo N (manifest in shards/; join the N parts
+    with `momap merge`). Default: from SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set, else 0/1."""
     verify: bool = True
-    """Check every file's sha256 against the manifest at the end."""
+    """Check every file's sha256 against the manifest at the end (`momap merge` checks a shard's files)."""
     progress: bool = True
     """Show a progress bar."""
 
     def run(self) -> WriteReport:
         """Writes (or finishes) the dataset, prints a summary and returns the ``WriteReport``."""
         config = self.sim.smoke() if self.smoke else self.sim
+        shard = resolve_shard(self.shard)
         try:
             report = write_dataset(
                 self.out,
@@ -340,16 +381,20 @@ class SimJob:
                 splits=self.splits,
                 split_seed=self.split_seed,
                 progress=self.progress,
+                shard=shard,
             )
         except KeyboardInterrupt:  # write_dataset said how to resume; a traceback would only bury it
             raise SystemExit(130) from None
         counts = ", ".join(f"{name} {count}" for name, count in report.split_counts.items())
         speed = f", {report.clips_per_second:.2f} clips/s" if report.generated else ""
+        part = f" of shard {format_shard(shard)}" if shard[1] > 1 else ""
         print(
-            f"{report.root}: {report.num_clips} clips ({counts}); generated {report.generated} "
+            f"{report.root}: {report.num_clips} clips{part} ({counts}); generated {report.generated} "
             f"({report.already_done} were already done) in {report.seconds:.1f} s{speed}"
         )
-        if self.verify:
+        if shard[1] > 1:
+            print(f"when all {shard[1]} shards are done, join them with: momap merge --out {self.out}")
+        elif self.verify:
             checked = verify_dataset(self.out, progress=self.progress)
             print(
                 f"verified {checked.num_clips} clips ({checked.bytes / 1e6:.1f} MB, sha256) "

@@ -38,13 +38,21 @@ What ``fit`` guarantees:
 Step numbers count optimizer steps; one step is ``gradient_accumulation_steps`` micro-batches of
 ``batch_size`` items per process. The LR schedule is in optimizer steps too.
 
+Several processes (``accelerate launch --num_processes N -m momaplib.cli train-...``): process
+``r`` takes slice ``r`` of every global batch (``batch_size`` items each), gradients are
+averaged, and per-item randomness (``item_noise``) is seeded by each item's stream position, so
+N processes with ``batch_size`` B follow one process with ``batch_size`` N x B (up to float
+summation order; a test checks it with 2 CPU processes). A run may be resumed with another N as
+long as the global batch (batch x accumulation x processes, recorded in every checkpoint) stays.
+
 Modules: ``config`` (TrainConfig, accelerator, optimizer, schedule), ``fields`` (ranges of job
-fields), ``batches``
+fields), ``randomness`` (per-item noise), ``batches``
 (samplers and datasets), ``state`` (checkpoints, metrics log), ``settings`` (``train_config.json``
 and the resume check), ``loop`` (``fit``), ``bundle`` (final weights).
 """
 
 from momaplib.training.batches import (
+    ITEM_POSITION,
     InMemoryDataset,
     StepBatchSampler,
     batch_stream,
@@ -75,7 +83,8 @@ from momaplib.training.config import (
     smoke_train,
 )
 from momaplib.training.fields import FIELD_RANGES, check_choice, check_job_fields, check_number
-from momaplib.training.loop import FitResult, fit, resume_step
+from momaplib.training.loop import FitResult, call_through_forward, fit, global_batch, resume_step
+from momaplib.training.randomness import item_noise, item_seed, micro_batch_generator
 from momaplib.training.settings import (
     MAY_CHANGE_ON_RESUME,
     SETTINGS_FILE,
@@ -99,6 +108,7 @@ __all__ = [
     "BUNDLE_SHARD_BYTES",
     "CHECKPOINTS_DIR",
     "FIELD_RANGES",
+    "ITEM_POSITION",
     "MAY_CHANGE_ON_RESUME",
     "METRICS_FILE",
     "SETTINGS_FILE",
@@ -113,6 +123,7 @@ __all__ = [
     "build_accelerator",
     "build_optimizer",
     "build_scheduler",
+    "call_through_forward",
     "check_choice",
     "check_job_fields",
     "check_job_settings",
@@ -123,11 +134,15 @@ __all__ = [
     "dataset_shape",
     "ema_weights",
     "fit",
+    "global_batch",
+    "item_noise",
+    "item_seed",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_states",
     "load_training_data",
+    "micro_batch_generator",
     "open_datasets",
     "read_metrics",
     "resume_step",

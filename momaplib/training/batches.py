@@ -19,6 +19,12 @@ from tqdm.auto import tqdm
 from momaplib.data import MoMapDataset, collate, load_settings
 from momaplib.training.config import TrainConfig
 
+#: Key ``batch_stream`` adds to every micro-batch: the items' positions in the run's item stream,
+#: (B,) int64. They name each drawn item uniquely and the same way whatever the number of
+#: processes, so per-item randomness seeded by them (``momaplib.training.item_noise``) makes
+#: a run with N processes draw what a single process with the same global batch draws.
+ITEM_POSITION = "item_position"
+
 
 # ----------------------------------------------------------------------------- data
 class StepBatchSampler(torch.utils.data.Sampler):
@@ -59,11 +65,14 @@ class StepBatchSampler(torch.utils.data.Sampler):
             self._permutations[epoch] = torch.randperm(self.num_items, generator=generator)
         return self._permutations[epoch]
 
+    def positions(self, k: int) -> range:
+        """Returns the stream positions of this process's items of micro-batch ``k``."""
+        first = (k * self.num_replicas + self.rank) * self.batch_size
+        return range(first, first + self.batch_size)
+
     def batch(self, k: int) -> list[int]:
         """Returns the item indices of micro-batch ``k`` for this process."""
-        first = (k * self.num_replicas + self.rank) * self.batch_size
-        positions = range(first, first + self.batch_size)
-        return [int(self._permutation(p // self.num_items)[p % self.num_items]) for p in positions]
+        return [int(self._permutation(p // self.num_items)[p % self.num_items]) for p in self.positions(k)]
 
     def __iter__(self) -> Iterator[list[int]]:
         for k in count(self.start):
@@ -235,12 +244,19 @@ def batch_stream(
     """Yields micro-batches ``start, start + 1, ...`` (see ``StepBatchSampler``) on ``device``.
 
     An ``InMemoryDataset`` is indexed directly; any other dataset is read by a ``DataLoader``
-    with ``num_workers`` processes (its own generator: the global RNG is not touched).
+    with ``num_workers`` processes (its own generator: the global RNG is not touched). Every
+    batch also holds ``ITEM_POSITION``: (B,) int64 stream positions of its items.
     """
     sampler = StepBatchSampler(len(dataset), batch_size, seed, start, num_replicas, rank)
+
+    def with_positions(batch: dict[str, Any], k: int) -> dict[str, Any]:
+        batch = to_device(batch, device)
+        batch[ITEM_POSITION] = torch.tensor(sampler.positions(k), dtype=torch.long)
+        return batch
+
     if isinstance(dataset, InMemoryDataset):
-        for indices in sampler:
-            yield to_device(dataset.get_batch(indices), device)
+        for k, indices in zip(count(start), sampler, strict=False):
+            yield with_positions(dataset.get_batch(indices), k)
         return
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -252,8 +268,8 @@ def batch_stream(
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
     )
-    for batch in loader:
-        yield to_device(batch, device)
+    for k, batch in zip(count(start), loader, strict=False):  # the sampler yields micro-batches start, ...
+        yield with_positions(batch, k)
 
 
 def load_training_data(

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from diffusers.training_utils import EMAModel
 
 from momaplib.checkpoints import write_weight_manifest
@@ -26,9 +27,13 @@ def save_model(
     """Writes ``model.save_pretrained`` (safetensors) in ``dtype`` atomically; returns the folder.
 
     The model itself is not changed (a copy is cast). The folder is written under a temporary
-    name and renamed into place, replacing an older one.
+    name and renamed into place, replacing an older one. Under ``accelerate launch`` every
+    process may call it: only the main process writes (no barrier, so a call inside ``if
+    accelerator.is_main_process`` cannot hang; wait with ``accelerator.wait_for_everyone()``).
     """
     folder = Path(folder)
+    if not PartialState().is_main_process:  # the processes of a run would race on one folder
+        return folder
     temporary = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     source = model

@@ -48,9 +48,24 @@ def resume_step(
             "resume it (resume=True, the default) or choose another output_dir"
         )
     state = load_checkpoint(accelerator, path, states)
+    saved, now = state.get("global_batch"), global_batch(accelerator, config)
+    if saved is not None and saved != now and not config.allow_config_change:
+        raise ResumeError(
+            f"checkpoint {path}: it was trained with a global batch of {saved} items per step "
+            f"({state.get('num_processes')} process(es)); this run has {now} (batch_size "
+            f"{config.batch_size} x gradient_accumulation_steps {config.gradient_accumulation_steps} x "
+            f"{accelerator.num_processes} process(es)). With another number of processes keep the global "
+            "batch (e.g. --batch-size global / processes) to continue the same run, or pass "
+            "--allow-config-change"
+        )
     if accelerator.is_main_process and config.progress:
-        print(f"resuming from {path} (step {state['step']})")
+        print(f"resuming from {path} (step {state['step']}, {accelerator.num_processes} process(es))")
     return int(state["step"])
+
+
+def global_batch(accelerator: Accelerator, config: TrainConfig) -> int:
+    """Returns the items of one optimizer step over all processes: batch x accumulation x processes."""
+    return config.batch_size * config.gradient_accumulation_steps * accelerator.num_processes
 
 
 def _advance_scheduler(lr_scheduler: Any, step: int) -> None:
@@ -175,7 +190,13 @@ def fit(
         if checkpoint or len(pending) >= LOG_FLUSH_STEPS:
             flush()
         if checkpoint:
-            save_checkpoint(accelerator, output_dir, done, keep=config.keep_checkpoints, states=states)
+            extra = {
+                "global_batch": global_batch(accelerator, config),
+                "num_processes": accelerator.num_processes,
+            }
+            save_checkpoint(
+                accelerator, output_dir, done, keep=config.keep_checkpoints, extra=extra, states=states
+            )
         bar.update()
         if (stop_after is not None and done >= stop_after) or out_of_time:
             if out_of_time and not last and accelerator.is_main_process:
@@ -186,6 +207,29 @@ def fit(
     accelerator.wait_for_everyone()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def call_through_forward(model: torch.nn.Module, function: Callable[..., Any], *args: Any) -> Any:
+    """Returns ``function(inner, *args)`` run inside ``model``'s forward, ``inner`` being the model
+    that ``accelerator.prepare`` wrapped (``model`` itself when it is not wrapped).
+
+    Under several processes ``model`` is a ``DistributedDataParallel``, which averages gradients
+    only for computations that ran through its forward: a loss that calls other methods (a VAE's
+    ``encode`` and ``decode``) directly would leave every process training its own copy. This runs
+    ``function`` as the inner model's forward for one call, so DDP sees it.
+    """
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    if inner is model:
+        return function(model, *args)
+    saved = inner.__dict__.get("forward")  # accelerate's mixed-precision wrapper, if any
+    inner.forward = lambda: function(inner, *args)
+    try:
+        return model()
+    finally:
+        if saved is None:
+            del inner.forward
+        else:
+            inner.forward = saved
 
 
 def _out_of_time(accelerator: Accelerator, config: TrainConfig, started: float) -> bool:

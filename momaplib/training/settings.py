@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+
 from momaplib.data.manifest import flatten_settings
 from momaplib.storage import atomic_write_bytes, atomic_write_text
 from momaplib.training.config import ResumeError, TrainConfig
@@ -52,6 +54,9 @@ MAY_CHANGE_ON_RESUME: dict[str, str] = {
     "bundle_dir": "where the final weights are also written",
     "pipeline_text_encoder": "the text-encoder spec written into the saved pipeline",
     "encode_only": "stops after the latent cache, which a later run reads",
+    "batch_size": "per process: it changes with the number of processes; fit refuses a resume whose global "
+    "batch (batch x accumulation x processes) differs from the checkpoint's",
+    "gradient_accumulation_steps": "as batch_size: only the global batch must stay (checked by fit)",
 }
 
 _ABSENT = "(not recorded)"
@@ -152,6 +157,8 @@ def save_job_settings(job: Any, config: TrainConfig | str | os.PathLike) -> Path
     else:
         output_dir = Path(config)
     path = output_dir / SETTINGS_FILE
+    if not PartialState().is_main_process:  # one writer: the processes of a run share output_dir
+        return path
     text = json.dumps(job_settings(job), indent=2) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():

@@ -7,6 +7,7 @@ from typing import Any
 from torch import Tensor
 
 from momaplib.momap import TAU_MOVE
+from momaplib.training import ITEM_POSITION, call_through_forward, item_noise
 from momaplib.vae.model import MoMapVAE
 
 
@@ -40,8 +41,16 @@ def momap_vae_loss(
         x = batch["momap"]
         B, C, H, W = x.shape
         T = C // 3
-        posterior = model.encode(x).latent_dist
-        decoded = model.decode(posterior.sample()).sample.float()
+
+        def autoencode(vae: MoMapVAE):
+            posterior = vae.encode(x).latent_dist
+            if ITEM_POSITION not in batch:  # called outside fit
+                return posterior, vae.decode(posterior.sample()).sample.float()
+            # Noise per item (seeded by its stream position): processes never share draws.
+            noise = item_noise(batch, posterior.mean.shape[1:], dtype=posterior.mean.dtype)
+            return posterior, vae.decode(posterior.mean + posterior.std * noise).sample.float()
+
+        posterior, decoded = call_through_forward(model, autoencode)  # DDP syncs only its forward
         delta = (decoded - x).view(B, T, 3, H, W)  # trajectory error per point and frame
         error = delta.abs().sum(2)  # L1 over xyz per point
         valid = batch["valid"][:, None].expand(B, T, H, W).float()

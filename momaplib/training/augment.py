@@ -1,0 +1,298 @@
+"""Training data that teaches geometry rather than one layout: batch augmentation and procedural mixing.
+
+- ``augment_batch``: geometric augmentation of a training batch of model-layout MoMaps
+  (``momaplib.data.model_inputs`` items, collated). Per item, independently:
+
+  * a random crop with probability ``crop_probability``: a window of ``crop_scale`` (0.6-1.0
+    by default) of the image's height and width, same aspect, anywhere in the image, resampled
+    back to the training size (``momaplib.data.views.resample_trajectories``: each new pixel's
+    ``xyz`` at t = 0 lies on its own ray, interpolated within surfaces, nearest across edges), with
+    ``K`` updated (focal lengths scaled by the zoom, principal point shifted);
+  * an in-plane rotation by 0, 90, 180 or 270 degrees (uniform; 0 or 180 for non-square images),
+    with ``(x, y)`` rotated to match and ``K`` permuted (``momaplib.data.views.roll_quarter_turns``);
+  * a left-right flip with probability 1/2, ``x`` negated and ``cx -> W - 1 - cx`` (with the
+    rotations, every one of the 8 symmetries of the square is reached).
+
+  Then the item is normalised again (``momaplib.momap.normalization_stats`` of the new reference
+  frame), so an augmented item equals ``model_inputs`` of the transformed MoMap: ``momap``,
+  ``xyz0``, ``center``, ``scale``, ``rgb``, ``instance``, ``valid``, ``visible``, ``K`` and
+  ``ref_from_cam`` all change together; other keys (``prompt``, ``id``, ...) pass through.
+- ``augmented_loss``: wraps a ``fit`` loss function so every micro-batch is augmented first, each
+  item seeded by its position in the run's item stream (``momaplib.training.randomness``), so a
+  resumed run, or one on more processes, augments every item exactly as a single run would.
+- ``with_procedural``: the training set with procedural MoMaps (``momaplib.data.ProceduralDataset``)
+  appended, so they make up ``fraction`` of the stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from momaplib.data.procedural_dataset import ProceduralDataset
+from momaplib.data.views import resample_trajectories
+from momaplib.momap import (
+    channels_to_xyz,
+    denormalize_xyz,
+    normalization_stats,
+    normalize_xyz,
+    xyz_to_channels,
+)
+from momaplib.training.batches import ITEM_POSITION, InMemoryDataset
+from momaplib.training.config import TrainConfig
+from momaplib.training.randomness import item_seed
+
+#: Keys an augmented batch needs besides ``momap`` or ``xyz0``: the normalisation, to work in
+#: metres, ``K``, which crops and rotations update, and ``instance``, which tells object edges.
+AUGMENT_KEYS = ("center", "scale", "K", "instance", "valid")
+#: Keys transformed per pixel (their last two dimensions are H, W).
+_SPATIAL = ("momap", "xyz0", "rgb", "instance", "valid", "visible", "observed")
+#: ``item_seed`` stream of the augmentation draws (other per-item draws use other streams).
+AUGMENT_STREAM = 29
+#: An item whose crop keeps fewer valid pixels than this fraction is not cropped.
+MIN_CROP_VALID = 0.05
+
+
+def _quarter_turn(xyz: Tensor, K: Tensor, width: int) -> tuple[Tensor, Tensor]:
+    """Returns ``xyz`` (T, H, W, 3) and ``K`` (3, 3) after one counter-clockwise quarter turn."""
+    xyz = torch.rot90(xyz, 1, dims=(1, 2))
+    xyz = torch.stack([xyz[..., 1], -xyz[..., 0], xyz[..., 2]], -1)
+    new_K = K.clone()
+    new_K[0, 0], new_K[1, 1], new_K[0, 2], new_K[1, 2] = K[1, 1], K[0, 0], K[1, 2], width - 1 - K[0, 2]
+    return xyz, new_K
+
+
+def _conjugate(ref_from_cam: Tensor, new_from_old: Tensor) -> Tensor:
+    P = torch.eye(4, dtype=ref_from_cam.dtype, device=ref_from_cam.device)
+    P[:3, :3] = new_from_old.to(ref_from_cam.dtype)
+    return P @ ref_from_cam @ P.T
+
+
+def _crop(item: dict[str, Tensor], scale: float, corner: tuple[float, float]) -> dict[str, Tensor]:
+    """Returns the item cropped to the window of ``scale`` x its size at left/top edge ``corner``
+    (continuous pixel coordinates, pixel ``u`` covering ``[u - 0.5, u + 0.5)``), resampled back."""
+    xyz, K = item["xyz"], item["K"].double()
+    _, H, W, _ = xyz.shape
+    v, u = torch.meshgrid(
+        torch.arange(H, dtype=torch.float64, device=xyz.device),
+        torch.arange(W, dtype=torch.float64, device=xyz.device),
+        indexing="ij",
+    )
+    source = torch.stack([corner[0] + (u + 0.5) * scale, corner[1] + (v + 0.5) * scale], -1)
+    new_K = K.clone()
+    new_K[0, 0], new_K[1, 1] = K[0, 0] / scale, K[1, 1] / scale
+    new_K[0, 2], new_K[1, 2] = (K[0, 2] - corner[0]) / scale - 0.5, (K[1, 2] - corner[1]) / scale - 0.5
+    rays = torch.stack(
+        [(u - new_K[0, 2]) / new_K[0, 0], (v - new_K[1, 2]) / new_K[1, 1], torch.ones_like(u)], -1
+    )
+    new_xyz, valid, visible, instance = resample_trajectories(
+        xyz, item["valid"], item["visible"], item["instance"], source, rays
+    )
+    if valid.float().mean() < MIN_CROP_VALID:
+        return item
+    cropped = {**item, "xyz": new_xyz, "valid": valid, "visible": visible, "instance": instance}
+    cropped["K"] = new_K.to(item["K"].dtype)
+    if "seen_xyz" in item:  # the observed reference XYZ, resampled with its own validity
+        observed = item["observed"]
+        seen = resample_trajectories(
+            item["seen_xyz"], observed, observed[None], item["instance"], source, rays
+        )
+        cropped["seen_xyz"], cropped["observed"] = seen[0], seen[1]
+    if "rgb" in item:
+        grid = torch.stack([2 * source[..., 0] / (W - 1) - 1, 2 * source[..., 1] / (H - 1) - 1], -1)
+        rgb = F.grid_sample(
+            item["rgb"][None].double(), grid[None], mode="bilinear", padding_mode="border", align_corners=True
+        )
+        cropped["rgb"] = rgb[0].to(item["rgb"].dtype)
+    return cropped
+
+
+def _turn_and_flip(item: dict[str, Tensor], quarter_turns: int, flip: bool) -> dict[str, Tensor]:
+    """Returns the item turned by ``quarter_turns`` x 90 degrees counter-clockwise, then mirrored
+    left-right when ``flip``; exact index permutations."""
+    item = dict(item)
+    xyz, K = item["xyz"], item["K"].double()
+    new_from_old = torch.eye(3, dtype=torch.float64, device=xyz.device)
+    quarter = torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    for _ in range(quarter_turns):
+        if "seen_xyz" in item:
+            item["seen_xyz"] = _quarter_turn(item["seen_xyz"], K, xyz.shape[2])[0]
+        xyz, K = _quarter_turn(xyz, K, xyz.shape[2])
+        new_from_old = quarter.to(xyz.device) @ new_from_old
+        pixel_keys = (("valid", (0, 1)), ("observed", (0, 1)), ("instance", (0, 1)), ("visible", (1, 2)))
+        for key, dims in (*pixel_keys, ("rgb", (1, 2))):
+            if key in item:
+                item[key] = torch.rot90(item[key], 1, dims=dims)
+    if flip:
+        xyz = torch.flip(xyz, dims=(2,)) * xyz.new_tensor([-1.0, 1.0, 1.0])
+        if "seen_xyz" in item:
+            item["seen_xyz"] = torch.flip(item["seen_xyz"], dims=(2,)) * xyz.new_tensor([-1.0, 1.0, 1.0])
+        K = K.clone()
+        K[0, 2] = xyz.shape[2] - 1 - K[0, 2]
+        new_from_old = torch.diag(new_from_old.new_tensor([-1.0, 1.0, 1.0])) @ new_from_old
+        for key in ("valid", "observed", "instance", "visible", "rgb"):
+            if key in item:
+                item[key] = torch.flip(item[key], dims=(-1,))
+    item["xyz"], item["K"] = xyz, K.to(item["K"].dtype)
+    if "ref_from_cam" in item:
+        item["ref_from_cam"] = _conjugate(item["ref_from_cam"], new_from_old)
+    return item
+
+
+def augment_batch(
+    batch: Mapping[str, Any],
+    generator: torch.Generator | None = None,
+    seed: int = 0,
+    rotate: bool = True,
+    flip: bool = True,
+    crop_probability: float = 0.5,
+    crop_scale: tuple[float, float] = (0.6, 1.0),
+) -> dict[str, Any]:
+    """Returns an augmented copy of ``batch`` (see the module docstring); ``batch`` is not changed.
+
+    ``batch`` holds ``momap`` (B, 3T, H, W) or only ``xyz0`` (B, 3, H, W) in model range, plus
+    ``AUGMENT_KEYS``; ``visible`` (B, T, H, W), ``rgb`` (B, 3, H, W), ``ref_from_cam`` (B, T, 4, 4)
+    and ``observed`` (B, H, W) are transformed when present; with ``observed``, ``xyz0`` is the
+    observed reference XYZ (a sensor's, ``model_inputs(momap, observed_depth)``), transformed on its
+    own and normalising the item as ``model_inputs`` does. Random choices are drawn on the CPU, so
+    they are the same on every device: from ``generator`` when given, else per item from a generator seeded by
+    ``seed`` and the item's position in the run's stream (``ITEM_POSITION``, which
+    ``batch_stream`` adds), so an item is augmented alike whatever the number of processes, the
+    accumulation steps or the resume point.
+    """
+    if generator is None and ITEM_POSITION not in batch:
+        raise ValueError(f"batch: without a generator, augmentation needs {ITEM_POSITION!r} (batch_stream)")
+    main = "momap" if "momap" in batch else "xyz0"
+    missing = [key for key in (main, *AUGMENT_KEYS) if key not in batch]
+    if missing:
+        raise ValueError(f"batch: augmentation needs the keys {missing} (momaplib.data.model_inputs items)")
+    B, C, H, W = batch[main].shape
+    unknown = [
+        key for key, value in batch.items()
+        if isinstance(value, Tensor) and value.dim() >= 3 and tuple(value.shape[-2:]) == (H, W)
+        and key not in _SPATIAL
+    ]  # fmt: skip
+    if unknown:
+        raise ValueError(f"batch: augment_batch does not know how to transform the per-pixel keys {unknown}")
+    low, high = crop_scale
+    if not 0 < low <= high <= 1:
+        raise ValueError(f"crop_scale: expected 0 < low <= high <= 1, got {crop_scale}")
+    if not 0 <= crop_probability <= 1:
+        raise ValueError(f"crop_probability: expected a probability in [0, 1], got {crop_probability}")
+    T = C // 3
+    separate_xyz0 = main == "momap" and "xyz0" in batch and "observed" in batch
+    if generator is not None:
+        draws = torch.rand(B, 6, generator=generator, dtype=torch.float64).tolist()
+    else:
+        draws = []
+        for position in batch[ITEM_POSITION].tolist():
+            item_generator = torch.Generator().manual_seed(item_seed(seed, position, AUGMENT_STREAM))
+            draws.append(torch.rand(6, generator=item_generator, dtype=torch.float64).tolist())
+    out = {key: (value.clone() if isinstance(value, Tensor) else value) for key, value in batch.items()}
+    for b, (crop_draw, scale_draw, x_draw, y_draw, flip_draw, turn_draw) in enumerate(draws):
+        center, scale = batch["center"][b].double(), batch["scale"][b].double()
+        normalized = channels_to_xyz(batch[main][b].double())  # (T, H, W, 3)
+        item: dict[str, Tensor] = {
+            "xyz": denormalize_xyz(normalized, center, scale), "valid": batch["valid"][b].bool(),
+            "instance": batch["instance"][b], "K": batch["K"][b],
+            "visible": batch["visible"][b].bool() if "visible" in batch else batch["valid"][b].bool()[None],
+        }  # fmt: skip
+        for key in ("rgb", "ref_from_cam"):
+            if key in batch:
+                item[key] = batch[key][b]
+        if separate_xyz0:  # a sensor's reference XYZ (model_inputs with observed depth)
+            item["observed"] = batch["observed"][b].bool()
+            item["seen_xyz"] = denormalize_xyz(channels_to_xyz(batch["xyz0"][b].double()), center, scale)
+        if crop_draw < crop_probability:
+            zoom = low + (high - low) * scale_draw
+            corner = (-0.5 + x_draw * (1 - zoom) * W, -0.5 + y_draw * (1 - zoom) * H)
+            item = _crop(item, zoom, corner)
+        turns = min(int(turn_draw * 4), 3) if rotate else 0
+        turns = turns if H == W else 2 * (turns % 2)  # a quarter turn would change the image size
+        item = _turn_and_flip(item, turns, flip and flip_draw < 0.5)
+        if separate_xyz0:  # normalised by the observed reference XYZ, as model_inputs does
+            new_center, new_scale = normalization_stats(item["seen_xyz"][0], item["observed"])
+        else:
+            new_center, new_scale = normalization_stats(item["xyz"][0], item["valid"])
+        normalized = torch.where(
+            item["valid"][None, ..., None], normalize_xyz(item["xyz"], new_center, new_scale), 0.0
+        )
+        channels = xyz_to_channels(normalized)
+        out[main][b] = channels.to(out[main].dtype)
+        if separate_xyz0:
+            seen = normalize_xyz(item["seen_xyz"], new_center, new_scale)
+            seen = torch.where(item["observed"][None, ..., None], seen, 0.0)
+            out["xyz0"][b] = xyz_to_channels(seen).to(out["xyz0"].dtype)
+        elif main == "momap" and "xyz0" in out:
+            out["xyz0"][b] = channels[:3].to(out["xyz0"].dtype)
+        if "observed" in out:
+            out["observed"][b] = item.get("observed", item["valid"]).to(out["observed"].dtype)
+        out["center"][b], out["scale"][b] = (
+            new_center.to(out["center"].dtype),
+            new_scale.to(out["scale"].dtype),
+        )
+        for key in ("valid", "instance", "K", "rgb", "ref_from_cam"):
+            if key in out:
+                out[key][b] = item[key].to(out[key].dtype)
+        if "visible" in out:
+            out["visible"][b] = item["visible"][:T].to(out["visible"].dtype)
+    return out
+
+
+def augmented_loss(loss_fn, seed: int, **options: Any):
+    """Returns ``loss_fn(model, batch, step)`` that first augments ``batch`` (``augment_batch`` with
+    ``options``), each item seeded by ``seed`` and its position in the run's item stream."""
+
+    def wrapped(model: torch.nn.Module, batch: dict[str, Any], step: int):
+        return loss_fn(model, augment_batch(batch, seed=seed, **options), step)
+
+    return wrapped
+
+
+def procedural_count(num_items: int, fraction: float) -> int:
+    """Returns how many procedural items make up ``fraction`` of a stream with ``num_items`` others."""
+    if not 0 <= fraction < 1 or not math.isfinite(fraction):
+        raise ValueError(f"procedural_fraction: expected 0 <= fraction < 1, got {fraction!r}")
+    return round(fraction / (1 - fraction) * num_items)
+
+
+def with_procedural(
+    dataset: torch.utils.data.Dataset,
+    fraction: float,
+    shape: tuple[int, int, int],
+    config: TrainConfig,
+    keys: Sequence[str] | None = None,
+) -> torch.utils.data.Dataset:
+    """Returns ``dataset`` followed by ``procedural_count(len(dataset), fraction)`` procedural MoMaps of
+    ``shape`` (T, H, W) (``ProceduralDataset``, training seeds), or ``dataset`` itself for ``fraction``
+    0. An ``InMemoryDataset`` gets the procedural items generated once (``config.num_workers``
+    processes) and stored alongside (``keys``, default its own); any other is concatenated and
+    generates them on access."""
+    count = procedural_count(len(dataset), fraction)
+    if count == 0:
+        return dataset
+    procedural = ProceduralDataset(count, *shape)
+    if not isinstance(dataset, InMemoryDataset):
+        return torch.utils.data.ConcatDataset([dataset, procedural])
+    keys = list(keys) if keys is not None else [*dataset.tensors, *dataset.lists]
+    floating = [v.dtype for k, v in dataset.tensors.items() if v.is_floating_point()]
+    stored = [v.dtype for k, v in dataset.tensors.items() if k not in InMemoryDataset.FLOAT32_KEYS]
+    dtype = next((d for d in stored if d in floating), None)
+    loaded = InMemoryDataset.load(
+        procedural, keys=keys, dtype=dtype or torch.float16, device=config.in_memory_device,
+        num_workers=config.num_workers, progress=config.progress, desc="procedural clips",
+    )  # fmt: skip
+    tensors = {
+        key: torch.cat([value, loaded.tensors[key].to(value.device)])
+        for key, value in dataset.tensors.items()
+    }
+    lists = {key: [*value, *loaded.lists[key]] for key, value in dataset.lists.items()}
+    return InMemoryDataset(tensors, lists)
+
+
+__all__ = ["AUGMENT_KEYS", "augment_batch", "augmented_loss", "procedural_count", "with_procedural"]
