@@ -40,11 +40,13 @@ from momaplib.training import (
     build_accelerator,
     build_optimizer,
     build_scheduler,
+    call_through_forward,
     check_job_fields,
     check_job_settings,
     check_model_folder,
     dataset_shape,
     fit,
+    item_noise,
     load_training_data,
     open_datasets,
     save_bundle,
@@ -54,6 +56,7 @@ from momaplib.training import (
     smoke_train,
     to_device,
 )
+from momaplib.training.augment import AUGMENT_KEYS, augmented_loss, procedural_count, with_procedural
 from momaplib.vae.losses import kl_loss as _kl
 from momaplib.vae.losses import momap_vae_loss
 from momaplib.vae.model import (
@@ -178,6 +181,15 @@ class TrainImageVAEJob:
     """Weight of the KL term (SD's VAE uses 1e-6)."""
     num_val_clips: int = 64
     """Validation clips (L1 of RGB and XYZ reconstructions)."""
+    procedural_fraction: float = 0.0
+    """Fraction of the training stream that is procedural MoMaps, 0 <= f < 1 (0: off): planes at any
+    tilt, rooms, primitives in front of backgrounds and smooth surfaces at 0.3-10 m with random
+    intrinsics, half with one rigid part moving (``momaplib.data.procedural``; training seeds from
+    ``TRAIN_SEED_START``, disjoint from the generalisation suite's)."""
+    augment: bool = False
+    """Augment every batch geometrically (``momaplib.training.augment``): random crops (60-100 %,
+    half of the items) with ``K`` updated, rotations by multiples of 90 degrees and left-right
+    flips with x, y transformed to match."""
     bundle_dir: Path | None = None
     """Also write fp16 shards (<= 15 MiB) here, e.g. checkpoints/image-vae."""
     smoke: bool = False
@@ -185,6 +197,7 @@ class TrainImageVAEJob:
 
     def __post_init__(self) -> None:
         check_job_fields(self)
+        procedural_count(0, self.procedural_fraction)  # ValueError naming the field when out of range
 
     def resolved(self) -> TrainImageVAEJob:
         """Returns the job with smoke overrides applied."""
@@ -205,9 +218,11 @@ class TrainImageVAEJob:
         config = job.train
         check_job_settings(job, config)  # before anything is written
         accelerator = build_accelerator(config)
-        _, H, _ = dataset_shape(job.datasets)
+        T, H, W = dataset_shape(job.datasets)
+        keys = ("rgb", "xyz0", "valid", *(AUGMENT_KEYS if job.augment else ()))
         if dataset is None:
-            dataset = load_training_data(job.datasets, config, keys=("rgb", "xyz0", "valid"))
+            dataset = load_training_data(job.datasets, config, keys=keys)
+        dataset = with_procedural(dataset, job.procedural_fraction, (T, H, W), config, keys)
         model = build_image_vae(
             job.block_out_channels, job.layers_per_block, norm_num_groups=job.norm_num_groups, sample_size=H
         )
@@ -218,14 +233,25 @@ class TrainImageVAEJob:
 
         def loss_fn(model: AutoencoderKL, batch: dict[str, Any], step: int):
             images = torch.cat([batch["rgb"], batch["xyz0"]])
-            posterior = model.encode(images).latent_dist
-            decoded = model.decode(posterior.sample()).sample.float()
+
+            def autoencode(vae: AutoencoderKL):
+                posterior = vae.encode(images).latent_dist
+                # The posterior sample's noise is drawn per item (its RGB and XYZ latents), so N
+                # processes train what one process with the same global batch trains.
+                mean = posterior.mean
+                noise = item_noise(batch, (2, *mean.shape[1:]), config.seed, dtype=mean.dtype)
+                return posterior, vae.decode(mean + posterior.std * noise.transpose(0, 1).flatten(0, 1))
+
+            posterior, decoded = call_through_forward(model, autoencode)  # DDP syncs only its forward
+            decoded = decoded.sample.float()
             l1 = (decoded - images).abs()
             n = batch["rgb"].shape[0]
             kl = _kl(posterior)
             logs = {"l1_rgb": l1[:n].mean(), "l1_xyz": l1[n:].mean(), "kl": kl}
             return l1.mean() + job.kl_weight * kl, logs
 
+        if job.augment:
+            loss_fn = augmented_loss(loss_fn, config.seed)
         val = open_datasets(job.datasets, "val")
 
         def validate(model: AutoencoderKL, step: int) -> dict[str, float]:
@@ -335,6 +361,15 @@ class TrainVAEJob:
     """Weight of the KL term."""
     num_val_clips: int = 64
     """Validation clips (reconstruction EPE)."""
+    procedural_fraction: float = 0.0
+    """Fraction of the training stream that is procedural MoMaps, 0 <= f < 1 (0: off): planes at any
+    tilt, rooms, primitives in front of backgrounds and smooth surfaces at 0.3-10 m with random
+    intrinsics, half with one rigid part moving (``momaplib.data.procedural``; training seeds from
+    ``TRAIN_SEED_START``, disjoint from the generalisation suite's)."""
+    augment: bool = False
+    """Augment every batch geometrically (``momaplib.training.augment``): random crops (60-100 %,
+    half of the items) with ``K`` updated, rotations by multiples of 90 degrees and left-right
+    flips with x, y transformed to match."""
     bundle_dir: Path | None = None
     """Also write fp16 shards (<= 15 MiB) here, e.g. checkpoints/momap-vae."""
     smoke: bool = False
@@ -342,6 +377,7 @@ class TrainVAEJob:
 
     def __post_init__(self) -> None:
         check_job_fields(self)
+        procedural_count(0, self.procedural_fraction)  # ValueError naming the field when out of range
         if self.init == "pretrained" and not self.pretrained:
             raise ValueError(
                 "pretrained: --init pretrained needs --pretrained (a MoMapVAE folder, name or hub id)"
@@ -395,10 +431,12 @@ class TrainVAEJob:
         config = job.train
         check_job_settings(job, config)  # before anything is written
         accelerator = build_accelerator(config)
-        T, H, _ = dataset_shape(job.datasets, require_split="train" if dataset is None else None)
+        T, H, W = dataset_shape(job.datasets, require_split="train" if dataset is None else None)
         model = job.build_model(T, H)  # a bad --pretrained fails before the data loads
+        keys = ("momap", "valid", "visible", *(AUGMENT_KEYS if job.augment else ()))
         if dataset is None:
-            dataset = load_training_data(job.datasets, config, keys=("momap", "valid", "visible"))
+            dataset = load_training_data(job.datasets, config, keys=keys)
+        dataset = with_procedural(dataset, job.procedural_fraction, (T, H, W), config, keys)
         optimizer = build_optimizer(select_trainable(model, TRAINABLE_PARTS[job.trainable]), config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)
@@ -406,6 +444,8 @@ class TrainVAEJob:
         loss_fn = momap_vae_loss(
             job.visible_weight, job.velocity_weight, job.kl_weight, job.displacement_weight, job.moving_weight
         )
+        if job.augment:
+            loss_fn = augmented_loss(loss_fn, config.seed)
         val = open_datasets(job.datasets, "val")
 
         def validate(model: MoMapVAE, step: int) -> dict[str, float]:
