@@ -4,10 +4,19 @@
 methods (reference predictors, prediction folders, saved pipelines) side by side: ``tables``
 (``format_table`` like Table 1 with one row per metric and its ↑/↓ arrow, ``style_table`` bolds
 the best *method* of each row, ``paired_differences`` with bootstrap intervals, ``write_table``
-to CSV and Markdown) and ``job`` (``evaluate_methods`` and the ``momap eval`` job). The metric
+to CSV and Markdown), ``job`` (``evaluate_methods`` and the ``momap eval`` job) and ``distribution``
+(samples against many GT futures per scene: ``evaluate_distribution``, its tables and curves). The metric
 functions and ``evaluate_predictor`` are re-exported here for convenience.
 """
 
+from momaplib.eval.distribution import (
+    coverage_curve,
+    distribution_intervals,
+    distribution_table,
+    evaluate_distribution,
+    guidance_curve,
+    simulate_future_sets,
+)
 from momaplib.eval.dsl import DSL_METHODS, dsl_intervals, dsl_table
 from momaplib.eval.job import EvalJob, evaluate_methods
 from momaplib.eval.samples import (
@@ -45,16 +54,22 @@ __all__ = [
     "SamplingResult",
     "best_mask",
     "best_of_n_table",
+    "coverage_curve",
+    "distribution_intervals",
+    "distribution_table",
     "dsl_intervals",
     "dsl_table",
+    "evaluate_distribution",
     "evaluate_methods",
     "format_table",
+    "guidance_curve",
     "instance_motion_table",
     "metric_label",
     "metrics_table",
     "paired_differences",
     "per_scene_table",
     "sample_diversity",
+    "simulate_future_sets",
     "style_table",
     "summarize",
     "table_to_markdown",

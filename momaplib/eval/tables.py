@@ -35,6 +35,7 @@ def paired_differences(
     confidence: float = 0.95,
     n_resamples: int = 10_000,
     seed: int = 0,
+    directions: Mapping[str, bool | None] | None = None,
 ) -> pd.DataFrame:
     """Returns, per metric, the mean per-clip difference ``a - b`` of two methods on the same
     clips, with a bootstrap confidence interval over clips.
@@ -46,6 +47,9 @@ def paired_differences(
     so it tells a real gap from the noise of a small test split. Columns: ``mean_a``,
     ``mean_b``, ``diff``, ``low``, ``high``, ``clips`` and ``verdict`` ("a better", "b better"
     by the metric's direction when the interval excludes 0, else "no difference").
+    ``directions`` maps metrics that ``momaplib.metrics.higher_is_better`` does not know to True
+    (higher is better), False (lower is) or None (no better side, e.g. a ratio whose ideal is 1:
+    the verdict is then "a higher" or "b higher").
     """
     from scipy.stats import bootstrap
 
@@ -81,7 +85,13 @@ def paired_differences(
         verdict = "no difference"
         if low > 0 or high < 0:
             a_higher = low > 0
-            verdict = "a better" if a_higher == higher_is_better(metric) else "b better"
+            better_high = (
+                directions[metric] if directions and metric in directions else higher_is_better(metric)
+            )
+            if better_high is None:
+                verdict = "a higher" if a_higher else "b higher"
+            else:
+                verdict = "a better" if a_higher == better_high else "b better"
         rows[metric] = {
             "mean_a": float(left.mean()) if len(left) else math.nan,
             "mean_b": float(right.mean()) if len(right) else math.nan,

@@ -41,8 +41,10 @@ other busy processes share, torch's intra-op threads wait for each other at ever
 ``torch.set_num_threads(1)`` can then be many times faster.
 
 Modules: ``scores`` (``MetricConfig``, ``sample_metrics``), ``curves`` (batched DTW and the other
-curve-level pieces), ``best_of_n`` (a predictor's best-of-N rows over clips). The metrics sit below the
-stages so that trainers can validate with them; tables and the ``momap eval`` job are in ``momaplib.eval``.
+curve-level pieces), ``best_of_n`` (a predictor's best-of-N rows over clips), ``distribution`` (N
+samples against M GT futures of one scene: diversity ratio, precision / recall, energy distance).
+The metrics sit below the stages so that trainers can validate with them; tables and the
+``momap eval`` job are in ``momaplib.eval``.
 """
 
 from momaplib.metrics.best_of_n import (
@@ -66,6 +68,16 @@ from momaplib.metrics.curves import (
     dtw_path,
     quantize_displacements,
 )
+from momaplib.metrics.distribution import (
+    DISTRIBUTION_METRICS,
+    TAU_GRID,
+    TAU_MATCH,
+    SetDistances,
+    distribution_metrics,
+    metrics_from_distances,
+    precision_recall_curve,
+    set_distances,
+)
 from momaplib.metrics.scores import (
     METRIC_NAMES,
     NUM_NEIGHBOURS,
@@ -80,18 +92,23 @@ from momaplib.metrics.scores import (
 )
 
 __all__ = [
+    "DISTRIBUTION_METRICS",
     "METRIC_NAMES",
     "NUM_NEIGHBOURS",
     "QUANTIZE_DTS",
     "TAU_DIR",
+    "TAU_GRID",
+    "TAU_MATCH",
     "MetricConfig",
     "Predictor",
     "SelectMode",
+    "SetDistances",
     "best_of_n",
     "clip_generator",
     "compute_metrics",
     "default_chunk_size",
     "distance_signature",
+    "distribution_metrics",
     "dtw",
     "dtw_path",
     "evaluate_predictions",
@@ -100,11 +117,14 @@ __all__ = [
     "higher_is_better",
     "load_predictions",
     "load_split",
+    "metrics_from_distances",
     "neighbour_pixels",
     "non_finite_values",
+    "precision_recall_curve",
     "prediction_path",
     "quantize_displacements",
     "sample_metrics",
     "save_predictions",
     "select_best",
+    "set_distances",
 ]

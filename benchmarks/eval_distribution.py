@@ -1,0 +1,227 @@
+"""Is the model a distribution? Samples against 10 GT futures per unseen test scene (issue 27).
+
+    # sample: 8 shards side by side (one per GPU), 200 test scenes per family, 10 futures each
+    for k in 0 1 2 3 4 5 6 7; do CUDA_VISIBLE_DEVICES=$k python benchmarks/eval_distribution.py \\
+        --scenes 200 --shard $k/8 --device cuda --out runs/distribution/s$k & done; wait
+    python benchmarks/eval_distribution.py --merge runs/distribution/s* --out runs/distribution/all
+    # the card's tables and curves from the per-scene CSV (no sampling)
+    python benchmarks/eval_distribution.py --from-csv checkpoints/logs/distribution_per_scene.csv.gz
+
+A scene is a test-split clip of ``momap sim`` (seed 0, as ``benchmarks/eval_models.py``) with its
+motion variants 0 .. ``--futures`` - 1 (``SimConfig.motion_variant``): the same start frame and
+prompt, futures re-drawn. Every method samples ``--num-samples`` MoMaps from variant 0's start
+frame (seeded per scene, so rows are paired) and is scored against all futures with
+``momaplib.metrics.distribution``. Methods are ``NAME=SOURCE`` as in ``eval_tables.py``: ``static``,
+``gflow:<folder>`` or a pipeline (folder, bundled name or hub id); the methods named by ``--sweep``
+(default ``ours``) run at every ``--guidance-scales`` value (the diversity-fidelity curve).
+
+Writes to ``--out``: ``distribution_per_scene.csv.gz`` (one row per scene, method and guidance
+scale; columns ``scene_id, dataset, method, guidance_scale, diversity_ratio, precision, recall,
+energy_distance`` then the other metrics and ``precision@tau`` / ``recall@tau`` over
+``TAU_GRID``), ``distribution.md`` (means, paired 95 % intervals against ``ours`` at
+``--reference-guidance``, the guidance curve), ``guidance_curve.png``, ``coverage_curve.png`` and
+``distribution.json`` (settings, device, torch version, seconds). The shards' folders hold the
+same files for their scenes; ``--merge`` concatenates them and checks they were run alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from momaplib.diffusion.pipeline import DEFAULT_GUIDANCE
+from momaplib.eval.distribution import (
+    distribution_intervals,
+    distribution_table,
+    evaluate_distribution,
+    guidance_curve,
+    intervals_markdown,
+    simulate_future_sets,
+    table_markdown,
+)
+from momaplib.metrics.distribution import DISTRIBUTION_METRICS, TAU_MATCH
+from momaplib.sim import SimConfig
+from momaplib.storage import atomic_write_text
+from momaplib.viz import plot_coverage_curve, plot_guidance_curve, save_figure
+
+CSV_NAME = "distribution_per_scene.csv.gz"
+#: the CSV's leading columns (issue 27), then the other metrics and the curve columns
+FIRST_COLUMNS = (
+    "scene_id", "dataset", "method", "guidance_scale", "diversity_ratio", "precision", "recall",
+    "energy_distance",
+)  # fmt: skip
+DEFAULT_METHODS = ("static=static", "momap-vae=momap-vae-baseline", "ours=momap-diffusion")
+#: settings that shards must share to be merged
+SHARED_SETTINGS = (
+    "scenes", "futures", "num_samples", "steps", "tau", "size", "frames", "methods", "sweep",
+    "guidance_scales",
+)  # fmt: skip
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parses ``--shard K/N`` (0 <= K < N)."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N, e.g. 0/8, got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"expected 0 <= K < N, got {text!r}")
+    return k, n
+
+
+def make_methods(args: argparse.Namespace) -> dict[tuple[str, float | None], object]:
+    """Returns ``{(name, guidance scale or None): predictor}`` of the ``--method`` specs."""
+    methods = {}
+    for spec in args.method or DEFAULT_METHODS:
+        name, _, source = spec.partition("=")
+        if not name or not source:
+            raise SystemExit(f"--method: expected NAME=SOURCE, got {spec!r}")
+        if source == "static":
+            from momaplib.baselines import get_predictor
+
+            methods[name, None] = get_predictor("static")
+        elif source.startswith("gflow:"):
+            from momaplib.baselines.gflow_train import gflow_predictor, load_gflow
+
+            model = load_gflow(source.removeprefix("gflow:")).to(args.device)
+            methods[name, None] = gflow_predictor(model)
+        else:
+            from momaplib.diffusion.objectives import pipeline_predictor
+            from momaplib.diffusion.pipeline import MoMapVAEPipeline, load_pipeline
+
+            pipeline = load_pipeline(source).to(args.device)
+            pipeline.set_progress_bar_config(disable=True)
+            if isinstance(pipeline, MoMapVAEPipeline):  # no guidance: one row
+                methods[name, None] = pipeline_predictor(pipeline, use_text=True)
+                continue
+            own = float(getattr(pipeline.config, "guidance_scale", DEFAULT_GUIDANCE))
+            for scale in args.guidance_scales if name in args.sweep else [own]:
+                methods[name, float(scale)] = pipeline_predictor(
+                    pipeline, use_text=True, num_inference_steps=args.steps, guidance_scale=float(scale)
+                )
+    return methods
+
+
+def evaluate(args: argparse.Namespace) -> pd.DataFrame:
+    """Simulates the (sharded) scenes of every family and scores every method on them."""
+    methods = make_methods(args)
+    config = SimConfig(height=args.size, width=args.size, num_frames=args.frames, device=args.sim_device)
+    frames = []
+    for family in args.families:
+        scenes = simulate_future_sets(
+            family, args.scenes, args.futures, config=config, shard=args.shard, workers=args.workers
+        )
+        rows = evaluate_distribution(
+            scenes, methods, num_samples=args.num_samples, tau=args.tau, device=args.device
+        )
+        frames.append(rows.assign(dataset=family))
+    per_scene = pd.concat(frames, ignore_index=True)
+    return per_scene[list(FIRST_COLUMNS) + [c for c in per_scene.columns if c not in FIRST_COLUMNS]]
+
+
+def merge_runs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
+    """Returns the per-scene rows of several shard folders and their shared settings."""
+    frames, settings = [], []
+    for folder in folders:
+        for name in (CSV_NAME, "distribution.json"):
+            if not (folder / name).is_file():
+                raise SystemExit(f"--merge: {folder} has no {name} (not an eval_distribution --out folder)")
+        frames.append(pd.read_csv(folder / CSV_NAME))
+        run = json.loads((folder / "distribution.json").read_text())
+        settings.append({key: run.get(key) for key in SHARED_SETTINGS})
+    if any(entry != settings[0] for entry in settings):
+        raise SystemExit(f"--merge: the folders were run with different settings: {settings}")
+    per_scene = pd.concat(frames, ignore_index=True)
+    key = ["dataset", "method", "guidance_scale", "scene_id"]
+    repeated = per_scene.duplicated(key)
+    if repeated.any():
+        row = per_scene[repeated].iloc[0]
+        raise SystemExit(f"--merge: scene {row.scene_id} ({row.method}) appears in more than one folder")
+    return per_scene.sort_values(key, kind="stable", ignore_index=True), settings[0]
+
+
+def report(per_scene: pd.DataFrame, reference: tuple[str, float]) -> str:
+    """Returns the Markdown report: means, paired intervals against the reference row, guidance curve."""
+    table = distribution_table(per_scene)
+    parts = ["## Means over scenes\n", table_markdown(table)]
+    intervals = distribution_intervals(per_scene, reference)
+    if not intervals.empty:
+        name = f"{reference[0]} (g={reference[1]:g})"
+        parts += [f"\n## Paired against {name}, per scene\n", intervals_markdown(intervals, name)]
+    if (per_scene["method"] == reference[0]).any() and per_scene["guidance_scale"].notna().any():
+        curve = guidance_curve(per_scene, reference[0])
+        parts += [f"\n## {reference[0]} across guidance scales\n", table_markdown(curve)]
+    return "".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenes", type=int, default=200, help="test scenes per family")
+    parser.add_argument("--futures", type=int, default=10, help="GT futures (motion variants) per scene")
+    parser.add_argument("--num-samples", type=int, default=10, help="samples per scene and method")
+    parser.add_argument(
+        "--method", action="append", metavar="NAME=SOURCE", help=f"default: {DEFAULT_METHODS}"
+    )
+    parser.add_argument("--sweep", nargs="+", default=["ours"], help="methods run at every guidance scale")
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[1.0, 1.5, 2.0, 3.0, 4.0])
+    parser.add_argument("--reference-guidance", type=float, default=DEFAULT_GUIDANCE,
+                        help="the 'ours' row the intervals pair against")  # fmt: skip
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps")
+    parser.add_argument("--tau", type=float, default=TAU_MATCH, help="matching threshold (scene scales)")
+    parser.add_argument("--size", type=int, default=128, help="image height and width of the scenes")
+    parser.add_argument("--frames", type=int, default=32, help="frames T of the scenes")
+    parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
+    parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="K/N",
+                        help="every N-th scene from the K-th on (merge the shards with --merge)")  # fmt: skip
+    parser.add_argument("--workers", type=int, default=0, help="simulation processes")
+    parser.add_argument("--sim-device", default="cpu", help="ray casting device of the simulator")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--merge", type=Path, nargs="+", metavar="DIR", help="no sampling: merge shard folders"
+    )
+    parser.add_argument("--from-csv", type=Path, help="no sampling: the report of a per-scene CSV")
+    parser.add_argument("--out", type=Path, default=Path("outputs/eval_distribution"))
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    settings = {key: getattr(args, key) for key in SHARED_SETTINGS if key != "methods"}
+    settings["methods"] = list(args.method or DEFAULT_METHODS)
+    if args.from_csv:
+        per_scene = pd.read_csv(args.from_csv)
+        settings = {"from_csv": str(args.from_csv)}
+    elif args.merge:
+        per_scene, settings = merge_runs(args.merge)
+        settings["merged"] = [str(folder) for folder in args.merge]
+    else:
+        torch.manual_seed(0)
+        per_scene = evaluate(args)
+        settings["shard"] = list(args.shard)
+    markdown = report(per_scene, ("ours", args.reference_guidance))
+    print(markdown)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.from_csv:
+        per_scene.to_csv(args.out / CSV_NAME, index=False, float_format="%.6g")
+    atomic_write_text(args.out / "distribution.md", markdown)
+    if (per_scene["method"] == "ours").any() and per_scene["guidance_scale"].notna().any():
+        save_figure(plot_guidance_curve(per_scene, "ours"), args.out / "guidance_curve.png", close=True)
+    save_figure(plot_coverage_curve(per_scene, args.tau), args.out / "coverage_curve.png", close=True)
+    cuda = torch.cuda.is_available() and str(args.device).startswith("cuda")
+    summary = {
+        **settings,
+        "device": torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "seconds": time.perf_counter() - started,
+        "means": json.loads(distribution_table(per_scene, DISTRIBUTION_METRICS).to_json(orient="records")),
+    }
+    atomic_write_text(args.out / "distribution.json", json.dumps(summary, indent=2))
+    print(f"wrote {args.out} in {summary['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
