@@ -16,6 +16,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
     UNet2DConditionModel,
+    UniPCMultistepScheduler,
 )
 from diffusers.utils import BaseOutput
 from torch import Tensor
@@ -26,6 +27,7 @@ from momaplib.diffusion.batching import SCENE_KEYS, denoise_rows, scene_rows
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.conditions import DEFAULT_CONDITIONS, check_conditions, condition_channels
 from momaplib.diffusion.dsl import check_dsl_arguments, num_dsl_windows, plan_dsl
+from momaplib.diffusion.fast import FastSamplingMixin
 from momaplib.diffusion.grounding import PromptGrounder, instance_features, paint_scores
 from momaplib.diffusion.inputs import (
     MAX_IMAGE_SIZE,
@@ -44,6 +46,7 @@ DEFAULT_GUIDANCE = 2.0
 SCHEDULERS = {
     "ddim": DDIMScheduler,
     "dpm": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
     "euler": EulerDiscreteScheduler,
     "ddpm": DDPMScheduler,
 }
@@ -79,7 +82,7 @@ __all__ = [
 ]
 
 
-class MoMapPipeline(DiffusionPipeline):
+class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
     """Samples Motion Maps for one reference image with a conditioned latent diffusion model.
 
     Components: ``unet`` (``UNet2DConditionModel``, noisy MoMap latent + 12 condition channels,
@@ -164,9 +167,11 @@ class MoMapPipeline(DiffusionPipeline):
         return self.vae.config.in_channels // 3
 
     def encode_prompt(self, prompts: list[str]) -> Tensor:
-        """Returns (B, L, D) text embeddings on the pipeline's device and UNet dtype."""
+        """Returns (B, L, D) text embeddings on the pipeline's device (each distinct prompt encoded once)."""
         encoder = load_text_encoder(self.config.text_encoder)
-        return encoder(prompts).to(self.device)
+        unique = list(dict.fromkeys(prompts))
+        index = torch.tensor([unique.index(prompt) for prompt in prompts], dtype=torch.long)
+        return encoder(unique)[index].to(self.device)
 
     @staticmethod
     def _prompts(prompt, num_samples: int) -> tuple[list[str], bool]:
@@ -214,7 +219,8 @@ class MoMapPipeline(DiffusionPipeline):
             guidance_scale: classifier-free guidance on the text (and the DSL), finite >= 0; 1.0 (or
                 no prompt and no DSL) = unguided; None: the pipeline's ``config.guidance_scale``.
             generator: torch generator for the noise and the instance colours (reproducible calls).
-            scheduler: ``"ddim"``, ``"dpm"``, ``"euler"`` or ``"ddpm"``; None keeps the pipeline's.
+            scheduler: ``"ddim"``, ``"dpm"`` (DPM-Solver++), ``"unipc"``, ``"euler"`` or ``"ddpm"``; None
+                keeps the pipeline's. ``pipe.enable_fast_sampling()`` (``momaplib.diffusion.fast``) is faster.
             max_image_size: largest H and W accepted (default 1024; memory grows with H x W).
             dsl: pipelines with the ``"dsl"`` condition: a ``momaplib.control.MotionDSL``, its JSON
                 text or its pixel form (3 n_windows, H, W); checked against the instance map and the
@@ -408,30 +414,6 @@ class MoMapPipeline(DiffusionPipeline):
             for i in range(len(prompts))
         ]
         return MoMapPipelineOutput(momaps=momaps, xyz=xyz_out, num_invalid=num_invalid)
-
-    def _denoise(self, latents, cond, cond_uncond, text, uncond, guidance_scale, sampler, steps, progress):
-        """Runs the sampler on (B, C, h, w) noise; with ``cond_uncond`` and ``uncond`` (the unguided
-        conditions and text), classifier-free guidance mixes both predictions by ``guidance_scale``."""
-        sampler.set_timesteps(steps, device=latents.device)
-        latents = latents * sampler.init_noise_sigma
-        dtype = self.unet.dtype
-        cond, text = cond.to(dtype), text.to(dtype)
-        guided = cond_uncond is not None
-        if guided:
-            cond_both = torch.cat([cond_uncond.to(dtype), cond])
-            text_both = torch.cat([uncond.to(dtype), text])
-        for t in self.progress_bar(sampler.timesteps) if progress else sampler.timesteps:
-            scaled = sampler.scale_model_input(latents, t).to(dtype)
-            if guided:
-                model_in = torch.cat([torch.cat([scaled, scaled]), cond_both], dim=1)
-                both = self.unet(model_in, t, encoder_hidden_states=text_both).sample
-                noise_uncond, noise_cond = both.float().chunk(2)
-                noise = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
-            else:
-                noise = self.unet(torch.cat([scaled, cond], dim=1), t, encoder_hidden_states=text).sample
-                noise = noise.float()
-            latents = sampler.step(noise, t, latents).prev_sample
-        return latents
 
 
 class MoMapVAEPipeline(MoMapPipeline):
