@@ -65,6 +65,19 @@ def test_inflate_unet_keeps_every_other_weight():
     for name in old.keys() - resized:
         assert torch.equal(old[name], new[name]), name
     assert new["conv_in.weight"].shape == (32, 44, 3, 3)
+    # the report notebook 03 shows: every weight kept but the two re-mapped convolutions
+    from momaplib.diffusion.unet import inflation_report
+
+    rows = {row["name"]: row for row in inflation_report(image_unet, unet)}
+    assert {name for name, row in rows.items() if row["status"] != "kept"} == resized
+    assert {rows[name]["status"] for name in resized} == {"re-mapped"}
+    assert sum(row["parameters"] for row in rows.values()) == unet.num_parameters()
+    with torch.no_grad():
+        unet.mid_block.resnets[0].conv1.weight.add_(1.0)  # as training would
+    assert (
+        inflation_report(image_unet, unet)[list(rows).index("mid_block.resnets.0.conv1.weight")]["status"]
+        == "changed"
+    )
 
 
 def test_inflated_unet_computes_the_image_unet_on_the_rgb_latent():
@@ -633,6 +646,18 @@ def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
     torch.testing.assert_close(varied.latents[[0, 2]], later.latents[[0, 2]])
     prompts = [varied.prompts[int(i)] for i in varied.prompt_index]
     assert prompts[0] != prompts[1] or prompts[2] != prompts[3]
+    # motion variants: the same start frame and conditions, another future
+    futures = simulate_latents(
+        [sim], 1, vae, image_vae, text, first_index=100, motion_variants=2, progress=False
+    )
+    assert futures.ids == [plain[0], plain[0] + "_m1"]
+    rgb_and_xyz = [0, 1, 2, 3, 8, 9, 10, 11]  # the instance channels get a random palette per clip
+    torch.testing.assert_close(futures.condition[0, rgb_and_xyz], futures.condition[1, rgb_and_xyz])
+    assert (futures.latents[0] - futures.latents[1]).abs().max() > 1e-3
+    # a noisy sensor: the XYZ condition is the observed one, the rest of the clip the same
+    noisy = replace(sim, sensor="structured-light")
+    seen = simulate_latents([noisy], 1, vae, image_vae, text, first_index=100, progress=False)
+    assert seen.ids == [plain[0]] and (seen.condition[0, 8:] - later.condition[0, 8:]).abs().max() > 1e-3
     with pytest.raises(ValueError, match="clips_per_config"):
         simulate_latents([sim], 0, vae, image_vae, text)
     with pytest.raises(ValueError, match="task_variants"):

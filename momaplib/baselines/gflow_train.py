@@ -29,6 +29,7 @@ from momaplib.training import (
     dataset_shape,
     fit,
     load_training_data,
+    micro_batch_generator,
     save_job_settings,
     save_model,
     smoke_train,
@@ -160,7 +161,7 @@ class TrainGFlowJob:
         save_job_settings(job, config)
 
         def loss_fn(model, batch: dict[str, Any], step: int):
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            generator = micro_batch_generator(batch, config.seed)  # differs per process
             return gflow_loss(
                 model, gflow_batch(batch, accelerator.unwrap_model(model), generator), job.kl_weight
             )

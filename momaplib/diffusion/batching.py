@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from momaplib.diffusion.conditions import dsl_latent, select_image_latents
+from momaplib.vae.model import DOWNSAMPLE
 
 #: keys of a scene of ``MoMapPipeline.sample_scenes`` (``__call__``'s scene arguments)
 SCENE_KEYS = frozenset({"image", "xyz", "instance_map", "prompt", "depth", "K", "dsl", "planner", "labels"})
@@ -40,7 +41,8 @@ def scene_rows(pipe, scene, prompts, has_text, motion, guidance_scale, generator
         guided = guided or motion is not None
     use_cfg = guided and guidance_scale != 1.0
     H, W = scene["valid"].shape
-    shape = (n, pipe.unet.config.out_channels, H // 8, W // 8)
+    factor = getattr(pipe.vae.config, "factor", DOWNSAMPLE)  # RawMoMapCodec's block; the VAE's is 8
+    shape = (n, pipe.unet.config.out_channels, H // factor, W // factor)
     noise_device = generator.device if generator is not None else torch.device("cpu")
     noise = torch.randn(shape, generator=generator, device=noise_device, dtype=torch.float32)
     return {

@@ -41,6 +41,7 @@ from momaplib.training import (
     check_job_settings,
     dataset_shape,
     fit,
+    micro_batch_generator,
     save_job_settings,
     save_pipeline,
     smoke_train,
@@ -152,14 +153,17 @@ def _encode(
     latents, captions, frames = [], [], []
     for root in job.datasets:
         dataset = MoMapDataset(root, split)
+        family = dataset.settings["sim"]["family"]
         count = len(dataset) if limit is None else min(limit, len(dataset))
-        for start in range(0, count, 32):
-            batch = collate([dataset[i] for i in range(start, min(start + 32, count))])
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, range(count)), batch_size=32, collate_fn=collate,
+            num_workers=job.train.num_workers,
+        )  # fmt: skip
+        for batch in loader:
             rgb = batch["rgb"].to(device)
             with torch.no_grad():
                 mean = image_vae.encode(rgb.to(image_vae.dtype)).latent_dist.mean
             latents.append(mean.float().cpu() * image_vae.config.scaling_factor)
-            family = Path(root).name.removeprefix("sim_")
             captions += [scene_caption(prompt, family) for prompt in batch["prompt"]]
             frames.append(rgb.cpu())
     if not latents:
@@ -200,7 +204,7 @@ def train_image_prior(job: TrainImageDiffusionJob) -> Path:
 
     def loss_fn(model, batch: dict[str, Any], step: int):
         latents = batch["latents"]
-        generator = torch.Generator(latents.device).manual_seed(config.seed * 1_000_003 + step)
+        generator = micro_batch_generator(batch, config.seed, latents.device)  # differs per process
         drop = torch.rand(len(latents), generator=generator, device=latents.device) < job.caption_dropout
         text = table[torch.where(drop, 0, batch["caption"].to(latents.device))]
         empty = latents.new_zeros(len(latents), 0, *latents.shape[-2:])

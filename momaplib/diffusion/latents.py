@@ -153,8 +153,9 @@ def encode_datasets(
     encoder = _BatchEncoder(vae, image_vae, device, torch.Generator().manual_seed(seed))
     for batch in tqdm(loader, desc=f"encode {split}", disable=not progress, leave=False):
         encoder.add(
-            batch["momap"], batch["rgb"], batch["instance"], batch["prompt"], batch["id"], batch["target_id"]
-        )
+            batch["momap"], batch["rgb"], batch["instance"], batch["prompt"], batch["id"], batch["target_id"],
+            xyz0=batch["xyz0"],
+        )  # fmt: skip
     return encoder.finish(text_encoder)
 
 
@@ -167,24 +168,31 @@ class _BatchEncoder:
         self.targets, self.features, self.instance_ids, self.slots, self.dsl = [], [], [], [], []
 
     @torch.no_grad()
-    def add(self, momap: Tensor, rgb: Tensor, instance: Tensor, prompts, ids, target_ids: Tensor) -> None:
+    def add(
+        self, momap: Tensor, rgb: Tensor, instance: Tensor, prompts, ids, target_ids: Tensor, xyz0=None
+    ) -> None:
         """``momap`` (B, 3T, H, W) normalised, ``rgb`` (B, 3, H, W) in [-1, 1], ``instance`` (B, H, W),
-        ``target_ids`` (B,) the instance id each prompt names (-1: unknown)."""
+        ``target_ids`` (B,) the instance id each prompt names (-1: unknown), ``xyz0`` (B, 3, H, W) the
+        reference XYZ condition as observed (``model_inputs``; None: ``momap[:, :3]``, the GT)."""
         momap = momap.to(self.device, torch.float32)
+        xyz0 = momap[:, :3] if xyz0 is None else xyz0.to(self.device, torch.float32)
         instance = instance.to(self.device).long()
         target_ids = torch.as_tensor(target_ids, device=self.device).long()
-        latents = self.vae.encode_channels(momap.to(self.vae.dtype)).float()
+        latents = self.vae.encode_channels(momap.to(self.vae.dtype))
+        # the raw codec's latents are the MoMap itself (3 MB a clip): kept in its storage dtype
+        latents = latents.to(getattr(self.vae, "latent_storage_dtype", torch.float32))
         image_dtype = self.image_vae.dtype
         condition = condition_latents(
             self.image_vae,
             rgb.to(self.device, image_dtype),
             instance,
-            momap[:, :3].to(image_dtype),  # xyz0: the first frame of the normalised MoMap
+            xyz0.to(image_dtype),  # the reference XYZ as the pipeline will get it
             generator=self.generator,
         )
         size = tuple(latents.shape[-2:])
         valid = momap[:, :3].abs().sum(1) > 0  # invalid pixels are exactly 0 (the scene centre)
-        features, instance_ids = instance_features(rgb.to(self.device), instance, momap[:, :3], valid)
+        seen = xyz0.abs().sum(1) > 0  # pixels with (observed) depth
+        features, instance_ids = instance_features(rgb.to(self.device), instance, xyz0, seen)
         self.targets.append(target_map(instance, target_ids, size).cpu())
         self.features.append(features.cpu())
         self.instance_ids.append(instance_ids.cpu())
@@ -226,13 +234,15 @@ def _simulate_inputs(task: tuple[str, int, SimConfig]) -> dict:
     of ancdata")."""
     family, index, config = task
     clip = generate_clip(clip_seed(0, index), config)
-    inputs = model_inputs(clip.momap)
+    inputs = model_inputs(clip.momap, clip.depth[0] if config.sensor != "ideal" else None)
     return {
         "momap": inputs["momap"].half().numpy(),  # 1e-3 of the scene scale: far below what the VAE keeps
+        "xyz0": inputs["xyz0"].half().numpy(),  # as the sensor saw it (= momap[:3] with an ideal one)
         "rgb": clip.momap.rgb.copy(),
         "instance": clip.momap.instance.astype("int16"),
         "prompt": clip.momap.prompt,
-        "id": clip_id(family, index, config.task_variant),
+        "id": clip_id(family, index, config.task_variant)
+        + (f"_m{config.motion_variant}" * bool(config.motion_variant)),
         "target_id": inputs["target_id"],
     }
 
@@ -253,6 +263,7 @@ def simulate_latents(
     seed: int = 0,
     progress: bool = True,
     task_variants: int = 1,
+    motion_variants: int = 1,
 ) -> LatentSet:
     """Returns the ``LatentSet`` of freshly simulated clips, encoded as they come (no files).
 
@@ -266,16 +277,24 @@ def simulate_latents(
     (with workers, in the order clips finish); ``time_limit_minutes`` > 0 stops early with what is
     done. ``task_variants`` > 1 adds, after each clip, its ``SimConfig.task_variant`` 1, 2, ...
     (same scene, another task and target; ids end in ``_v1``, ...), so ``clips_per_config``
-    scenes give ``clips_per_config * task_variants`` clips.
+    scenes give ``clips_per_config * task_variants`` clips. ``motion_variants`` > 1 adds, likewise,
+    ``SimConfig.motion_variant`` 1, 2, ... of each (the same start frame and task, another future;
+    ids end in ``_m1``, ...): several futures per scene for a model to learn a distribution from.
     """
     if clips_per_config < 1 or not configs:
         raise ValueError(f"clips_per_config: expected >= 1 and at least one config, got {clips_per_config}")
-    if task_variants < 1:
-        raise ValueError(f"task_variants: expected >= 1, got {task_variants}")
+    if task_variants < 1 or motion_variants < 1:
+        raise ValueError(
+            f"task_variants, motion_variants: expected >= 1, got {task_variants}, {motion_variants}"
+        )
     per_config = []
     for config in configs:
         indices = split_indices(config.family, clips_per_config, split, first_index)
-        variants = [replace(config, task_variant=v) for v in range(task_variants)]
+        variants = [
+            replace(config, task_variant=v, motion_variant=m)
+            for v in range(task_variants)
+            for m in range(motion_variants)
+        ]
         per_config.append([(config.family, i, c) for i in indices for c in variants])
     tasks = [task for group in zip(*per_config, strict=True) for task in group]
     encoder = _BatchEncoder(vae, image_vae, device, torch.Generator().manual_seed(seed))
@@ -292,6 +311,7 @@ def simulate_latents(
                 [item["prompt"] for item in pending],
                 [item["id"] for item in pending],
                 torch.tensor([item["target_id"] for item in pending]),
+                xyz0=torch.from_numpy(np.stack([item["xyz0"] for item in pending])),
             )
             pending.clear()
 

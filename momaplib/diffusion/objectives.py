@@ -26,6 +26,7 @@ def diffusion_loss(
     (broadcastable to the latents, e.g. (B, 1, h, w)) makes it a weighted mean (``weighted_mse``).
     """
     batch = latents.shape[0]
+    latents = latents.float()  # caches of the raw codec hold fp16
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
     timesteps = torch.randint(
         0, scheduler.config.num_train_timesteps, (batch,), generator=generator, device=latents.device

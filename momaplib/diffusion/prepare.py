@@ -12,10 +12,12 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from diffusers import AutoencoderKL
 
 from momaplib.checkpoints import resolve_checkpoint
+from momaplib.data import MoMapDataset, collate
 from momaplib.diffusion.grounding import PromptGrounder, train_grounder
 from momaplib.diffusion.latents import LatentSet, encode_datasets, load_latent_set, save_latent_set
 from momaplib.diffusion.text import load_text_encoder
@@ -23,6 +25,11 @@ from momaplib.training import check_model_folder, dataset_shape
 
 if TYPE_CHECKING:
     from momaplib.diffusion.train import TrainDiffusionJob
+
+#: ``--vae`` value of the "no VAE" ablation (paper §4.4): the UNet works on the MoMap itself.
+RAW_VAE = "raw"
+#: Train clips the raw codec's per-channel statistics are estimated from.
+RAW_FIT_CLIPS = 256
 
 
 def latent_cache_path(job: TrainDiffusionJob, split: str = "train") -> Path:
@@ -64,11 +71,38 @@ def check_inputs(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | Non
         image_unet_folder(job)
 
 
-def load_frozen(job: TrainDiffusionJob, device: torch.device):
-    """Returns the frozen MoMap VAE, image VAE and text encoder of ``job`` on ``device``."""
-    from momaplib.vae import MoMapVAE
+def raw_codec(job: TrainDiffusionJob, dataset=None, max_clips: int = RAW_FIT_CLIPS):
+    """Returns the ``RawMoMapCodec`` of ``--vae raw`` (the "no VAE" ablation), its per-channel
+    statistics fitted on up to ``max_clips`` train clips spread evenly over ``dataset`` (default:
+    the train splits of ``job.datasets``)."""
+    from momaplib.vae import RawMoMapCodec
 
-    vae = MoMapVAE.from_pretrained(resolve_checkpoint(job.vae)).to(device).eval().requires_grad_(False)
+    if dataset is None:
+        dataset = torch.utils.data.ConcatDataset([MoMapDataset(root, "train") for root in job.datasets])
+    if len(dataset) == 0:
+        raise ValueError(f"datasets: no train clips in {[str(r) for r in job.datasets]} to fit --vae raw on")
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(max_clips, len(dataset))).round().astype(int))
+    momap = collate([dataset[int(i)] for i in picks])["momap"].float()
+    return RawMoMapCodec(in_channels=momap.shape[1]).fit(momap.cpu())
+
+
+def load_frozen(job: TrainDiffusionJob, device: torch.device, dataset=None):
+    """Returns the frozen MoMap VAE (``--vae raw``: a ``RawMoMapCodec``), image VAE and text encoder
+    of ``job`` on ``device``; ``dataset`` replaces the train split that ``--vae raw`` is fitted on."""
+    from momaplib.vae import load_momap_codec
+
+    if job.vae == RAW_VAE:
+        # fitted once and kept next to the latent cache, so a resumed run encodes nothing anew
+        folder = job.train.output_dir / "raw_vae"
+        if not (folder / "config.json").is_file():
+            partial = folder.with_name(folder.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            raw_codec(job, dataset).save_pretrained(partial)
+            partial.replace(folder)
+        vae = load_momap_codec(folder)
+    else:
+        vae = load_momap_codec(job.vae)
+    vae = vae.to(device).eval().requires_grad_(False)
     image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint(job.image_vae))
     image_vae = image_vae.to(device).eval().requires_grad_(False)
     text_encoder = load_text_encoder(job.text_encoder, str(device))

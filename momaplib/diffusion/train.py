@@ -61,6 +61,7 @@ from momaplib.training import (
     check_job_settings,
     ema_weights,
     fit,
+    micro_batch_generator,
     save_job_settings,
     save_pipeline,
     select_trainable,
@@ -91,7 +92,8 @@ class TrainDiffusionJob:
     model: Literal["diffusion", "momap-vae"] = "diffusion"
     """What to train: the diffusion UNet (ours) or the conditional MoMap-VAE baseline."""
     vae: str = "momap-vae"
-    """MoMap VAE: folder, bundled checkpoint name or hub id (frozen)."""
+    """MoMap VAE: folder, bundled checkpoint name or hub id (frozen); "raw": no VAE, the UNet works on
+    the MoMap itself (paper §4.4's ablation; ``momaplib.vae.raw.RawMoMapCodec``)."""
     image_vae: str = "image-vae"
     """Image VAE that encodes the conditions: folder, bundled name or hub id (frozen)."""
     text_encoder: str = "minilm"
@@ -303,20 +305,16 @@ def training_loss(job: TrainDiffusionJob, text_table: torch.Tensor):
     ``batch`` holds ``latents``, ``condition`` and ``prompt_index`` of a ``LatentSet``;
     ``text_table`` (P, L, D) the prompt embeddings. Prompts are dropped to ``""`` with
     probability ``job.text_dropout``; noise, timesteps and dropout come from a generator seeded by
-    ``(seed, step)``, shared by the micro-batches of a step, so a resumed run draws the same.
+    the seed and the micro-batch's first item position: a resumed run draws the same, and the
+    processes of a multi-GPU run draw different noise for their different items.
     """
     noise_scheduler = noise_scheduler_for(job)
     spec = job_conditions(job)
-    state: dict[str, Any] = {"step": None, "generator": None}
 
     def loss_fn(model, batch: dict[str, Any], step: int):
         latents = batch["latents"]
-        if state["step"] != step:
-            state["step"] = step
-            state["generator"] = torch.Generator(latents.device).manual_seed(
-                job.train.seed * 1_000_003 + step
-            )
-        generator = state["generator"]
+        # seeded by the micro-batch's first item: other noise on every process, the same on resume
+        generator = micro_batch_generator(batch, job.train.seed, latents.device)
         prompt_index = batch["prompt_index"]
         if "text" not in spec:
             prompt_index = torch.zeros_like(prompt_index)  # always the empty prompt
@@ -405,7 +403,8 @@ def train(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | None = Non
     check_inputs(job, dataset)
     accelerator = build_accelerator(config)
     device = accelerator.device
-    vae, image_vae, text_encoder = load_frozen(job, device)
+    with accelerator.main_process_first():  # --vae raw: the main process fits and saves the codec
+        vae, image_vae, text_encoder = load_frozen(job, device, dataset)
     with accelerator.main_process_first():  # the main process encodes, the others read its cache
         train_set = latent_cache(job, "train", vae, image_vae, text_encoder, device, dataset)
     if job.encode_only:

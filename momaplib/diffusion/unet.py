@@ -143,3 +143,30 @@ def add_input_channels(unet: UNet2DConditionModel, count: int) -> UNet2DConditio
         wider.conv_in.weight.zero_()
         wider.conv_in.weight[:, :old_in] = weight
     return wider
+
+
+def inflation_report(image_unet: UNet2DConditionModel, unet: UNet2DConditionModel) -> list[dict]:
+    """Returns one row per parameter of ``unet`` saying what the inflation did with it.
+
+    Each row: ``name``, ``shape`` (tuple), ``status``, ``parameters`` (count) where ``status`` is
+    ``"kept"`` (equal to the image UNet's tensor of the same name), ``"re-mapped"`` (same name, new
+    shape: ``conv_in``'s new condition channels, ``conv_out``'s MoMap latent channels), ``"new"`` (no
+    counterpart, e.g. the text projection) or ``"changed"`` (same name and shape, other values: the
+    UNet was trained after the inflation).
+    """
+    before = image_unet.state_dict()
+    rows = []
+    for name, value in unet.state_dict().items():
+        old = before.get(name)
+        if old is None:
+            status = "new"
+        elif old.shape != value.shape:
+            status = "re-mapped"
+        elif torch.equal(old.to(value.device, value.dtype), value):
+            status = "kept"
+        else:
+            status = "changed"
+        rows.append(
+            {"name": name, "shape": tuple(value.shape), "status": status, "parameters": value.numel()}
+        )
+    return rows

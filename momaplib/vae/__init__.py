@@ -21,6 +21,7 @@ from momaplib.vae.model import (
     inflate_from_image_vae,
     load_image_vae,
 )
+from momaplib.vae.raw import RawMoMapCodec, load_momap_codec
 
 __all__ = [
     "BLOCK_OUT_CHANNELS",
@@ -29,7 +30,9 @@ __all__ = [
     "LAYERS_PER_BLOCK",
     "MoMapLatents",
     "MoMapVAE",
+    "RawMoMapCodec",
     "build_image_vae",
     "inflate_from_image_vae",
     "load_image_vae",
+    "load_momap_codec",
 ]

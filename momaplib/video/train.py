@@ -33,6 +33,7 @@ from momaplib.training import (
     check_job_settings,
     dataset_shape,
     fit,
+    micro_batch_generator,
     save_bundle,
     save_job_settings,
     save_model,
@@ -152,7 +153,7 @@ class TrainVideoJob:
         save_job_settings(job, config)
 
         def loss_fn(model: CompletionUNet, batch: dict[str, Any], step: int):
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            generator = micro_batch_generator(batch, config.seed)  # differs per process
             index = frame_windows(len(batch["target"]), T, job.frames_per_item, generator)
             batch = select_frames(batch, index)
             target = batch["target"]

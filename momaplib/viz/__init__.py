@@ -16,9 +16,12 @@ Modules: ``colors`` (the colour conventions), ``figures`` (matplotlib: trajector
 strips, instances, a result's samples), ``camera`` (camera disentanglement, paper §3.1),
 ``plot3d`` (plotly 3D trajectories), ``animation`` (GIF/MP4 and ``save_figure``), ``metrics``
 (figures of the metric definitions, paper §4.2), ``recon`` (figures of a reconstruction run,
-paper §3.2), ``diffusion`` (conditioning, latents and training of the diffusion model, paper
-§3.3.3) and ``video`` (rendered and completed videos, paper §3.4.1). Every figure of the kit is
-drawn here; notebooks and apps only call these.
+paper §3.2), ``sensor`` (sensor-model observations against the exact clip), ``diffusion``
+(conditioning, latents and training of the diffusion model, paper §3.3.3), ``video`` (rendered
+and completed videos, paper §3.4.1), ``distribution`` (GT futures and samples of one scene
+overlaid, the guidance and coverage curves) and ``generalisation`` (the generalisation suite's
+errors per case, old vs new). Every figure of the kit is drawn here; notebooks
+and apps only call these.
 """
 
 from momaplib.viz.animation import save_clip_animation, save_figure
@@ -43,6 +46,7 @@ from momaplib.viz.diffusion import (
     plot_loss_curves,
     plot_max_displacement,
 )
+from momaplib.viz.distribution import plot_coverage_curve, plot_futures_3d, plot_guidance_curve
 from momaplib.viz.dsl import plot_dsl
 from momaplib.viz.figures import (
     instance_overlay,
@@ -51,6 +55,7 @@ from momaplib.viz.figures import (
     sample_image_grid,
     trajectory_image_grid,
 )
+from momaplib.viz.generalisation import load_suite_results, plot_generalisation
 from momaplib.viz.metrics import (
     AXIS_WORDS,
     plot_distance_signature,
@@ -69,6 +74,7 @@ from momaplib.viz.plot3d import (
     time_controls,
 )
 from momaplib.viz.recon import plot_camera_trajectory, plot_depth, plot_infill, plot_static_split, plot_tracks
+from momaplib.viz.sensor import plot_depth_noise, plot_sensor_frames
 from momaplib.viz.vae import (
     plot_inflation_diagram,
     plot_reconstruction,
@@ -92,18 +98,24 @@ __all__ = [
     "figure_3d",
     "instance_colors",
     "instance_overlay",
+    "load_suite_results",
     "overlay_instances",
     "plot_camera_disentanglement",
     "plot_camera_trajectory",
     "plot_clip_strip",
     "plot_condition_latents",
     "plot_conditioning_stack",
+    "plot_coverage_curve",
     "plot_depth",
+    "plot_depth_noise",
     "plot_distance_signature",
     "plot_dsl",
     "plot_dtw_alignment",
     "plot_forward_noising",
+    "plot_futures_3d",
+    "plot_generalisation",
     "plot_grounding_maps",
+    "plot_guidance_curve",
     "plot_infill",
     "plot_inflation_diagram",
     "plot_latent_channels",
@@ -115,6 +127,7 @@ __all__ = [
     "plot_quantized_directions",
     "plot_reconstruction",
     "plot_reconstruction_errors",
+    "plot_sensor_frames",
     "plot_static_split",
     "plot_tracks",
     "plot_trajectories_3d",

@@ -1,0 +1,354 @@
+"""Trains what the paper's Tables 1 and 2 compare, and the bundle that ships the full method.
+
+    python scripts/train_paper.py --runs outputs/paper                      # every stage, in order
+    python scripts/train_paper.py --runs outputs/paper --stages data image-vae momap-vae
+    python scripts/train_paper.py --smoke                                   # toy sizes on a CPU
+
+Stages (each skipped when its output exists, so a rerun continues; ``--stages`` picks some):
+
+- ``data``: MoMap-Sim datasets of both families, ``base_<family>`` as simulated (``SimConfig``
+  defaults, what the test tables are scored on) and ``wide_<family>`` (camera randomisation, a
+  room, clutter, appearance randomisation and a structured-light sensor: geometry, cameras and
+  sensors the default never draws).
+- ``image-vae``: the condition encoder on the frames and XYZ maps of all four, plus procedural
+  geometry (``momaplib.data.procedural``) and geometric augmentation.
+- ``momap-vae`` / ``momap-vae-scratch``: the MoMap VAE inflated from that image VAE (kept) and
+  from scratch (Table 2's "no unet&vae init"), the same steps, both with the moving-point weight,
+  procedural geometry and augmentation; then each one's decoder with the displacement term.
+- ``image-prior``: the text-to-image UNet over the image VAE (the stand-in for Stable Diffusion).
+- ``latents``: streamed clips (both families, ``base`` and ``wide`` configs, ``--motion-variants``
+  futures per scene) encoded once per codec: the VAE, the scratch VAE and the raw MoMap.
+- ``ablations``: Table 2's six rows with one budget (steps, batch, learning rate, seed):
+  ``full`` (UNet inflated from the image prior, VAE), ``no-xyz``, ``no-sem``, ``no-vae`` (raw MoMap),
+  ``no-unet-init`` (UNet from scratch), ``no-unet-vae-init`` (both from scratch).
+- ``bundle``: the ``full`` row trained on for ``--bundle-steps`` more: the shipped ``momap-diffusion``.
+- ``baseline``: Table 1's MoMap-VAE baseline (a conditional VAE in the same latent space).
+- ``dsl``: ``momap-diffusion-dsl``, the UNet conditioned on the motion DSL instead of text.
+- ``gflow``: Table 1's GeneralFlow-style baselines (``gflow-original``, ``-rollout``, ``-extend``).
+
+fp16 bundles go to ``<runs>/bundles``. The evaluation is ``benchmarks/eval_tables.py``. Independent
+stages can run side by side on one GPU as separate processes (e.g. ``--stages momap-vae`` and
+``--stages image-prior`` after ``image-vae``): outputs are written atomically by the jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+FAMILIES = ("tabletop", "egocentric")
+STAGES = ("data", "image-vae", "momap-vae", "momap-vae-scratch", "image-prior", "latents", "ablations")
+STAGES += ("bundle", "baseline", "dsl", "gflow")
+#: Table 2's rows: (conditions, codec, init) — codec "vae" / "scratch" / "raw", init "prior" / "scratch"
+ABLATIONS = {
+    "full": (("rgb", "instance", "xyz", "text"), "vae", "prior"),
+    "no-xyz": (("rgb", "instance", "text"), "vae", "prior"),
+    "no-sem": (("rgb", "xyz", "text"), "vae", "prior"),
+    "no-vae": (("rgb", "instance", "xyz", "text"), "raw", "prior"),
+    "no-unet-init": (("rgb", "instance", "xyz", "text"), "vae", "scratch"),
+    "no-unet-vae-init": (("rgb", "instance", "xyz", "text"), "scratch", "scratch"),
+}
+
+
+def wide_config(family: str):
+    """Returns the ``wide`` SimConfig of a family: what the default never draws."""
+    from momaplib.sim import SimConfig
+
+    return SimConfig(
+        family=family,
+        camera_randomisation=1.0,
+        room=True,
+        clutter=4,
+        appearance=1.0,
+        sensor="structured-light",
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=Path("outputs/paper"))
+    parser.add_argument("--stages", nargs="+", choices=STAGES, default=STAGES)
+    parser.add_argument("--only", nargs="+", help="ablations/gflow: train only these rows")
+    parser.add_argument("--text-encoder", default="minilm", help="spec used in training, e.g. table:<file>")
+    parser.add_argument("--clips", type=int, default=1000, help="clips per dataset folder")
+    parser.add_argument("--workers", type=int, default=15)
+    parser.add_argument("--sim-device", default="cpu", help="ray-casting device of the simulator (cuda: ~2x)")
+    parser.add_argument(
+        "--widths", type=int, nargs="+", default=[64, 96, 128],
+        help="UNet widths of the image prior and of every UNet trained from scratch (the same architecture)",
+    )  # fmt: skip
+    parser.add_argument("--minutes", type=float, default=1.0, help="scale of every stage's time limit")
+    parser.add_argument("--procedural-fraction", type=float, default=0.25)
+    parser.add_argument("--moving-weight", type=float, default=4.0, help="TrainVAEJob.moving_weight")
+    parser.add_argument("--vae-steps", type=int, default=3000)
+    parser.add_argument("--decoder-steps", type=int, default=1000)
+    parser.add_argument("--image-vae-steps", type=int, default=3000)
+    parser.add_argument("--prior-steps", type=int, default=4000)
+    parser.add_argument("--stream-clips", type=int, default=2000, help="scenes per family and config")
+    parser.add_argument("--motion-variants", type=int, default=2, help="futures per streamed scene")
+    parser.add_argument("--stream-minutes", type=float, default=4.0)
+    parser.add_argument(
+        "--raw-clips", type=int, default=6000, help="clips of the raw-MoMap cache (3 MB each)"
+    )
+    parser.add_argument("--steps", type=int, default=2000, help="steps of every Table 2 row")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--bundle-steps", type=int, default=4000)
+    parser.add_argument("--gflow-steps", type=int, default=1500)
+    parser.add_argument("--compile", default="", help="TrainDiffusionJob.compile, e.g. inductor")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+
+    from momaplib.sim import SimConfig
+    from momaplib.training import TrainConfig
+
+    cuda = torch.cuda.is_available() and not args.smoke
+    device = "cuda" if cuda else "cpu"
+    runs, bundles = args.runs, args.runs / "bundles"
+    bundles.mkdir(parents=True, exist_ok=True)
+    base = tuple(runs / f"data/base_{family}" for family in FAMILIES)
+    wide = tuple(runs / f"data/wide_{family}" for family in FAMILIES)
+    started = time.perf_counter()
+
+    def stamp(message: str) -> None:
+        print(f"[{(time.perf_counter() - started) / 60:5.1f} min] {message}", flush=True)
+
+    def config(name: str, steps: int, batch: int, lr: float, limit: float, **extra) -> TrainConfig:
+        if args.smoke:
+            steps, batch, extra = 3, 2, {**extra, "validate_every": 0}
+        # the clips once in (GPU) memory, loaded by worker processes: reading npz files every step
+        # would cost seconds per batch
+        defaults = dict(
+            lr_warmup_steps=100, checkpoint_every=1000, validate_every=1000, in_memory=True,
+            in_memory_device=device, num_workers=0 if args.smoke else args.workers,
+        )  # fmt: skip
+        return TrainConfig(
+            runs / name, max_steps=steps, batch_size=batch, learning_rate=lr, seed=0,
+            mixed_precision="bf16" if cuda else "no", progress=False,
+            time_limit_minutes=0.0 if args.smoke else limit * args.minutes, **{**defaults, **extra},
+        )  # fmt: skip
+
+    def done(name: str, part: str) -> bool:
+        return (runs / name / part).is_dir()
+
+    widths = tuple(args.widths)
+    small = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4) if args.smoke else {}
+    datasets = base + wide
+    stages = set(args.stages)
+
+    if "data" in stages:
+        from momaplib.data import SimJob
+
+        for path in datasets:
+            family = path.name.split("_", 1)[1]
+            sim = wide_config(family) if path.name.startswith("wide") else SimConfig(family=family)
+            sim = replace(sim, device=args.sim_device)
+            stamp(f"sim {path.name}")
+            SimJob(
+                out=path, num_clips=24 if args.smoke else args.clips, smoke=args.smoke, sim=sim,
+                workers=0 if args.smoke else args.workers, progress=False,
+            ).run()  # fmt: skip
+
+    if "image-vae" in stages and not done("image-vae", "model"):
+        from momaplib.vae.train import TrainImageVAEJob
+
+        stamp("image VAE")
+        TrainImageVAEJob(
+            datasets, config("image-vae", args.image_vae_steps, 64, 4e-4, 3.5),
+            procedural_fraction=args.procedural_fraction, augment=True, bundle_dir=bundles / "image-vae",
+            **small,
+        ).run()  # fmt: skip
+    image_vae = str(runs / "image-vae/model")
+
+    for name, init in (("momap-vae", "inflate"), ("momap-vae-scratch", "scratch")):
+        if name not in stages:
+            continue
+        from momaplib.vae.train import TrainVAEJob
+
+        common = dict(
+            procedural_fraction=args.procedural_fraction, augment=True, moving_weight=args.moving_weight
+        )
+        if not done(name, "model"):
+            stamp(f"MoMap VAE ({init})")
+            TrainVAEJob(
+                datasets, config(name, args.vae_steps, 32, 4e-4, 4.0, validate_every=1000), init=init,
+                image_vae=image_vae, **common, **small,
+            ).run()  # fmt: skip
+        if args.decoder_steps and not done(f"{name}-decoder", "model"):
+            stamp(f"MoMap VAE ({init}): decoder")
+            TrainVAEJob(
+                datasets, config(f"{name}-decoder", args.decoder_steps, 64, 1e-4, 1.5), init="pretrained",
+                pretrained=str(runs / name / "model"), trainable="decoder", displacement_weight=1.0,
+                bundle_dir=bundles / name, **common,
+            ).run()  # fmt: skip
+
+    if "image-prior" in stages and not done("image-prior", "pipeline"):
+        from momaplib.diffusion.image_prior import TrainImageDiffusionJob
+
+        stamp("image prior")
+        TrainImageDiffusionJob(
+            datasets, config("image-prior", args.prior_steps, 256, 3e-4, 4.0, validate_every=2000),
+            image_vae=image_vae, text_encoder=args.text_encoder, bundle_dir=bundles / "image-diffusion",
+            block_out_channels=(16, 16) if args.smoke else widths, layers_per_block=1 if args.smoke else 2,
+        ).run()  # fmt: skip
+
+    codecs = {
+        "vae": str(runs / ("momap-vae-decoder" if args.decoder_steps else "momap-vae") / "model"),
+        "scratch": str(
+            runs / ("momap-vae-scratch-decoder" if args.decoder_steps else "momap-vae-scratch") / "model"
+        ),
+        "raw": "raw",
+    }
+    if "latents" in stages:
+        stream_latents(args, runs, codecs, image_vae, device, stamp)
+
+    if "ablations" in stages or "bundle" in stages:
+        from momaplib.diffusion.train import TrainDiffusionJob
+
+        prior = str(runs / "image-prior/pipeline")
+        rows = (
+            [row for row in ABLATIONS if not args.only or row in args.only] if "ablations" in stages else []
+        )
+        for row in rows:
+            conditions, codec, init = ABLATIONS[row]
+            if done(f"table2/{row}", "pipeline"):
+                continue
+            stamp(f"Table 2: {row}")
+            batch = (
+                args.batch_size // 2 if codec == "raw" else args.batch_size
+            )  # same examples seen: 2x steps
+            steps = args.steps * (args.batch_size // batch)
+            run = runs / f"table2/{row}"
+            link_cache(runs / f"latents/{codec}.safetensors", run)
+            if codec == "raw" and not (run / "raw_vae").exists():
+                os.symlink((runs / "latents/raw_vae").resolve(), run / "raw_vae")
+            TrainDiffusionJob(
+                base,
+                config(f"table2/{row}", steps, batch, args.lr, 60.0, lr_warmup_steps=200, validate_every=0),
+                vae=codecs[codec], image_vae=image_vae, text_encoder=args.text_encoder,
+                pipeline_text_encoder="minilm", conditions=conditions, grounding=True, num_val_clips=0,
+                init="inflate" if init == "prior" else "scratch",
+                image_unet=prior if init == "prior" else None, block_out_channels=widths,
+                compile=args.compile, smoke=args.smoke,
+            ).run()  # fmt: skip
+        if "bundle" in stages and not done("bundle", "pipeline"):
+            stamp("bundle: the full row trained on")
+            link_cache(runs / "latents/vae.safetensors", runs / "bundle")
+            TrainDiffusionJob(
+                base,
+                config("bundle", args.bundle_steps, args.batch_size, args.lr, 60.0, lr_warmup_steps=100),
+                vae=codecs["vae"], image_vae=image_vae, text_encoder=args.text_encoder,
+                pipeline_text_encoder="minilm", grounding=True, num_val_clips=4, init="pretrained",
+                pretrained=str(runs / "table2/full/pipeline"), compile=args.compile,
+                bundle_dir=bundles / "momap-diffusion", smoke=args.smoke,
+            ).run()  # fmt: skip
+
+    extras = {
+        "baseline": dict(model="momap-vae", block_out_channels=(32, 64, 96)),
+        "dsl": dict(
+            conditions=("rgb", "instance", "xyz", "dsl"), block_out_channels=(32, 64, 96), layers_per_block=1
+        ),
+    }
+    bundle_names = {"baseline": "momap-vae-baseline", "dsl": "momap-diffusion-dsl"}
+    for name, extra in extras.items():
+        if name not in stages or done(name, "pipeline"):
+            continue
+        from momaplib.diffusion.train import TrainDiffusionJob
+
+        stamp(name)
+        link_cache(runs / "latents/vae.safetensors", runs / name)
+        TrainDiffusionJob(
+            base, config(name, args.steps, args.batch_size, args.lr, 60.0, lr_warmup_steps=200),
+            vae=codecs["vae"], image_vae=image_vae, text_encoder=args.text_encoder,
+            pipeline_text_encoder="minilm", num_val_clips=2, compile=args.compile, smoke=args.smoke,
+            bundle_dir=bundles / bundle_names[name], **extra,
+        ).run()  # fmt: skip
+
+    if "gflow" in stages:
+        from momaplib.baselines.gflow import VARIANTS
+        from momaplib.baselines.gflow_train import TrainGFlowJob
+
+        for variant in VARIANTS:
+            if (args.only and variant not in args.only) or done(f"table1/{variant}", "model"):
+                continue
+            stamp(f"Table 1: {variant}")
+            TrainGFlowJob(
+                base, config(f"table1/{variant}", args.gflow_steps, 32, 3e-4, 3.0), variant=variant,
+                smoke=args.smoke,
+            ).run()  # fmt: skip
+    stamp("done")
+
+
+def link_cache(cache: Path, run: Path) -> None:
+    """Makes ``cache`` (a ``save_latent_set`` file) the latent cache of the training folder ``run``:
+    hard links, so several runs share one copy."""
+    run.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        target = run / f"latents_train{suffix}"
+        if not target.exists():
+            os.link(cache.with_suffix(suffix), target)
+
+
+def stream_latents(args, runs: Path, codecs: dict[str, str], image_vae: str, device: str, stamp) -> None:
+    """Writes ``<runs>/latents/<codec>.safetensors``: the same streamed clips encoded by each codec."""
+    from diffusers import AutoencoderKL
+
+    from momaplib.checkpoints import resolve_checkpoint
+    from momaplib.diffusion.latents import save_latent_set, simulate_latents
+    from momaplib.diffusion.text import load_text_encoder
+    from momaplib.sim import SimConfig
+    from momaplib.vae import load_momap_codec
+    from momaplib.vae.raw import RawMoMapCodec
+
+    folder = runs / "latents"
+    configs = []
+    for family in FAMILIES:
+        configs += [SimConfig(family=family), wide_config(family)]
+    configs = [config.smoke() if args.smoke else replace(config, device=device) for config in configs]
+    image = AutoencoderKL.from_pretrained(resolve_checkpoint(image_vae)).to(device).eval()
+    text = load_text_encoder(args.text_encoder, device)
+    for name, spec in codecs.items():
+        path = folder / f"{name}.safetensors"
+        if path.is_file():
+            continue
+        if name == "raw":
+            clips = 2 if args.smoke else max(1, args.raw_clips // (len(configs) * args.motion_variants))
+            codec = fit_raw_codec(RawMoMapCodec(in_channels=3 * configs[0].num_frames), configs)
+            codec.save_pretrained(folder / "raw_vae")
+            codec = codec.to(device)
+        else:
+            clips = 4 if args.smoke else args.stream_clips
+            codec = load_momap_codec(spec).to(device).eval()
+        stamp(f"latents: {name} ({clips} scenes per config x {args.motion_variants} futures)")
+        latents = simulate_latents(
+            configs, clips, codec, image, text, device=device, workers=0 if args.smoke else args.workers,
+            time_limit_minutes=0.0 if args.smoke else args.stream_minutes * args.minutes, progress=False,
+            motion_variants=args.motion_variants,
+        )  # fmt: skip
+        stamp(f"latents: {name}: {len(latents)} clips")
+        save_latent_set(latents, path)
+
+
+def fit_raw_codec(codec, configs, clips_per_config: int = 16):
+    """Returns ``codec`` with its per-channel statistics fitted on a few train clips of each config."""
+    from momaplib.data import model_inputs, split_indices
+    from momaplib.sim import clip_seed, generate_clip
+
+    momaps = []
+    for config in configs:
+        for index in split_indices(config.family, clips_per_config, "train", 10_000):
+            clip = generate_clip(clip_seed(0, index), config)
+            momaps.append(
+                model_inputs(clip.momap, clip.depth[0] if config.sensor != "ideal" else None)["momap"]
+            )
+    return codec.fit(torch.stack(momaps))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
