@@ -360,6 +360,7 @@ def test_dataset_items_are_model_ready_and_denormalise_to_the_clip(dataset):
             "rgb": ((3, H, W), torch.float32),
             "instance": ((H, W), torch.int64),
             "valid": ((H, W), torch.bool),
+            "observed": ((H, W), torch.bool),
             "visible": ((T, H, W), torch.bool),
             "K": ((3, 3), torch.float32),
             "ref_from_cam": ((T, 4, 4), torch.float32),

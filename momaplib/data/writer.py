@@ -304,7 +304,8 @@ def write_dataset(
                 tasks.append(_ClipTask(str(root), identifier, index, clip_seed(seed, index), split, config))
         if not tasks:
             if progress:
-                print(f"{root}: all {len(mine)} clips of shard {format_shard(shard)} are already written")
+                part = f" of shard {format_shard(shard)}" if shard[1] > 1 else ""
+                print(f"{root}: all {len(mine)} clips{part} are already written; nothing to do")
         else:
             bar = tqdm(
                 total=len(mine),
