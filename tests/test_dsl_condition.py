@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from diffusers import DDIMScheduler
+from diffusers import AutoencoderKL, DDIMScheduler
 
 from momaplib.control import DSLValidationError, MotionDSL, OraclePlanner, PlannerError, dsl_from_momap
 from momaplib.control.batch import dsl_pixels_from_channels
@@ -375,6 +375,17 @@ def test_image_prior_trains_samples_and_is_inflated_into_a_momap_unet(tmp_path):
     kept = {k: v for k, v in inflated.state_dict().items() if not k.startswith(("conv_in", "conv_out"))}
     prior = pipeline.unet.state_dict()
     assert kept and all(torch.equal(v, prior[k]) for k, v in kept.items())
+    # a bundle without its own vae/ shares the bundled image VAE (as momap-diffusion's parts do)
+    import shutil
+
+    from momaplib.checkpoints import resolve_checkpoint, write_weight_manifest
+
+    shutil.copytree(folder, tmp_path / "no_vae")
+    shutil.rmtree(tmp_path / "no_vae" / "vae")
+    write_weight_manifest(tmp_path / "no_vae")
+    shared = ImageDiffusionPipeline.from_pretrained(tmp_path / "no_vae")
+    bundled = AutoencoderKL.from_pretrained(resolve_checkpoint("image-vae")).state_dict()
+    assert all(torch.equal(v, bundled[k]) for k, v in shared.vae.state_dict().items())
     with pytest.raises(ValueError, match="caption_dropout"):
         TrainImageDiffusionJob(caption_dropout=1.0)
 

@@ -65,6 +65,16 @@ class ImageDiffusionPipeline(DiffusionPipeline):
         self.register_modules(unet=unet, vae=vae, scheduler=scheduler)
         self.register_to_config(text_encoder=text_encoder)
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Loads a pipeline folder, a bundled name (``"image-diffusion"``) or a hub id; a folder
+        without ``vae/`` (the bundle shares the image VAE of ``momap-diffusion``) gets the bundled
+        ``image-vae`` unless ``vae=`` is passed."""
+        path = resolve_checkpoint(pretrained_model_name_or_path, revision=kwargs.get("revision"))
+        if "vae" not in kwargs and not (path / "vae").is_dir():
+            kwargs["vae"] = AutoencoderKL.from_pretrained(resolve_checkpoint("image-vae"))
+        return super().from_pretrained(path, **kwargs)
+
     @torch.no_grad()
     def __call__(
         self,
