@@ -37,8 +37,9 @@ ROWS = {
 INTERVAL_METRICS = ("fg_mask_iou", "ate_dtw", "quantize_acc_16", "epe")
 
 
-def predictor_of(source: str, device: str, steps: int, guidance: float):
-    """Returns the predictor of a method source (see the module docstring)."""
+def predictor_of(source: str, device: str, steps: int, guidance: float, text_encoder: str | None = None):
+    """Returns the predictor of a method source (see the module docstring); ``text_encoder``
+    overrides a pipeline's stored spec (e.g. ``minilm:/path`` on a host without the MiniLM package)."""
     if source == "static":
         return get_predictor("static")
     if source.startswith("gflow:"):
@@ -48,7 +49,7 @@ def predictor_of(source: str, device: str, steps: int, guidance: float):
     from momaplib.diffusion.objectives import pipeline_predictor
     from momaplib.diffusion.pipeline import load_pipeline
 
-    pipeline = load_pipeline(source).to(device)
+    pipeline = load_pipeline(source, **({"text_encoder": text_encoder} if text_encoder else {})).to(device)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline_predictor(pipeline, use_text=True, num_inference_steps=steps, guidance_scale=guidance)
 
@@ -111,6 +112,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="simulation processes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_tables"))
+    parser.add_argument("--text-encoder", help="override the pipelines' text encoder spec, e.g. minilm:/path")
     args = parser.parse_args()
     if args.from_csv:
         per_clip = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
@@ -122,7 +124,7 @@ def main() -> None:
                 f"--method: give NAME=SOURCE with NAME from {list(ROWS[args.table])}, got {unknown or 'none'}"
             )
         methods = {
-            name: predictor_of(source, args.device, args.steps, args.guidance)
+            name: predictor_of(source, args.device, args.steps, args.guidance, args.text_encoder)
             for name, source in sources.items()
         }
         k, n = (int(part) for part in args.shard.split("/"))

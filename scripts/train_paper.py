@@ -234,7 +234,7 @@ def main() -> None:
                 pipeline_text_encoder="minilm", conditions=conditions, grounding=True, num_val_clips=0,
                 init="inflate" if init == "prior" else "scratch",
                 image_unet=prior if init == "prior" else None, block_out_channels=widths,
-                compile=args.compile, smoke=args.smoke,
+                compile=args.compile, smoke=args.smoke, bundle_dir=bundles / f"table2-{row}",
             ).run()  # fmt: skip
         if "bundle" in stages and not done("bundle", "pipeline"):
             stamp("bundle: the full row trained on")
