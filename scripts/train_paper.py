@@ -92,9 +92,6 @@ def main() -> None:
     parser.add_argument("--stream-clips", type=int, default=2000, help="scenes per family and config")
     parser.add_argument("--motion-variants", type=int, default=2, help="futures per streamed scene")
     parser.add_argument("--stream-minutes", type=float, default=4.0)
-    parser.add_argument(
-        "--raw-clips", type=int, default=6000, help="clips of the raw-MoMap cache (3 MB each)"
-    )
     parser.add_argument("--steps", type=int, default=2000, help="steps of every Table 2 row")
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -312,26 +309,27 @@ def stream_latents(args, runs: Path, codecs: dict[str, str], image_vae: str, dev
     configs = [config.smoke() if args.smoke else replace(config, device=device) for config in configs]
     image = AutoencoderKL.from_pretrained(resolve_checkpoint(image_vae)).to(device).eval()
     text = load_text_encoder(args.text_encoder, device)
+    if all((folder / f"{name}.safetensors").is_file() for name in codecs):
+        return
+    loaded = {}
     for name, spec in codecs.items():
-        path = folder / f"{name}.safetensors"
-        if path.is_file():
-            continue
         if name == "raw":
-            clips = 2 if args.smoke else max(1, args.raw_clips // (len(configs) * args.motion_variants))
             codec = fit_raw_codec(RawMoMapCodec(in_channels=3 * configs[0].num_frames), configs)
             codec.save_pretrained(folder / "raw_vae")
-            codec = codec.to(device)
+            loaded[name] = codec.to(device)
         else:
-            clips = 4 if args.smoke else args.stream_clips
-            codec = load_momap_codec(spec).to(device).eval()
-        stamp(f"latents: {name} ({clips} scenes per config x {args.motion_variants} futures)")
-        latents = simulate_latents(
-            configs, clips, codec, image, text, device=device, workers=0 if args.smoke else args.workers,
-            time_limit_minutes=0.0 if args.smoke else args.stream_minutes * args.minutes, progress=False,
-            motion_variants=args.motion_variants,
-        )  # fmt: skip
+            loaded[name] = load_momap_codec(spec).to(device).eval()
+    # one simulation pass, encoded by every codec: the rows of Table 2 train on the same clips
+    clips = 4 if args.smoke else args.stream_clips
+    stamp(f"latents: {list(codecs)} ({clips} scenes per config x {args.motion_variants} futures)")
+    sets = simulate_latents(
+        configs, clips, loaded, image, text, device=device, workers=0 if args.smoke else args.workers,
+        time_limit_minutes=0.0 if args.smoke else args.stream_minutes * args.minutes, progress=False,
+        motion_variants=args.motion_variants,
+    )  # fmt: skip
+    for name, latents in sets.items():
         stamp(f"latents: {name}: {len(latents)} clips")
-        save_latent_set(latents, path)
+        save_latent_set(latents, folder / f"{name}.safetensors")
 
 
 def fit_raw_codec(codec, configs, clips_per_config: int = 16):

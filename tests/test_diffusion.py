@@ -646,6 +646,17 @@ def test_simulated_latents_match_the_encoded_dataset_and_round_trip(tmp_path):
     torch.testing.assert_close(varied.latents[[0, 2]], later.latents[[0, 2]])
     prompts = [varied.prompts[int(i)] for i in varied.prompt_index]
     assert prompts[0] != prompts[1] or prompts[2] != prompts[3]
+    # several codecs, one simulation pass: the same clips and conditions, each codec's latents
+    from momaplib.vae import RawMoMapCodec
+
+    raw = RawMoMapCodec(in_channels=3 * sim.num_frames)
+    codecs = {"vae": vae, "raw": raw}
+    sets = simulate_latents([sim], 2, codecs, image_vae, text, first_index=100, progress=False)
+    assert sets["vae"].ids == sets["raw"].ids == plain
+    torch.testing.assert_close(sets["vae"].latents, later.latents[[0, 2]])
+    torch.testing.assert_close(sets["vae"].condition, sets["raw"].condition)
+    momaps = raw.decode_channels(sets["raw"].latents.float())  # the clips' MoMaps themselves (fp16)
+    assert momaps.shape == (2, 3 * sim.num_frames, sim.height, sim.width) and momaps.abs().max() > 0.05
     # motion variants: the same start frame and conditions, another future
     futures = simulate_latents(
         [sim], 1, vae, image_vae, text, first_index=100, motion_variants=2, progress=False

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -277,7 +277,9 @@ def simulate_latents(
     (with workers, in the order clips finish); ``time_limit_minutes`` > 0 stops early with what is
     done. ``task_variants`` > 1 adds, after each clip, its ``SimConfig.task_variant`` 1, 2, ...
     (same scene, another task and target; ids end in ``_v1``, ...), so ``clips_per_config``
-    scenes give ``clips_per_config * task_variants`` clips. ``motion_variants`` > 1 adds, likewise,
+    scenes give ``clips_per_config * task_variants`` clips. ``vae`` may be a mapping ``{name: codec}``
+    (MoMap VAEs, ``RawMoMapCodec``): the clips are simulated once and encoded by each, and the result
+    is ``{name: LatentSet}`` (same clips, ids and conditions). ``motion_variants`` > 1 adds, likewise,
     ``SimConfig.motion_variant`` 1, 2, ... of each (the same start frame and task, another future;
     ids end in ``_m1``, ...): several futures per scene for a model to learn a distribution from.
     """
@@ -297,11 +299,15 @@ def simulate_latents(
         ]
         per_config.append([(config.family, i, c) for i in indices for c in variants])
     tasks = [task for group in zip(*per_config, strict=True) for task in group]
-    encoder = _BatchEncoder(vae, image_vae, device, torch.Generator().manual_seed(seed))
+    codecs = dict(vae) if isinstance(vae, Mapping) else {None: vae}
+    encoders = {
+        name: _BatchEncoder(codec, image_vae, device, torch.Generator().manual_seed(seed))
+        for name, codec in codecs.items()
+    }  # the same seed: every codec's set gets the same instance palettes, so the same conditions
     pending: list[dict] = []
 
     def flush() -> None:
-        if pending:
+        for encoder in encoders.values() if pending else ():
             encoder.add(
                 torch.from_numpy(np.stack([item["momap"] for item in pending])),
                 torch.from_numpy(np.stack([item["rgb"] for item in pending])).permute(0, 3, 1, 2).float()
@@ -313,7 +319,7 @@ def simulate_latents(
                 torch.tensor([item["target_id"] for item in pending]),
                 xyz0=torch.from_numpy(np.stack([item["xyz0"] for item in pending])),
             )
-            pending.clear()
+        pending.clear()
 
     started = time.perf_counter()
     items = parallel_map(tasks, workers, _simulate_inputs, chunksize=4)
@@ -327,4 +333,5 @@ def simulate_latents(
                 break
         items.close()  # stops the workers now, not when the generator is collected
         flush()
-    return encoder.finish(text_encoder)
+    sets = {name: encoder.finish(text_encoder) for name, encoder in encoders.items()}
+    return sets if isinstance(vae, Mapping) else sets[None]
