@@ -72,9 +72,18 @@ def test_a_diffusion_model_trains_and_samples_on_raw_momaps(tmp_path):
     folder = TrainDiffusionJob(
         datasets=(tmp_path / "data",), train=TrainConfig(tmp_path / "run", progress=False, num_workers=0),
         vae="raw", image_vae=image_vae, text_encoder="none:16", num_val_clips=0, smoke=True,
+        bundle_dir=tmp_path / "bundle",
     ).run()  # fmt: skip
     pipeline = MoMapPipeline.from_pretrained(folder)
     assert isinstance(pipeline.vae, RawMoMapCodec)
+    # the fp16 bundle holds the codec's statistics (buffers: it has no parameters)
+    from safetensors.torch import load_file
+
+    stored = load_file(tmp_path / "bundle" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert {value.dtype for value in stored.values()} == {torch.float16}
+    bundled = MoMapPipeline.from_pretrained(tmp_path / "bundle").vae
+    assert isinstance(bundled, RawMoMapCodec)
+    torch.testing.assert_close(bundled.channel_std.float(), pipeline.vae.channel_std, rtol=1e-3, atol=0)
     T = sim.num_frames
     assert pipeline.unet.config.out_channels == 3 * T * 64  # the MoMap's 8x8 blocks, no compression
     cache = load_latent_set(tmp_path / "run" / "latents_train.safetensors")

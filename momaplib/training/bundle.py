@@ -7,6 +7,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 
 import torch
@@ -115,14 +116,18 @@ def save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     if bundle:
-        dtypes = {name: next(module.parameters()).dtype for name, module in _modules(pipeline)}
+        # a module's dtype is its first parameter's, or its first buffer's (the raw MoMap codec has
+        # buffers only)
+        first = {name: next(chain(m.parameters(), m.buffers()), None) for name, m in _modules(pipeline)}
+        dtypes = {name: tensor.dtype for name, tensor in first.items() if tensor is not None}
         pipeline.to(torch.float16)
         try:
             shard = BUNDLE_SHARD_BYTES - SHARD_HEADER_ROOM  # diffusers counts tensor bytes, not headers
             pipeline.save_pretrained(partial, safe_serialization=True, max_shard_size=shard)
         finally:
             for name, module in _modules(pipeline):
-                module.to(dtypes[name])
+                if name in dtypes:
+                    module.to(dtypes[name])
         check_shard_sizes(partial, BUNDLE_SHARD_BYTES)
         for config in partial.glob("*/config.json"):  # a bundle names no training machine's folders
             settings = json.loads(config.read_text())
