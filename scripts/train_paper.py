@@ -202,7 +202,7 @@ def main() -> None:
         "raw": "raw",
     }
     if "latents" in stages:
-        stream_latents(args, runs, codecs, image_vae, device, stamp)
+        stream_latents(args, runs, codecs, image_vae, datasets, device, stamp)
 
     if "ablations" in stages or "bundle" in stages:
         from momaplib.diffusion.train import TrainDiffusionJob
@@ -291,16 +291,19 @@ def link_cache(cache: Path, run: Path) -> None:
             os.link(cache.with_suffix(suffix), target)
 
 
-def stream_latents(args, runs: Path, codecs: dict[str, str], image_vae: str, device: str, stamp) -> None:
-    """Writes ``<runs>/latents/<codec>.safetensors``: the same streamed clips encoded by each codec."""
+def stream_latents(
+    args, runs: Path, codecs: dict[str, str], image_vae: str, datasets, device: str, stamp
+) -> None:
+    """Writes ``<runs>/latents/<codec>.safetensors``: the same streamed clips encoded by each codec
+    (the raw codec's statistics from the train clips of the folders ``datasets``)."""
     from diffusers import AutoencoderKL
 
     from momaplib.checkpoints import resolve_checkpoint
     from momaplib.diffusion.latents import save_latent_set, simulate_latents
+    from momaplib.diffusion.prepare import raw_codec
     from momaplib.diffusion.text import load_text_encoder
     from momaplib.sim import SimConfig
     from momaplib.vae import load_momap_codec
-    from momaplib.vae.raw import RawMoMapCodec
 
     folder = runs / "latents"
     configs = []
@@ -314,7 +317,7 @@ def stream_latents(args, runs: Path, codecs: dict[str, str], image_vae: str, dev
     loaded = {}
     for name, spec in codecs.items():
         if name == "raw":
-            codec = fit_raw_codec(RawMoMapCodec(in_channels=3 * configs[0].num_frames), configs)
+            codec = raw_codec(datasets)  # statistics of the train clips of every data folder
             codec.save_pretrained(folder / "raw_vae")
             loaded[name] = codec.to(device)
         else:
@@ -330,21 +333,6 @@ def stream_latents(args, runs: Path, codecs: dict[str, str], image_vae: str, dev
     for name, latents in sets.items():
         stamp(f"latents: {name}: {len(latents)} clips")
         save_latent_set(latents, folder / f"{name}.safetensors")
-
-
-def fit_raw_codec(codec, configs, clips_per_config: int = 16):
-    """Returns ``codec`` with its per-channel statistics fitted on a few train clips of each config."""
-    from momaplib.data import model_inputs, split_indices
-    from momaplib.sim import clip_seed, generate_clip
-
-    momaps = []
-    for config in configs:
-        for index in split_indices(config.family, clips_per_config, "train", 10_000):
-            clip = generate_clip(clip_seed(0, index), config)
-            momaps.append(
-                model_inputs(clip.momap, clip.depth[0] if config.sensor != "ideal" else None)["momap"]
-            )
-    return codec.fit(torch.stack(momaps))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from momaplib.momap import MoMap
+from momaplib.sim.objects import axis_rotation
 
 #: Relative depth jump between neighbouring pixels above which resampling takes the nearest
 #: pixel instead of interpolating (an occlusion edge, not a surface).
@@ -109,22 +110,14 @@ def mirror(momap: MoMap, axis: str = "horizontal") -> MoMap:
     )  # fmt: skip
 
 
-def _axis_rotation(axis: int, angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    rotation = np.eye(3)
-    rotation[i, i], rotation[i, j], rotation[j, i], rotation[j, j] = c, -s, s, c
-    return rotation
-
-
 def camera_rotation(roll_deg: float = 0.0, pitch_deg: float = 0.0, yaw_deg: float = 0.0) -> np.ndarray:
     """Returns ``new_from_old`` (3, 3) of a camera turned by ``yaw_deg`` (positive: to the right),
     then ``pitch_deg`` (positive: up) and ``roll_deg`` (positive: the image turns counter-clockwise,
     as in ``roll_quarter_turns``) about its centre."""
     old_from_new = (
-        _axis_rotation(1, math.radians(yaw_deg))
-        @ _axis_rotation(0, math.radians(pitch_deg))
-        @ _axis_rotation(2, math.radians(roll_deg))
+        axis_rotation(1, math.radians(yaw_deg))[:3, :3]
+        @ axis_rotation(0, math.radians(pitch_deg))[:3, :3]
+        @ axis_rotation(2, math.radians(roll_deg))[:3, :3]
     )
     return old_from_new.T
 

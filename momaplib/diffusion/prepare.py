@@ -71,16 +71,16 @@ def check_inputs(job: TrainDiffusionJob, dataset: torch.utils.data.Dataset | Non
         image_unet_folder(job)
 
 
-def raw_codec(job: TrainDiffusionJob, dataset=None, max_clips: int = RAW_FIT_CLIPS):
+def raw_codec(datasets, dataset=None, max_clips: int = RAW_FIT_CLIPS):
     """Returns the ``RawMoMapCodec`` of ``--vae raw`` (the "no VAE" ablation), its per-channel
     statistics fitted on up to ``max_clips`` train clips spread evenly over ``dataset`` (default:
-    the train splits of ``job.datasets``)."""
+    the train splits of the dataset folders ``datasets``)."""
     from momaplib.vae import RawMoMapCodec
 
     if dataset is None:
-        dataset = torch.utils.data.ConcatDataset([MoMapDataset(root, "train") for root in job.datasets])
+        dataset = torch.utils.data.ConcatDataset([MoMapDataset(root, "train") for root in datasets])
     if len(dataset) == 0:
-        raise ValueError(f"datasets: no train clips in {[str(r) for r in job.datasets]} to fit --vae raw on")
+        raise ValueError(f"datasets: no train clips in {[str(r) for r in datasets]} to fit --vae raw on")
     picks = np.unique(np.linspace(0, len(dataset) - 1, min(max_clips, len(dataset))).round().astype(int))
     momap = collate([dataset[int(i)] for i in picks])["momap"].float()
     return RawMoMapCodec(in_channels=momap.shape[1]).fit(momap.cpu())
@@ -97,7 +97,7 @@ def load_frozen(job: TrainDiffusionJob, device: torch.device, dataset=None):
         if not (folder / "config.json").is_file():
             partial = folder.with_name(folder.name + ".partial")
             shutil.rmtree(partial, ignore_errors=True)
-            raw_codec(job, dataset).save_pretrained(partial)
+            raw_codec(job.datasets, dataset).save_pretrained(partial)
             partial.replace(folder)
         vae = load_momap_codec(folder)
     else:

@@ -8,6 +8,7 @@ whose pose relative to the object follows its joint.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,6 +118,15 @@ def rotation_z(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     pose = np.eye(4)
     pose[:2, :2] = [[c, -s], [s, c]]
+    return pose
+
+
+def axis_rotation(axis: int, angle: float) -> np.ndarray:
+    """Returns a 4x4 rotation by ``angle`` radians about axis ``axis`` (0: x, 1: y, 2: z), right-handed."""
+    c, s = math.cos(angle), math.sin(angle)
+    i, j = [(1, 2), (2, 0), (0, 1)][axis]
+    pose = np.eye(4)
+    pose[i, i], pose[i, j], pose[j, i], pose[j, j] = c, -s, s, c
     return pose
 
 

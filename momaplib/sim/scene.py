@@ -40,7 +40,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from momaplib.sim.objects import CHECKER, NOISE, STRIPES, Material, Part, Prim, SceneObject, translation
+from momaplib.sim.objects import (
+    CHECKER,
+    NOISE,
+    STRIPES,
+    Material,
+    Part,
+    Prim,
+    SceneObject,
+    axis_rotation,
+    translation,
+)
 from momaplib.sim.raycast import BOX, CYLINDER, SPHERE
 from momaplib.sim.render import Body, Plane
 from momaplib.sim.tasks import Workspace
@@ -80,14 +90,6 @@ class CameraDraw:
         return float(np.clip(elevation + self.elevation_offset, *ELEVATION_LIMITS))
 
 
-def _rotation(axis: int, angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    i, j = [(1, 2), (2, 0), (0, 1)][axis]
-    pose = np.eye(4)
-    pose[i, i], pose[i, j], pose[j, i], pose[j, j] = c, -s, s, c
-    return pose
-
-
 def draw_camera(rng: np.random.Generator, amount: float, fov_deg: float, fov_range) -> CameraDraw:
     """Returns a camera draw with ranges scaled by ``amount`` in (0, 1] (``CAMERA_RANGES``)."""
     r, ranges = amount, CAMERA_RANGES
@@ -98,7 +100,7 @@ def draw_camera(rng: np.random.Generator, amount: float, fov_deg: float, fov_ran
     roll = math.radians(rng.uniform(-1, 1) * ranges["roll_deg"] * r)
     low, high = ranges["fov_scale"]
     fov = float(np.clip(fov_deg * rng.uniform(1 - low * r, 1 + high * r), *fov_range))
-    offset = _rotation(1, pan) @ _rotation(0, tilt) @ _rotation(2, roll)
+    offset = axis_rotation(1, pan) @ axis_rotation(0, tilt) @ axis_rotation(2, roll)
     return CameraDraw(float(distance_scale), float(elevation), fov, offset)
 
 
@@ -132,7 +134,7 @@ def room_background(
     table_centre = centre + forward3 * (back - front) / 2
     half_d = (back + front) / 2
     yaw = math.atan2(workspace.right[1], workspace.right[0])
-    world_from_table = translation(*table_centre) @ _rotation(2, yaw)
+    world_from_table = translation(*table_centre) @ axis_rotation(2, yaw)
     top = 0.02
     leg = (TABLE_HEIGHT - 2 * top) / 2
     prims = [Prim(BOX, (half_w, half_d, top), translation(0.0, 0.0, -top), table_material)]
@@ -216,7 +218,7 @@ def place_clutter(
             if any(np.linalg.norm(xy - o.xy) < radius + o.footprint_radius + 0.01 for o in placed):
                 continue
             yaw = rng.uniform(-np.pi, np.pi)
-            obj.world_from_object = translation(*xy, 0.0) @ _rotation(2, yaw)
+            obj.world_from_object = translation(*xy, 0.0) @ axis_rotation(2, yaw)
             if in_image(obj):
                 placed.append(obj)
                 break

@@ -17,7 +17,7 @@ from momaplib.eval.distribution import coverage_curve, distribution_table, guida
 from momaplib.metrics.distribution import TAU_MATCH
 from momaplib.momap import TAU_MOVE, MoMap, moving_mask
 from momaplib.viz.colors import _as_momap
-from momaplib.viz.plot3d import REFERENCE_VIEW, subsample_pixels, top_matter
+from momaplib.viz.plot3d import REFERENCE_SCENE, subsample_pixels, top_matter
 
 #: Colours of the two sets in every figure here: the GT futures and the samples.
 GT_COLOR, SAMPLE_COLOR = "royalblue", "orangered"
@@ -105,13 +105,7 @@ def plot_futures_3d(
     fig.update_layout(
         height=560,
         **top_matter(title, 560),
-        scene={
-            "xaxis_title": "x (right) [m]",
-            "yaxis_title": "y (down) [m]",
-            "zaxis_title": "z (forward) [m]",
-            "aspectmode": "data",
-            "camera": REFERENCE_VIEW,
-        },
+        scene=REFERENCE_SCENE,
     )
     return fig
 

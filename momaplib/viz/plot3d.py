@@ -17,6 +17,14 @@ from momaplib.viz.colors import XYZ_PERCENTILES, _as_momap
 
 #: 3D view from behind and above the reference camera, image "up" (-y) on screen up.
 REFERENCE_VIEW = {"up": {"x": 0, "y": -1, "z": 0}, "eye": {"x": 0.25, "y": -0.9, "z": -1.7}}
+#: A 3D scene in the reference camera's frame: OpenCV axes in metres, true aspect, ``REFERENCE_VIEW``.
+REFERENCE_SCENE = {
+    "xaxis_title": "x (right) [m]",
+    "yaxis_title": "y (down) [m]",
+    "zaxis_title": "z (forward) [m]",
+    "aspectmode": "data",
+    "camera": REFERENCE_VIEW,
+}
 #: Horizontal legend at the top right, on its own line under the title (``top_matter`` sets its
 #: height), clear of the view titles and of the play/pause buttons and slider at the bottom.
 LEGEND = {"orientation": "h", "x": 1.0, "xanchor": "right", "yanchor": "top", "yref": "container"}
@@ -228,13 +236,7 @@ def plot_trajectories_3d(
     fig.update_layout(
         height=620,
         **top_matter(title if title is not None else momap.prompt, 620),
-        scene={
-            "xaxis_title": "x (right) [m]",
-            "yaxis_title": "y (down) [m]",
-            "zaxis_title": "z (forward) [m]",
-            "aspectmode": "data",
-            "camera": REFERENCE_VIEW,
-        },
+        scene=REFERENCE_SCENE,
         **time_controls([str(t) for t in shown]),
     )
     return fig
