@@ -165,17 +165,18 @@ def rotate_camera(momap: MoMap, roll_deg: float = 0.0, pitch_deg: float = 0.0, y
 
 # ----------------------------------------------------------------------------- resampling
 def _smooth_pixels(xyz0: Tensor, valid: Tensor, instance: Tensor) -> Tensor:
-    """Returns (H, W) bool: the pixel and its 8 neighbours are valid, of one instance and without a
-    depth jump over ``EDGE_DEPTH_JUMP`` (a bilinear lookup near it blends one surface only)."""
-    H, W = valid.shape
+    """Returns (B, H, W) bool: the pixel and its 8 neighbours are valid, of one instance and without
+    a depth jump over ``EDGE_DEPTH_JUMP`` (a bilinear lookup near it blends one surface only);
+    ``xyz0`` (B, H, W, 3), ``valid`` and ``instance`` (B, H, W)."""
+    B, H, W = valid.shape
 
-    def neighbours(image: Tensor) -> Tensor:  # (9, H, W), edges replicated
-        padded = F.pad(image[None, None].double(), (1, 1, 1, 1), mode="replicate")
-        return F.unfold(padded, 3).view(9, H, W)
+    def neighbours(image: Tensor) -> Tensor:  # (B, 9, H, W), edges replicated
+        padded = F.pad(image[:, None].double(), (1, 1, 1, 1), mode="replicate")
+        return F.unfold(padded, 3).view(B, 9, H, W)
 
     depth = neighbours(xyz0[..., 2])
-    same = (neighbours(instance) == instance.double()).all(0) & (neighbours(valid) > 0.5).all(0)
-    jump = (depth.amax(0) - depth.amin(0)) <= EDGE_DEPTH_JUMP * depth.abs().amin(0)
+    same = (neighbours(instance) == instance[:, None].double()).all(1) & (neighbours(valid) > 0.5).all(1)
+    jump = (depth.amax(1) - depth.amin(1)) <= EDGE_DEPTH_JUMP * depth.abs().amin(1)
     return valid & same & jump
 
 
@@ -199,38 +200,49 @@ def resample_trajectories(
     the same way and rotated. Positions outside ``[-0.5, W - 0.5) x [-0.5, H - 0.5)`` or NaN
     are invalid (xyz 0). ``xyz`` is (T, H, W, 3) metres, ``valid`` (H, W), ``visible`` (T, H, W),
     ``instance`` (H, W). Results have the dtypes of the inputs (arithmetic in float64).
+
+    Every argument may also carry a leading batch dimension B (``xyz`` (B, T, H, W, 3), ...,
+    ``new_from_old`` (B, 3, 3)), each item resampled as it would be alone, in one pass.
     """
-    T, H, W, _ = xyz.shape
-    out_shape = source_uv.shape[:2]
+    if xyz.dim() == 4:  # one MoMap: a batch of one
+        rotation = None if new_from_old is None else new_from_old[None]
+        out = resample_trajectories(
+            xyz[None], valid[None], visible[None], instance[None], source_uv[None], rays[None], rotation
+        )
+        return tuple(value[0] for value in out)
+    B, T, H, W, _ = xyz.shape
+    out_shape = source_uv.shape[1:3]
     work = xyz.double()
-    displacement = (work[1:] - work[:1]).permute(0, 3, 1, 2).reshape(3 * (T - 1), H, W)
-    smooth = _smooth_pixels(work[0], valid, instance)
-    features = torch.cat([work[0].permute(2, 0, 1), displacement])[None]  # (1, 3T, H, W)
+    displacement = (work[:, 1:] - work[:, :1]).permute(0, 1, 4, 2, 3).reshape(B, 3 * (T - 1), H, W)
+    smooth = _smooth_pixels(work[:, 0], valid, instance)
+    features = torch.cat([work[:, 0].permute(0, 3, 1, 2), displacement], 1)  # (B, 3T, H, W)
     labels = torch.cat(
-        [valid[None].double(), visible.double(), instance[None].double(), smooth[None].double()]
-    )[None]
+        [valid[:, None].double(), visible.double(), instance[:, None].double(), smooth[:, None].double()], 1
+    )
     uv = source_uv.double()
     inside = torch.isfinite(uv).all(-1) & (uv[..., 0] >= -0.5) & (uv[..., 0] < W - 0.5)
     inside &= (uv[..., 1] >= -0.5) & (uv[..., 1] < H - 0.5)
     uv = torch.where(inside[..., None], uv, 0.0)
-    grid = torch.stack([2 * uv[..., 0] / max(W - 1, 1) - 1, 2 * uv[..., 1] / max(H - 1, 1) - 1], -1)[None]
+    grid = torch.stack([2 * uv[..., 0] / max(W - 1, 1) - 1, 2 * uv[..., 1] / max(H - 1, 1) - 1], -1)
     sample = {"padding_mode": "border", "align_corners": True}
-    bilinear = F.grid_sample(features, grid, mode="bilinear", **sample)[0]
-    nearest = F.grid_sample(torch.cat([features, labels], 1), grid, mode="nearest", **sample)[0]
-    near_features, near_labels = nearest[: 3 * T], nearest[3 * T :]
-    new_valid = inside & (near_labels[0] > 0.5)
-    chosen = torch.where(near_labels[-1] > 0.5, bilinear, near_features)  # (3T, H', W')
-    chosen = chosen.view(T, 3, *out_shape).permute(0, 2, 3, 1)  # x_0, then x_t - x_0 for t >= 1
-    rotation = torch.eye(3, dtype=torch.float64) if new_from_old is None else new_from_old.double()
-    rotation = rotation.to(chosen.device)
-    distance = chosen[0].double().norm(dim=-1, keepdim=True)  # rotations and reflections keep it
+    bilinear = F.grid_sample(features, grid, mode="bilinear", **sample)
+    nearest = F.grid_sample(torch.cat([features, labels], 1), grid, mode="nearest", **sample)
+    near_features, near_labels = nearest[:, : 3 * T], nearest[:, 3 * T :]
+    new_valid = inside & (near_labels[:, 0] > 0.5)
+    chosen = torch.where(near_labels[:, -1:] > 0.5, bilinear, near_features)  # (B, 3T, H', W')
+    chosen = chosen.view(B, T, 3, *out_shape).permute(0, 1, 3, 4, 2)  # x_0, then x_t - x_0 for t >= 1
+    if new_from_old is None:
+        rotation = torch.eye(3, dtype=torch.float64, device=chosen.device).expand(B, 3, 3)
+    else:
+        rotation = new_from_old.double().to(chosen.device)
+    distance = chosen[:, 0].norm(dim=-1, keepdim=True)  # rotations and reflections keep it
     rays = rays.to(chosen.device).double()
     x0 = distance * rays / rays.norm(dim=-1, keepdim=True)
-    moved = chosen[1:].double() @ rotation.T
-    new_xyz = torch.cat([x0[None], x0[None] + moved])
-    new_xyz = torch.where(new_valid[None, ..., None], new_xyz, 0.0).to(xyz.dtype)
-    new_visible = (near_labels[1 : 1 + T] > 0.5) & new_valid[None]
-    new_instance = torch.where(new_valid, near_labels[1 + T].round(), 0).to(instance.dtype)
+    moved = chosen[:, 1:] @ rotation.transpose(-1, -2)[:, None, None]
+    new_xyz = torch.cat([x0[:, None], x0[:, None] + moved], 1)
+    new_xyz = torch.where(new_valid[:, None, ..., None], new_xyz, 0.0).to(xyz.dtype)
+    new_visible = (near_labels[:, 1 : 1 + T] > 0.5) & new_valid[:, None]
+    new_instance = torch.where(new_valid, near_labels[:, 1 + T].round(), 0).to(instance.dtype)
     return new_xyz, new_valid, new_visible, new_instance
 
 

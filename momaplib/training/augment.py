@@ -59,11 +59,13 @@ MIN_CROP_VALID = 0.05
 
 
 def _quarter_turn(xyz: Tensor, K: Tensor, width: int) -> tuple[Tensor, Tensor]:
-    """Returns ``xyz`` (T, H, W, 3) and ``K`` (3, 3) after one counter-clockwise quarter turn."""
-    xyz = torch.rot90(xyz, 1, dims=(1, 2))
+    """Returns ``xyz`` (B, T, H, W, 3) and ``K`` (B, 3, 3) after one counter-clockwise quarter turn."""
+    xyz = torch.rot90(xyz, 1, dims=(2, 3))
     xyz = torch.stack([xyz[..., 1], -xyz[..., 0], xyz[..., 2]], -1)
     new_K = K.clone()
-    new_K[0, 0], new_K[1, 1], new_K[0, 2], new_K[1, 2] = K[1, 1], K[0, 0], K[1, 2], width - 1 - K[0, 2]
+    new_K[:, 0, 0], new_K[:, 1, 1], new_K[:, 0, 2], new_K[:, 1, 2] = (
+        K[:, 1, 1], K[:, 0, 0], K[:, 1, 2], width - 1 - K[:, 0, 2]
+    )  # fmt: skip
     return xyz, new_K
 
 
@@ -73,67 +75,72 @@ def _conjugate(ref_from_cam: Tensor, new_from_old: Tensor) -> Tensor:
     return P @ ref_from_cam @ P.T
 
 
-def _crop(item: dict[str, Tensor], scale: float, corner: tuple[float, float]) -> dict[str, Tensor]:
-    """Returns the item cropped to the window of ``scale`` x its size at left/top edge ``corner``
-    (continuous pixel coordinates, pixel ``u`` covering ``[u - 0.5, u + 0.5)``), resampled back."""
+def _crop(item: dict[str, Tensor], zoom: Tensor, corner: Tensor) -> dict[str, Tensor]:
+    """Returns the items (batched, B leading) cropped to windows of ``zoom`` (B,) x their size at
+    left/top edges ``corner`` (B, 2) (continuous pixel coordinates, pixel ``u`` covering
+    ``[u - 0.5, u + 0.5)``), resampled back; an item whose crop keeps too few valid pixels stays."""
     xyz, K = item["xyz"], item["K"].double()
-    _, H, W, _ = xyz.shape
+    _, _, H, W, _ = xyz.shape
     v, u = torch.meshgrid(
         torch.arange(H, dtype=torch.float64, device=xyz.device),
         torch.arange(W, dtype=torch.float64, device=xyz.device),
         indexing="ij",
     )
-    source = torch.stack([corner[0] + (u + 0.5) * scale, corner[1] + (v + 0.5) * scale], -1)
+    zoom, corner = zoom.to(xyz.device, torch.float64), corner.to(xyz.device, torch.float64)
+    z, x, y = zoom[:, None, None], corner[:, 0, None, None], corner[:, 1, None, None]
+    source = torch.stack([x + (u + 0.5) * z, y + (v + 0.5) * z], -1)  # (B, H, W, 2)
     new_K = K.clone()
-    new_K[0, 0], new_K[1, 1] = K[0, 0] / scale, K[1, 1] / scale
-    new_K[0, 2], new_K[1, 2] = (K[0, 2] - corner[0]) / scale - 0.5, (K[1, 2] - corner[1]) / scale - 0.5
-    rays = torch.stack(
-        [(u - new_K[0, 2]) / new_K[0, 0], (v - new_K[1, 2]) / new_K[1, 1], torch.ones_like(u)], -1
-    )
+    new_K[:, 0, 0], new_K[:, 1, 1] = K[:, 0, 0] / zoom, K[:, 1, 1] / zoom
+    new_K[:, 0, 2] = (K[:, 0, 2] - corner[:, 0]) / zoom - 0.5
+    new_K[:, 1, 2] = (K[:, 1, 2] - corner[:, 1]) / zoom - 0.5
+    fx, fy, cx, cy = (new_K[:, i, j, None, None] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+    rays = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u).expand_as(u - cx)], -1)
     new_xyz, valid, visible, instance = resample_trajectories(
         xyz, item["valid"], item["visible"], item["instance"], source, rays
     )
-    if valid.float().mean() < MIN_CROP_VALID:
-        return item
     cropped = {**item, "xyz": new_xyz, "valid": valid, "visible": visible, "instance": instance}
     cropped["K"] = new_K.to(item["K"].dtype)
     if "seen_xyz" in item:  # the observed reference XYZ, resampled with its own validity
         observed = item["observed"]
         seen = resample_trajectories(
-            item["seen_xyz"], observed, observed[None], item["instance"], source, rays
+            item["seen_xyz"], observed, observed[:, None], item["instance"], source, rays
         )
         cropped["seen_xyz"], cropped["observed"] = seen[0], seen[1]
     if "rgb" in item:
         grid = torch.stack([2 * source[..., 0] / (W - 1) - 1, 2 * source[..., 1] / (H - 1) - 1], -1)
         rgb = F.grid_sample(
-            item["rgb"][None].double(), grid[None], mode="bilinear", padding_mode="border", align_corners=True
+            item["rgb"].double(), grid, mode="bilinear", padding_mode="border", align_corners=True
         )
-        cropped["rgb"] = rgb[0].to(item["rgb"].dtype)
-    return cropped
+        cropped["rgb"] = rgb.to(item["rgb"].dtype)
+    keep = valid.flatten(1).float().mean(1) >= MIN_CROP_VALID
+    return {
+        key: torch.where(keep.view(-1, *[1] * (value.dim() - 1)), value, item[key])
+        for key, value in cropped.items()
+    }
 
 
 def _turn_and_flip(item: dict[str, Tensor], quarter_turns: int, flip: bool) -> dict[str, Tensor]:
-    """Returns the item turned by ``quarter_turns`` x 90 degrees counter-clockwise, then mirrored
-    left-right when ``flip``; exact index permutations."""
+    """Returns the items (batched, B leading) turned by ``quarter_turns`` x 90 degrees
+    counter-clockwise, then mirrored left-right when ``flip``; exact index permutations."""
     item = dict(item)
     xyz, K = item["xyz"], item["K"].double()
     new_from_old = torch.eye(3, dtype=torch.float64, device=xyz.device)
     quarter = torch.tensor([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     for _ in range(quarter_turns):
         if "seen_xyz" in item:
-            item["seen_xyz"] = _quarter_turn(item["seen_xyz"], K, xyz.shape[2])[0]
-        xyz, K = _quarter_turn(xyz, K, xyz.shape[2])
+            item["seen_xyz"] = _quarter_turn(item["seen_xyz"], K, xyz.shape[3])[0]
+        xyz, K = _quarter_turn(xyz, K, xyz.shape[3])
         new_from_old = quarter.to(xyz.device) @ new_from_old
-        pixel_keys = (("valid", (0, 1)), ("observed", (0, 1)), ("instance", (0, 1)), ("visible", (1, 2)))
-        for key, dims in (*pixel_keys, ("rgb", (1, 2))):
+        pixel_keys = (("valid", (1, 2)), ("observed", (1, 2)), ("instance", (1, 2)), ("visible", (2, 3)))
+        for key, dims in (*pixel_keys, ("rgb", (2, 3))):
             if key in item:
                 item[key] = torch.rot90(item[key], 1, dims=dims)
     if flip:
-        xyz = torch.flip(xyz, dims=(2,)) * xyz.new_tensor([-1.0, 1.0, 1.0])
+        xyz = torch.flip(xyz, dims=(3,)) * xyz.new_tensor([-1.0, 1.0, 1.0])
         if "seen_xyz" in item:
-            item["seen_xyz"] = torch.flip(item["seen_xyz"], dims=(2,)) * xyz.new_tensor([-1.0, 1.0, 1.0])
+            item["seen_xyz"] = torch.flip(item["seen_xyz"], dims=(3,)) * xyz.new_tensor([-1.0, 1.0, 1.0])
         K = K.clone()
-        K[0, 2] = xyz.shape[2] - 1 - K[0, 2]
+        K[:, 0, 2] = xyz.shape[3] - 1 - K[:, 0, 2]
         new_from_old = torch.diag(new_from_old.new_tensor([-1.0, 1.0, 1.0])) @ new_from_old
         for key in ("valid", "observed", "instance", "visible", "rgb"):
             if key in item:
@@ -144,9 +151,23 @@ def _turn_and_flip(item: dict[str, Tensor], quarter_turns: int, flip: bool) -> d
     return item
 
 
+def _rows(item: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
+    return {key: value[rows] for key, value in item.items()}
+
+
+def _put_rows(item: dict[str, Tensor], rows: Tensor, part: dict[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for key, value in item.items():
+        value = value.clone()
+        value[rows] = part[key].to(value.dtype)
+        out[key] = value
+    return out
+
+
 def augment_batch(
     batch: Mapping[str, Any],
     generator: torch.Generator | None = None,
+    *,
     seed: int = 0,
     rotate: bool = True,
     flip: bool = True,
@@ -163,7 +184,8 @@ def augment_batch(
     they are the same on every device: from ``generator`` when given, else per item from a generator seeded by
     ``seed`` and the item's position in the run's stream (``ITEM_POSITION``, which
     ``batch_stream`` adds), so an item is augmented alike whatever the number of processes, the
-    accumulation steps or the resume point.
+    accumulation steps or the resume point. The items are transformed together (the crops in one
+    resampling pass, the turns and flips once per distinct choice), each exactly as it would be alone.
     """
     if generator is None and ITEM_POSITION not in batch:
         raise ValueError(f"batch: without a generator, augmentation needs {ITEM_POSITION!r} (batch_stream)")
@@ -187,60 +209,64 @@ def augment_batch(
     T = C // 3
     separate_xyz0 = main == "momap" and "xyz0" in batch and "observed" in batch
     if generator is not None:
-        draws = torch.rand(B, 6, generator=generator, dtype=torch.float64).tolist()
+        draws = torch.rand(B, 6, generator=generator, dtype=torch.float64)
     else:
-        draws = []
-        for position in batch[ITEM_POSITION].tolist():
-            item_generator = torch.Generator().manual_seed(item_seed(seed, position, AUGMENT_STREAM))
-            draws.append(torch.rand(6, generator=item_generator, dtype=torch.float64).tolist())
+        draws = torch.stack([
+            torch.rand(6, generator=torch.Generator().manual_seed(item_seed(seed, position, AUGMENT_STREAM)),
+                       dtype=torch.float64)
+            for position in batch[ITEM_POSITION].tolist()
+        ])  # fmt: skip
+    crop_draw, scale_draw, x_draw, y_draw, flip_draw, turn_draw = draws.unbind(1)
+    center, scale = batch["center"].double(), batch["scale"].double()
+    item: dict[str, Tensor] = {
+        "xyz": denormalize_xyz(channels_to_xyz(batch[main].double()), center, scale),
+        "valid": batch["valid"].bool(), "instance": batch["instance"], "K": batch["K"],
+        "visible": batch["visible"].bool() if "visible" in batch else batch["valid"].bool()[:, None],
+    }  # fmt: skip
+    for key in ("rgb", "ref_from_cam"):
+        if key in batch:
+            item[key] = batch[key]
+    if separate_xyz0:  # a sensor's reference XYZ (model_inputs with observed depth)
+        item["observed"] = batch["observed"].bool()
+        seen = denormalize_xyz(channels_to_xyz(batch["xyz0"].double()), center, scale)
+        item["seen_xyz"] = seen
+    cropped = torch.nonzero(crop_draw < crop_probability).flatten()
+    if len(cropped):
+        zoom = low + (high - low) * scale_draw[cropped]
+        corner = torch.stack(
+            [-0.5 + x_draw[cropped] * (1 - zoom) * W, -0.5 + y_draw[cropped] * (1 - zoom) * H], -1
+        )
+        item = _put_rows(item, cropped.to(item["xyz"].device), _crop(_rows(item, cropped), zoom, corner))
+    turns = (turn_draw * 4).long().clamp(max=3) if rotate else torch.zeros(B, dtype=torch.long)
+    turns = turns if H == W else 2 * (turns % 2)  # a quarter turn would change the image size
+    flips = flip_draw < 0.5 if flip else torch.zeros(B, dtype=torch.bool)
+    for choice in sorted(set(zip(turns.tolist(), flips.tolist(), strict=True))):
+        rows = torch.nonzero((turns == choice[0]) & (flips == choice[1])).flatten()
+        if choice != (0, False):
+            rows = rows.to(item["xyz"].device)
+            item = _put_rows(item, rows, _turn_and_flip(_rows(item, rows), *choice))
+    if separate_xyz0:  # normalised by the observed reference XYZ, as model_inputs does
+        new_center, new_scale = normalization_stats(item["seen_xyz"][:, 0], item["observed"])
+    else:
+        new_center, new_scale = normalization_stats(item["xyz"][:, 0], item["valid"])
+    valid = item["valid"][:, None, ..., None]
+    channels = xyz_to_channels(torch.where(valid, normalize_xyz(item["xyz"], new_center, new_scale), 0.0))
     out = {key: (value.clone() if isinstance(value, Tensor) else value) for key, value in batch.items()}
-    for b, (crop_draw, scale_draw, x_draw, y_draw, flip_draw, turn_draw) in enumerate(draws):
-        center, scale = batch["center"][b].double(), batch["scale"][b].double()
-        normalized = channels_to_xyz(batch[main][b].double())  # (T, H, W, 3)
-        item: dict[str, Tensor] = {
-            "xyz": denormalize_xyz(normalized, center, scale), "valid": batch["valid"][b].bool(),
-            "instance": batch["instance"][b], "K": batch["K"][b],
-            "visible": batch["visible"][b].bool() if "visible" in batch else batch["valid"][b].bool()[None],
-        }  # fmt: skip
-        for key in ("rgb", "ref_from_cam"):
-            if key in batch:
-                item[key] = batch[key][b]
-        if separate_xyz0:  # a sensor's reference XYZ (model_inputs with observed depth)
-            item["observed"] = batch["observed"][b].bool()
-            item["seen_xyz"] = denormalize_xyz(channels_to_xyz(batch["xyz0"][b].double()), center, scale)
-        if crop_draw < crop_probability:
-            zoom = low + (high - low) * scale_draw
-            corner = (-0.5 + x_draw * (1 - zoom) * W, -0.5 + y_draw * (1 - zoom) * H)
-            item = _crop(item, zoom, corner)
-        turns = min(int(turn_draw * 4), 3) if rotate else 0
-        turns = turns if H == W else 2 * (turns % 2)  # a quarter turn would change the image size
-        item = _turn_and_flip(item, turns, flip and flip_draw < 0.5)
-        if separate_xyz0:  # normalised by the observed reference XYZ, as model_inputs does
-            new_center, new_scale = normalization_stats(item["seen_xyz"][0], item["observed"])
-        else:
-            new_center, new_scale = normalization_stats(item["xyz"][0], item["valid"])
-        normalized = torch.where(
-            item["valid"][None, ..., None], normalize_xyz(item["xyz"], new_center, new_scale), 0.0
-        )
-        channels = xyz_to_channels(normalized)
-        out[main][b] = channels.to(out[main].dtype)
-        if separate_xyz0:
-            seen = normalize_xyz(item["seen_xyz"], new_center, new_scale)
-            seen = torch.where(item["observed"][None, ..., None], seen, 0.0)
-            out["xyz0"][b] = xyz_to_channels(seen).to(out["xyz0"].dtype)
-        elif main == "momap" and "xyz0" in out:
-            out["xyz0"][b] = channels[:3].to(out["xyz0"].dtype)
-        if "observed" in out:
-            out["observed"][b] = item.get("observed", item["valid"]).to(out["observed"].dtype)
-        out["center"][b], out["scale"][b] = (
-            new_center.to(out["center"].dtype),
-            new_scale.to(out["scale"].dtype),
-        )
-        for key in ("valid", "instance", "K", "rgb", "ref_from_cam"):
-            if key in out:
-                out[key][b] = item[key].to(out[key].dtype)
-        if "visible" in out:
-            out["visible"][b] = item["visible"][:T].to(out["visible"].dtype)
+    out[main] = channels.to(out[main].dtype)
+    if separate_xyz0:
+        seen = normalize_xyz(item["seen_xyz"], new_center, new_scale)
+        seen = torch.where(item["observed"][:, None, ..., None], seen, 0.0)
+        out["xyz0"] = xyz_to_channels(seen).to(out["xyz0"].dtype)
+    elif main == "momap" and "xyz0" in out:
+        out["xyz0"] = channels[:, :3].to(out["xyz0"].dtype)
+    if "observed" in out:
+        out["observed"] = item.get("observed", item["valid"]).to(out["observed"].dtype)
+    out["center"], out["scale"] = new_center.to(out["center"].dtype), new_scale.to(out["scale"].dtype)
+    for key in ("valid", "instance", "K", "rgb", "ref_from_cam"):
+        if key in out:
+            out[key] = item[key].to(out[key].dtype)
+    if "visible" in out:
+        out["visible"] = item["visible"][:, :T].to(out["visible"].dtype)
     return out
 
 
