@@ -21,7 +21,9 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
 - ``ablations``: Table 2's six rows with one budget (steps, batch, learning rate, seed):
   ``full`` (UNet inflated from the image prior, VAE), ``no-xyz``, ``no-sem``, ``no-vae`` (raw MoMap),
   ``no-unet-init`` (UNet from scratch), ``no-unet-vae-init`` (both from scratch).
-- ``bundle``: the ``full`` row trained on for ``--bundle-steps`` more: the shipped ``momap-diffusion``.
+- ``bundle``: the shipped ``momap-diffusion``: the ``full`` row's recipe (UNet inflated from the image
+  prior, the VAE's latents, every condition) trained for ``--bundle-steps``; it does not need the
+  ablations, so it can be trained first.
 - ``baseline``: Table 1's MoMap-VAE baseline (a conditional VAE in the same latent space).
 - ``dsl``: ``momap-diffusion-dsl``, the UNet conditioned on the motion DSL instead of text.
 - ``gflow``: Table 1's GeneralFlow-style baselines (``gflow-original``, ``-rollout``, ``-extend``).
@@ -190,7 +192,8 @@ def main() -> None:
         stamp("image prior")
         TrainImageDiffusionJob(
             datasets, config("image-prior", args.prior_steps, 256, 3e-4, 4.0, validate_every=2000),
-            image_vae=image_vae, text_encoder=args.text_encoder, bundle_dir=bundles / "image-diffusion",
+            image_vae=image_vae, text_encoder=args.text_encoder, pipeline_text_encoder="minilm",
+            bundle_dir=bundles / "image-diffusion",
             block_out_channels=(16, 16) if args.smoke else widths, layers_per_block=1 if args.smoke else 2,
         ).run()  # fmt: skip
 
@@ -234,15 +237,15 @@ def main() -> None:
                 compile=args.compile, smoke=args.smoke, bundle_dir=bundles / f"table2-{row}",
             ).run()  # fmt: skip
         if "bundle" in stages and not done("bundle", "pipeline"):
-            stamp("bundle: the full row trained on")
+            stamp("bundle: the full row's recipe, --bundle-steps long")
             link_cache(runs / "latents/vae.safetensors", runs / "bundle")
             TrainDiffusionJob(
                 base,
-                config("bundle", args.bundle_steps, args.batch_size, args.lr, 60.0, lr_warmup_steps=100),
+                config("bundle", args.bundle_steps, args.batch_size, args.lr, 60.0, lr_warmup_steps=200),
                 vae=codecs["vae"], image_vae=image_vae, text_encoder=args.text_encoder,
-                pipeline_text_encoder="minilm", grounding=True, num_val_clips=4, init="pretrained",
-                pretrained=str(runs / "table2/full/pipeline"), compile=args.compile,
-                bundle_dir=bundles / "momap-diffusion", smoke=args.smoke,
+                pipeline_text_encoder="minilm", conditions=ABLATIONS["full"][0], grounding=True,
+                num_val_clips=4, init="inflate", image_unet=prior, block_out_channels=widths,
+                compile=args.compile, bundle_dir=bundles / "momap-diffusion", smoke=args.smoke,
             ).run()  # fmt: skip
 
     extras = {

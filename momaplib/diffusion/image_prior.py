@@ -126,6 +126,9 @@ class TrainImageDiffusionJob:
     """Frozen image VAE (folder, bundled name or hub id) whose latents the UNet denoises."""
     text_encoder: str = "minilm"
     """Text encoder spec (momaplib.diffusion.text); the MoMap UNet inflated from this prior reads the same."""
+    pipeline_text_encoder: str | None = None
+    """Spec written into the saved pipeline (default: ``text_encoder``), e.g. ``minilm`` when
+    training reads the same model from a folder (``minilm:/path``)."""
     block_out_channels: tuple[int, ...] = (64, 128, 192)
     """UNet widths per level (the MoMap UNet's default, so inflation keeps every weight)."""
     layers_per_block: int = 2
@@ -220,18 +223,16 @@ def train_image_prior(job: TrainImageDiffusionJob) -> Path:
         empty = latents.new_zeros(len(latents), 0, *latents.shape[-2:])
         return diffusion_loss(model, noise, latents, empty, text, generator), {}
 
-    def make(model) -> ImageDiffusionPipeline:
+    def make(model, text_encoder: str) -> ImageDiffusionPipeline:
         scheduler = DDIMScheduler.from_config(noise.config, timestep_spacing="trailing", clip_sample=False)
-        return ImageDiffusionPipeline(
-            unet=model, vae=image_vae, scheduler=scheduler, text_encoder=job.text_encoder
-        )
+        return ImageDiffusionPipeline(unet=model, vae=image_vae, scheduler=scheduler, text_encoder=text_encoder)
 
     val = _encode(job, "val", image_vae, encoder, device, job.num_val_images) if job.num_val_images else None
 
     def validate(model, step: int) -> dict[str, float]:
         if val is None or not val["captions"]:
             return {}
-        pipe = make(accelerator.unwrap_model(model))
+        pipe = make(accelerator.unwrap_model(model), job.text_encoder)
         images = pipe(val["captions"], *val["frames"].shape[-2:], num_inference_steps=10,
                       generator=torch.Generator().manual_seed(0), progress=False)  # fmt: skip
         frames = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -241,7 +242,7 @@ def train_image_prior(job: TrainImageDiffusionJob) -> Path:
         validate=validate if job.num_val_images else None)  # fmt: skip
     path = config.output_dir / "pipeline"
     if accelerator.is_main_process:
-        pipeline = make(accelerator.unwrap_model(unet).eval())
+        pipeline = make(accelerator.unwrap_model(unet).eval(), job.pipeline_text_encoder or job.text_encoder)
         save_pipeline(pipeline, path)
         if job.bundle_dir is not None:
             save_pipeline(pipeline, job.bundle_dir, bundle=True)
