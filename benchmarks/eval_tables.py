@@ -4,8 +4,9 @@
     python benchmarks/eval_tables.py --table 1 --clips 300 --out runs/table1 \\
         --method static=static --method gflow-original=gflow:runs/gflow-original/model \\
         --method momap-vae=momap-vae-baseline --method ours=momap-diffusion     # + the other rows
-    # the card's tables from the per-clip CSV (no sampling)
-    python benchmarks/eval_tables.py --table 1 --from-csv checkpoints/logs/table1_per_clip.csv.gz
+    # the card's tables from the per-clip CSV (no sampling), written into the card between its markers
+    python benchmarks/eval_tables.py --table 1 --from-csv checkpoints/logs/table1_per_clip.csv.gz \
+        --card checkpoints/README.md
 
 Rows are named as in the paper: Table 1 ``static, gflow-original, gflow-rollout, gflow-extend,
 momap-vae, ours``; Table 2 ``full, no-xyz, no-sem, no-vae, no-unet-init, no-unet-vae-init``. A
@@ -113,6 +114,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_tables"))
     parser.add_argument("--text-encoder", help="override the pipelines' text encoder spec, e.g. minilm:/path")
+    parser.add_argument("--card", type=Path, help="also write the tables into this card (write_into)")
     args = parser.parse_args()
     if args.from_csv:
         per_clip = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
@@ -145,6 +147,22 @@ def main() -> None:
     print(intervals)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"table{args.table}.md").write_text(means + "\n" + intervals)
+    if args.card:
+        write_into(args.card, f"table{args.table}", means + "\n" + intervals)
+
+
+def write_into(path: Path, name: str, text: str) -> None:
+    """Replaces what lies between the lines ``<!-- name start -->`` and ``<!-- name end -->`` of the
+    Markdown file ``path`` with ``text`` (atomically: a temporary file, then a rename)."""
+    start, end = f"<!-- {name} start -->", f"<!-- {name} end -->"
+    content = path.read_text()
+    if content.count(start) != 1 or content.count(end) != 1 or content.index(start) > content.index(end):
+        raise SystemExit(f"--card: {path} needs one line {start!r} and, after it, one line {end!r}")
+    head, rest = content.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(f"{head}{start}\n{text.strip()}\n{end}{tail}")
+    temporary.replace(path)
 
 
 if __name__ == "__main__":

@@ -61,3 +61,19 @@ def test_a_method_that_is_not_a_row_of_the_table_is_refused(tmp_path):
     assert result.returncode != 0 and "are not rows of Table 1" in result.stderr
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run([*run[:3], "--method", "mine=static"], check=True, capture_output=True, cwd=ROOT)
+
+
+def test_the_tables_are_written_into_a_card_between_its_markers(tmp_path):
+    path = _per_clip(tmp_path)
+    card = tmp_path / "README.md"
+    card.write_text("# card\n\n<!-- table1 start -->\nold\n<!-- table1 end -->\n\nafter\n")
+    run = [sys.executable, str(SCRIPT), "--table", "1", "--from-csv", str(path), "--out", str(tmp_path / "o")]
+    subprocess.run([*run, "--card", str(card)], check=True, capture_output=True, cwd=ROOT)
+    table = (tmp_path / "o" / "table1.md").read_text().strip()
+    assert card.read_text() == f"# card\n\n<!-- table1 start -->\n{table}\n<!-- table1 end -->\n\nafter\n"
+    subprocess.run([*run, "--card", str(card)], check=True, capture_output=True, cwd=ROOT)  # idempotent
+    assert card.read_text().count(table) == 1
+    card.write_text("# a card without markers\n")
+    result = subprocess.run([*run, "--card", str(card)], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode != 0 and "table1 start" in result.stderr
+    assert card.read_text() == "# a card without markers\n"  # nothing half-written

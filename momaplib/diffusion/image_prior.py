@@ -225,7 +225,9 @@ def train_image_prior(job: TrainImageDiffusionJob) -> Path:
 
     def make(model, text_encoder: str) -> ImageDiffusionPipeline:
         scheduler = DDIMScheduler.from_config(noise.config, timestep_spacing="trailing", clip_sample=False)
-        return ImageDiffusionPipeline(unet=model, vae=image_vae, scheduler=scheduler, text_encoder=text_encoder)
+        return ImageDiffusionPipeline(
+            unet=model, vae=image_vae, scheduler=scheduler, text_encoder=text_encoder
+        )
 
     val = _encode(job, "val", image_vae, encoder, device, job.num_val_images) if job.num_val_images else None
 
