@@ -86,6 +86,25 @@ def test_trajectory_image_grid_panels_share_one_colour_range():
         viz.trajectory_image_grid(momap, frames=[8])
 
 
+def test_method_comparison_grid_draws_every_method_in_the_gts_colour_range():
+    momap = _clip().momap
+    static = np.broadcast_to(momap.xyz[:1], momap.xyz.shape)  # nothing moves
+    fig = viz.method_comparison_grid(momap, {"static": static, "GT again": momap.xyz}, num_frames=3)
+    assert fig.axes[0].get_ylabel() == "GT" and [fig.axes[4 * r].get_ylabel() for r in (1, 2)] == [
+        "static",
+        "GT again",
+    ]
+    assert len(fig.axes) == 3 * (1 + 3)  # a moving mask and three frames per row
+    assert not fig.axes[4].images[0].get_array().any()  # static: an empty moving mask
+    color_range = viz.xyz_color_range(momap.xyz, momap.valid)
+    last = momap.num_frames - 1
+    for row, xyz in ((0, momap.xyz), (1, static), (2, momap.xyz)):  # frames 0, 4, 7; the GT's range
+        shown = fig.axes[4 * row + 3].images[0].get_array()
+        np.testing.assert_allclose(shown, viz.xyz_to_rgb(xyz[last], momap.valid, color_range))
+    with pytest.raises(ValueError, match=r"predictions\['short'\]: expected xyz of shape"):
+        viz.method_comparison_grid(momap, {"short": momap.xyz[:2]})
+
+
 def test_clip_strip_has_rows_of_frames_depth_and_instances():
     clip = _clip("egocentric")
     fig = viz.plot_clip_strip(clip, num_frames=4)

@@ -50,6 +50,7 @@ from momaplib.viz.distribution import plot_coverage_curve, plot_futures_3d, plot
 from momaplib.viz.dsl import plot_dsl
 from momaplib.viz.figures import (
     instance_overlay,
+    method_comparison_grid,
     overlay_instances,
     plot_clip_strip,
     sample_image_grid,
@@ -99,6 +100,7 @@ __all__ = [
     "instance_colors",
     "instance_overlay",
     "load_suite_results",
+    "method_comparison_grid",
     "overlay_instances",
     "plot_camera_disentanglement",
     "plot_camera_trajectory",

@@ -192,6 +192,39 @@ def instance_overlay(
     return fig
 
 
+def _trajectory_rows(
+    shown: Sequence[tuple[str, np.ndarray]],
+    valid: np.ndarray,
+    scene_scale: float,
+    num_frames: int,
+    tau_move: float,
+    panel_size: float,
+    title: str,
+) -> Figure:
+    """One row per ``(title, xyz (T, H, W, 3))``: its moving mask, then ``xyz[t]`` as colour at
+    ``num_frames`` evenly spaced t in the colour range of the first row."""
+    T = shown[0][1].shape[0]
+    frames = np.unique(np.linspace(0, T - 1, min(num_frames, T)).round().astype(int))
+    color_range = xyz_color_range(shown[0][1], valid)
+    rows, cols = len(shown), 1 + len(frames)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(panel_size * cols + 0.6, panel_size * rows + 0.8), squeeze=False
+    )
+    for r, (name, xyz) in enumerate(shown):
+        mask = moving_mask(xyz, valid, tau_move, scale=scene_scale)
+        axes[r, 0].imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        axes[r, 0].set_ylabel(name.replace(" · ", "\n"), fontsize=8)
+        for c, image in enumerate(xyz_to_rgb(xyz[frames], valid, color_range), start=1):
+            axes[r, c].imshow(image, interpolation="nearest")
+    for c, t in enumerate(["moving mask", *(f"t = {t}" for t in frames)]):
+        axes[0, c].set_title(t, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
 def sample_image_grid(
     result: SamplingResult,
     num_frames: int = 6,
@@ -208,25 +241,33 @@ def sample_image_grid(
     pixel that keeps its colour did not move. Samples as in ``figure_3d`` (default the first
     ``max_samples``).
     """
-    shown = result.views(samples, max_samples)
     scene = result.scene
-    T = shown[0][1].shape[0]
-    frames = np.unique(np.linspace(0, T - 1, min(num_frames, T)).round().astype(int))
-    color_range = xyz_color_range(shown[0][1], scene.valid)
-    rows, cols = len(shown), 1 + len(frames)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(panel_size * cols + 0.6, panel_size * rows + 0.8), squeeze=False
-    )
-    for r, (title, xyz) in enumerate(shown):
-        mask = moving_mask(xyz, scene.valid, tau_move, scale=scene.scene_scale)
-        axes[r, 0].imshow(mask, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        axes[r, 0].set_ylabel(title.replace(" · ", "\n"), fontsize=8)
-        for c, image in enumerate(xyz_to_rgb(xyz[frames], scene.valid, color_range), start=1):
-            axes[r, c].imshow(image, interpolation="nearest")
-    for c, t in enumerate(["moving mask", *(f"t = {t}" for t in frames)]):
-        axes[0, c].set_title(t, fontsize=9)
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(f"{result.prompt or '(no text)'!r}; XYZ as RGB in one range for all rows", fontsize=9)
-    return fig
+    title = f"{result.prompt or '(no text)'!r}; XYZ as RGB in one range for all rows"
+    return _trajectory_rows(
+        result.views(samples, max_samples), scene.valid, scene.scene_scale, num_frames, tau_move,
+        panel_size, title,
+    )  # fmt: skip
+
+
+def method_comparison_grid(
+    gt: Any,
+    predictions: Mapping[str, np.ndarray],
+    num_frames: int = 6,
+    tau_move: float = TAU_MOVE,
+    panel_size: float = 1.3,
+) -> Figure:
+    """Returns the paper's Fig.-5-style side-by-side of one clip: a row for the GT MoMap, then one per
+    method (``predictions``: name -> ``xyz`` (T, H, W, 3) metres, e.g. each method's reported
+    sample), drawn as ``sample_image_grid`` draws samples (moving mask, then XYZ as colour in the
+    GT's range, so a pixel that keeps its colour did not move)."""
+    momap = _as_momap(gt)
+    shown = [("GT", momap.xyz)]
+    for name, xyz in predictions.items():
+        xyz = np.asarray(xyz)
+        if xyz.shape != momap.xyz.shape:
+            raise ValueError(
+                f"predictions[{name!r}]: expected xyz of shape {momap.xyz.shape}, got {xyz.shape}"
+            )
+        shown.append((name, xyz))
+    title = f'"{momap.prompt}"; XYZ as RGB in the GT\'s range for all rows' if momap.prompt else "XYZ as RGB"
+    return _trajectory_rows(shown, momap.valid, momap.scene_scale, num_frames, tau_move, panel_size, title)
