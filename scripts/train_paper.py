@@ -320,9 +320,9 @@ def stream_latents(
     loaded = {}
     for name, spec in codecs.items():
         if name == "raw":
-            codec = raw_codec(datasets)  # statistics of the train clips of every data folder
-            codec.save_pretrained(folder / "raw_vae")
-            loaded[name] = codec.to(device)
+            if not (folder / "raw_vae").is_dir():  # kept from an earlier run: the same statistics
+                raw_codec(datasets).save_pretrained(folder / "raw_vae")  # of the train clips of every folder
+            loaded[name] = load_momap_codec(folder / "raw_vae").to(device)
         else:
             loaded[name] = load_momap_codec(spec).to(device).eval()
     # one simulation pass, encoded by every codec: the rows of Table 2 train on the same clips
