@@ -142,16 +142,27 @@ class GFlowModel(ModelMixin, ConfigMixin):
         self.to_latent = nn.Linear(width, 2 * latent_dim)
         self.decoder = nn.Sequential(mlp(width + latent_dim, width, width), nn.Linear(width, 3 * horizon))
 
-    def features(self, scene: Tensor, scene_colour: Tensor, queries: Tensor, query_colour: Tensor) -> Tensor:
-        """Returns (B, Q, width) features of the queries from the scene cloud (B, N, 3) + colours."""
+    def scene_context(self, scene: Tensor, scene_colour: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns what the backbone makes of the scene cloud (B, N, 3) + colours: the first level's
+        centres and features (for the queries' local feature) and the global feature (B, 1, width)."""
         xyz, feats = scene, scene_colour
         first = None
         for stage in self.stages:
             xyz, feats = stage(xyz, feats)
             first = (xyz, feats) if first is None else first
-        local = interpolate(queries, *first)
-        glob = feats.amax(1, keepdim=True).expand(-1, queries.shape[1], -1)
-        return self.query(torch.cat([queries, query_colour, local, glob], -1))
+        return *first, feats.amax(1, keepdim=True)
+
+    def query_features(self, context: tuple[Tensor, Tensor, Tensor], queries: Tensor, query_colour: Tensor):
+        """Returns (B, Q, width) features of the queries (B, Q, 3) + colours in a ``scene_context``."""
+        centres, centre_features, glob = context
+        local = interpolate(queries, centres, centre_features)
+        return self.query(
+            torch.cat([queries, query_colour, local, glob.expand(-1, queries.shape[1], -1)], -1)
+        )
+
+    def features(self, scene: Tensor, scene_colour: Tensor, queries: Tensor, query_colour: Tensor) -> Tensor:
+        """Returns (B, Q, width) features of the queries from the scene cloud (B, N, 3) + colours."""
+        return self.query_features(self.scene_context(scene, scene_colour), queries, query_colour)
 
     def forward(self, scene, scene_colour, queries, query_colour, target: Tensor) -> tuple[Tensor, Tensor]:
         """Returns (reconstructed displacements (B, Q, horizon, 3), KL per query (B, Q)) of ``target``."""
@@ -166,10 +177,13 @@ class GFlowModel(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def sample(
-        self, scene, scene_colour, queries, query_colour, generator: torch.Generator | None = None
-    ) -> Tensor:
-        """Returns (B, Q, horizon, 3) displacements for z ~ N(0, I)."""
-        feature = self.features(scene, scene_colour, queries, query_colour)
+        self, scene, scene_colour, queries, query_colour, generator: torch.Generator | None = None,
+        context: tuple[Tensor, Tensor, Tensor] | None = None,
+    ) -> Tensor:  # fmt: skip
+        """Returns (B, Q, horizon, 3) displacements for z ~ N(0, I); ``context`` (``scene_context``
+        of the scene, which is then not read) saves encoding one scene again for every chunk of queries."""
+        context = self.scene_context(scene, scene_colour) if context is None else context
+        feature = self.query_features(context, queries, query_colour)
         z = torch.randn(*feature.shape[:-1], self.config.latent_dim, generator=generator).to(feature)
         return self.decode(feature, z)
 

@@ -90,29 +90,29 @@ def gflow_predictor(model: GFlowModel, chunk: int = 4096):
             device
         )
         T, horizon = gt.num_frames, model.config.horizon
+        # the samples side by side (a batch): each its own scene subset and latents
+        scene_idx = torch.randint(
+            0, len(points), (num_samples, model.config.scene_points), generator=generator
+        )
+        scene_idx = scene_idx.to(device)
+        positions = [points.expand(num_samples, -1, -1)]  # (N, Q, 3) per frame
+        while len(positions) < T:  # rollout: continue from the last prediction (one call if horizon = T - 1)
+            now = positions[-1]
+            scene = torch.gather(now, 1, scene_idx[..., None].expand(-1, -1, 3))
+            context = model.scene_context(scene, colour[scene_idx])  # once for every chunk of queries
+            query_colour = colour.expand(num_samples, -1, -1)
+            parts = [
+                model.sample(
+                    None, None, now[:, s : s + chunk], query_colour[:, s : s + chunk], generator,
+                    context=context,
+                )
+                for s in range(0, now.shape[1], chunk)
+            ]  # fmt: skip
+            displacement = torch.cat(parts, 1)  # (N, Q, horizon, 3)
+            positions += [now + displacement[:, :, h] for h in range(min(horizon, T - len(positions)))]
+        trajectory = denormalize_xyz(torch.stack(positions, 1).cpu()[:, :, None], center, scale)[:, :, 0]
         out = torch.zeros(num_samples, T, H, W, 3)
-        for n in range(num_samples):
-            scene_idx = torch.randint(0, len(points), (model.config.scene_points,), generator=generator).to(
-                device
-            )
-            positions = [points]
-            while (
-                len(positions) < T
-            ):  # rollout: continue from the last prediction (one call if horizon = T - 1)
-                now = positions[-1]
-                scene, scene_colour = now[scene_idx][None], colour[scene_idx][None]
-                parts = [
-                    model.sample(
-                        scene, scene_colour, now[None, s : s + chunk], colour[None, s : s + chunk], generator
-                    )[0]
-                    for s in range(0, len(now), chunk)
-                ]
-                displacement = torch.cat(parts)  # (Q, horizon, 3)
-                positions += [now + displacement[:, h] for h in range(min(horizon, T - len(positions)))]
-            trajectory = denormalize_xyz(torch.stack(positions).cpu()[:, None], center, scale)[
-                :, 0
-            ]  # (T, Q, 3)
-            out[n][:, valid] = trajectory.float()
+        out[:, :, valid] = trajectory.float()  # (N, T, Q, 3)
         return out
 
     return predict
