@@ -139,9 +139,9 @@ def main() -> None:
                 clips, methods, num_samples=args.num_samples, device=args.device, progress=False
             )
             rows += [frame.assign(dataset=family, method=name) for name, frame in results.items()]
-        per_clip = pd.concat(rows, ignore_index=True)
-        args.out.mkdir(parents=True, exist_ok=True)
-        per_clip.to_csv(args.out / f"table{args.table}_per_clip.csv.gz", index=False)
+            per_clip = pd.concat(rows, ignore_index=True)  # written after each family: a run cut
+            args.out.mkdir(parents=True, exist_ok=True)  # short keeps the families it finished
+            per_clip.to_csv(args.out / f"table{args.table}_per_clip.csv.gz", index=False)
     means, intervals = tables(per_clip, args.table)
     print(means)
     print(intervals)
