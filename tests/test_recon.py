@@ -773,3 +773,43 @@ def test_reconstruction_of_structured_light_clips_meets_the_robustness_targets()
     assert robust["translation"] <= 0.03 and robust["visible_epe"] <= 0.03, scores
     off = scores["without"]
     assert off["static_moving_fraction"] > 0.02 or off["spurious_instances"] > 0.5, scores
+
+
+def test_reprojection_hold_keeps_what_the_depth_still_sees_and_lets_go_of_what_left():
+    from momaplib.geometry import depth_to_xyz
+    from momaplib.recon.pipeline import reprojection_static
+    from momaplib.recon.poses import CameraPoses
+
+    T, H, W = 6, 12, 16
+    K = np.array([[20.0, 0, 7.5], [0, 20.0, 5.5], [0, 0, 1]], np.float32)
+    ref_from_cam = np.tile(np.eye(4, dtype=np.float32), (T, 1, 1))
+    ref_from_cam[:, 0, 3] = np.linspace(0, 0.05, T)  # the camera slides parallel to a wall at z = 1
+    depth = np.ones((T, H, W), np.float32)
+    xyz0 = depth_to_xyz(depth[0], K).reshape(-1, 3)
+    candidates = np.ones(H * W, bool)
+    candidates[0] = False  # not a candidate: never static
+    poses = CameraPoses(
+        ref_from_cam=ref_from_cam, depth_scale=np.ones(T, np.float32), static=np.ones((H, W), bool), K=K,
+        reprojection_px=0.0, points_cam=np.zeros((T, H, W, 3), np.float32), visible=np.ones((T, H, W), bool),
+    )  # fmt: skip
+
+    def pixel_of(index: int, t: int) -> tuple[int, int]:  # where point `index` of t = 0 lands in frame t
+        x = xyz0[index] - ref_from_cam[t, :3, 3]
+        return int(np.rint(K[1, 1] * x[1] / x[2] + K[1, 2])), int(np.rint(K[0, 0] * x[0] / x[2] + K[0, 2]))
+
+    gone, occluded, hidden = 5 * W + 8, 6 * W + 8, 7 * W + 8
+    for t in range(2, T):  # the point left: the depth behind it is farther
+        depth[t][pixel_of(gone, t)] = 1.3
+    for t in (1, 2):  # something passed in front of it
+        depth[t][pixel_of(occluded, t)] = 0.4
+    for t in range(1, T):  # no reading where it lands
+        depth[t][pixel_of(hidden, t)] = 0.0
+    static, consistent = reprojection_static(xyz0, candidates, depth, None, poses, PipelineConfig())
+    assert not static[0] and not static[gone] and static[occluded]
+    assert not static[hidden]  # checked once (t = 0) in 6 frames: too little to say
+    assert consistent[0, occluded] and not consistent[1:3, occluded].any() and consistent[3:, occluded].all()
+    # pixels that leave the image at the right edge are checked in fewer frames but still agree
+    assert static[candidates].mean() > 0.9
+    unreliable = np.ones((T, H, W), bool)
+    unreliable[1:] = False  # nothing read after t = 0: no verdict for anyone
+    assert not reprojection_static(xyz0, candidates, depth, unreliable, poses, PipelineConfig())[0].any()

@@ -12,7 +12,9 @@ NaN); ``PipelineConfig.depth_filter`` fills them, removes flying pixels and mark
 reliable, so tracks never read depth across an edge (``momaplib.recon.depth_filter``). After
 segmentation, background pixels (instance 0) that stay within ``static_tolerance`` of their
 median position in most frames are held at that position (``hold_static``): static scene does
-not move, and noise or a stray track would otherwise reconstruct it as moving.
+not move, and noise or a stray track would otherwise reconstruct it as moving. So are those whose
+t = 0 point the depth maps of later frames keep finding where the solved camera says it projects
+(``reprojection_hold``, ``reprojection_static``): a track sliding on a static surface is not motion.
 
 Intrinsics: the video's ``K`` when it has one, otherwise the camera stage searches the field of
 view over ``PoseConfig.focal_candidates`` (the same candidates ``momap recon`` uses).
@@ -53,6 +55,9 @@ class PipelineConfig:
     static_tolerance: float = 0.02  # ... "do not move": within this fraction of the scene scale (of the
     # pixel's depth where it is farther) ...
     static_outliers: float = 0.25  # ... in all but at most this fraction of the frames where seen
+    # ... or whose t = 0 point agrees with the depth every frame measures where the point projects
+    # (reprojection_static): a track that drifts on a static surface is not motion
+    reprojection_hold: bool = True
 
 
 @dataclass
@@ -190,9 +195,18 @@ class Pipeline:
             raise VideoError(f"{video.name}: instance: expected (H, W) = {(H, W)}, got {instance.shape}")
         held = np.zeros(H * W, bool)
         if self.config.hold_static:
-            xyz, visible, held = hold_static_pixels(
-                xyz, visible, valid & (instance.ravel() == 0), self.config
-            )
+            background = valid & (instance.ravel() == 0)
+            first = xyz[0].copy()
+            xyz, visible, held = hold_static_pixels(xyz, visible, background, self.config)
+            if self.config.reprojection_hold:
+                agree, consistent = reprojection_static(
+                    first, background, depth, reliable, poses, self.config
+                )
+                extra = agree & ~held  # held at the point seen at t = 0, seen where the depth agrees
+                xyz[:, extra] = first[extra][None]
+                visible[:, extra] = consistent[:, extra]
+                visible[0, extra] = True
+                held |= extra
         report["segmentation"] = {
             "seconds": lap(),
             "num_instances": len(np.unique(instance[instance > 0])),
@@ -252,6 +266,58 @@ def hold_static_pixels(
     visible[:, columns[static]] &= ~far[:, static]
     visible[0, held] = True  # the reference entry is the pixel itself
     return xyz, visible, held
+
+
+def reprojection_static(
+    xyz0: np.ndarray,
+    candidates: np.ndarray,
+    depth: np.ndarray,
+    reliable: np.ndarray | None,
+    poses: CameraPoses,
+    config: PipelineConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``(static (N,), consistent (T, N))``: which ``candidates`` (N,) stay where they were at
+    t = 0 by the depth maps, whatever their tracks say.
+
+    Each candidate's t = 0 point ``xyz0`` (N, 3), reference frame, is projected into every frame t
+    with the solved pose; the depth there (``depth`` (T, H, W) x the frame's depth scale, nearest
+    pixel; holes and ``reliable`` False are not read) either agrees (within ``static_tolerance`` x the
+    scene scale, x the point's own depth if farther), lies in front of it (an occluder: not
+    counted) or behind it (the point is gone: it moved). A candidate is static when it was checked
+    in at least half the frames and disagreed in at most ``static_outliers`` of them. This catches
+    static surfaces whose tracks slide (a flow chain drifting on a textureless table under a moving
+    camera), which the track-based test of ``hold_static_pixels`` would call moving.
+    """
+    T, H, W = depth.shape
+    columns = np.flatnonzero(candidates)
+    points = xyz0[columns].astype(np.float64)
+    scale = float(np.median(points[:, 2])) if len(columns) else 1.0
+    K = poses.K.astype(np.float64)
+    checked = np.zeros((T, len(columns)), bool)
+    agrees = np.zeros((T, len(columns)), bool)
+    for t in range(T):
+        cam_from_ref = np.linalg.inv(poses.ref_from_cam[t].astype(np.float64))
+        p = points @ cam_from_ref[:3, :3].T + cam_from_ref[:3, 3]
+        z = np.maximum(p[:, 2], 1e-9)
+        u = np.round(K[0, 0] * p[:, 0] / z + K[0, 2]).astype(np.int64)
+        v = np.round(K[1, 1] * p[:, 1] / z + K[1, 2]).astype(np.int64)
+        inside = (p[:, 2] > 1e-9) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        seen = np.zeros(len(columns))
+        seen[inside] = depth[t, v[inside], u[inside]] * float(poses.depth_scale[t])
+        read = inside & np.isfinite(seen) & (seen > 0)
+        if reliable is not None:
+            read[inside] &= reliable[t, v[inside], u[inside]]
+        tolerance = config.static_tolerance * np.maximum(scale, p[:, 2])
+        residual = seen - p[:, 2]
+        checked[t] = read & (residual >= -tolerance)  # in front: an occluder, not counted
+        agrees[t] = checked[t] & (np.abs(residual) <= tolerance)
+    counted = checked.sum(0)
+    static_columns = (counted >= 0.5 * T) & ((checked & ~agrees).sum(0) <= config.static_outliers * counted)
+    static = np.zeros(len(candidates), bool)
+    static[columns[static_columns]] = True
+    consistent = np.zeros((T, len(candidates)), bool)
+    consistent[:, columns] = agrees
+    return static, consistent
 
 
 def _identity_first(ref_from_cam: np.ndarray) -> np.ndarray:
