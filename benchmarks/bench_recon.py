@@ -10,6 +10,7 @@ Settings (issue "Data reconstruction", acceptance):
 
     python benchmarks/bench_recon.py --part sensors  # ideal vs sensor models, 128x128, T = 32, test split
     python benchmarks/bench_recon.py --part infill   # infill seconds of a 60-frame 240x320 clip
+    python benchmarks/bench_recon.py --part throughput --device cuda  # clips/s of `momap recon` shards
 
 Per setting and family it prints the median over clips of: 3D end-point error of visible and of
 infilled trajectory points (``|x - x_gt| / s``, s = scene scale, per-clip medians), camera
@@ -100,8 +101,9 @@ class BenchRecon:
     """Torch threads on CPU."""
     out: Path = Path("outputs/benchmarks/bench_recon.json")
     """Where the JSON results of --part settings go."""
-    part: Literal["settings", "sensors", "infill"] = "settings"
-    """settings: (a)-(c) on ideal clips; sensors: ideal vs each sensor model; infill: infill speed."""
+    part: Literal["settings", "sensors", "infill", "throughput"] = "settings"
+    """settings: (a)-(c) on ideal clips; sensors: ideal vs each sensor model; infill: infill speed;
+    throughput: clips/s of the data engine (``momap recon`` shards side by side)."""
     sensors: tuple[str, ...] = SENSORS
     """--part sensors: the SimConfig.sensor models to compare."""
     sensor_clips: int = 20
@@ -114,6 +116,12 @@ class BenchRecon:
     """--part sensors: where the JSON goes."""
     infill_out: Path = Path("benchmarks/results/recon_infill_speed.json")
     """--part infill: where the JSON goes."""
+    throughput_clips: int = 32
+    """--part throughput: clips (half tabletop, half egocentric; 128x128, T = 32) to reconstruct."""
+    throughput_processes: int = 8
+    """--part throughput: `momap recon --shard i/N` processes side by side (each its share of the cores)."""
+    throughput_out: Path = Path("benchmarks/results/recon_throughput.json")
+    """--part throughput: where the JSON goes."""
     device: str = "cpu"
     """Torch device of the simulator (cuda renders the clips faster; reconstruction runs on CPU)."""
 
@@ -344,9 +352,80 @@ def infill_speed(bench: BenchRecon) -> dict:
     return record
 
 
+def throughput(bench: BenchRecon) -> dict:
+    """Returns the record of ``throughput_processes`` ``momap recon`` shards reconstructing
+    ``throughput_clips`` MoMap-Sim clip files (128x128, T = 32) side by side: wall-clock clips/s of the
+    data engine (``--device`` is the recon device: depth model and optimisations)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from momaplib.data import SimJob
+
+    processes, cores = bench.throughput_processes, os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        videos = Path(tmp) / "videos"
+        videos.mkdir()
+        for family in FAMILIES:
+            count = bench.throughput_clips // len(FAMILIES)
+            SimJob(
+                out=Path(tmp) / family, num_clips=count, sim=SimConfig(family=family), seed=bench.seed,
+                workers=min(8, cores), verify=False, progress=False,
+            ).run()  # fmt: skip
+            for clip in sorted((Path(tmp) / family / "clips").glob("*.npz")):
+                clip.rename(videos / f"{family}_{clip.name}")
+        threads = str(max(1, cores // processes))
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        started = time.perf_counter()
+        shards = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "momaplib.cli",
+                    "recon",
+                    "--videos",
+                    str(videos),
+                    "--out",
+                    str(Path(tmp) / "recon"),
+                    "--shard",
+                    f"{i}/{processes}",
+                    "--device",
+                    bench.device,
+                    "--no-verify",
+                    "--no-progress",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(processes)
+        ]
+        failures = [shard.communicate()[1][-2000:] for shard in shards if shard.wait() != 0]
+        seconds = time.perf_counter() - started
+        if failures:
+            raise RuntimeError("momap recon failed:\n" + "\n".join(failures))
+        done = len(list((Path(tmp) / "recon" / "clips").glob("*.npz")))
+    record = {
+        **environment(bench), "cpu_count": cores, "processes": processes, "threads_per_process": int(threads),
+        "clips": done, "seconds": seconds, "clips_per_second": done / seconds, "target_clips_per_second": 1.0,
+    }  # fmt: skip
+    print(
+        f"{done} clips (128x128, T = 32) by {processes} `momap recon` shards on {cores} cores, device "
+        f"{bench.device}: {seconds:.1f} s, {done / seconds:.2f} clips/s (target >= 1)"
+    )
+    bench.throughput_out.parent.mkdir(parents=True, exist_ok=True)
+    bench.throughput_out.write_text(json.dumps(record, indent=2))
+    print(f"wrote {bench.throughput_out}")
+    return record
+
+
 if __name__ == "__main__":
     bench = tyro.cli(BenchRecon)
-    if bench.part == "sensors":
+    if bench.part == "throughput":
+        throughput(bench)
+    elif bench.part == "sensors":
         sensor_table(bench)
     elif bench.part == "infill":
         infill_speed(bench)
