@@ -28,14 +28,10 @@ import torch
 
 from momaplib.baselines import get_predictor
 from momaplib.data import simulate_split_clips
-from momaplib.eval import evaluate_methods, format_table, paired_differences, table_to_markdown
+from momaplib.eval import evaluate_methods, table_to_markdown
+from momaplib.eval.paper import PAPER_ROWS, paper_intervals, paper_table
 
-ROWS = {
-    1: ("static", "gflow-original", "gflow-rollout", "gflow-extend", "momap-vae", "ours"),
-    2: ("full", "no-xyz", "no-sem", "no-vae", "no-unet-init", "no-unet-vae-init"),
-}
-#: the metrics of the paired intervals (the card's second table)
-INTERVAL_METRICS = ("fg_mask_iou", "ate_dtw", "quantize_acc_16", "epe")
+ROWS = PAPER_ROWS
 
 
 def predictor_of(source: str, device: str, steps: int, guidance: float, text_encoder: str | None = None):
@@ -57,44 +53,18 @@ def predictor_of(source: str, device: str, steps: int, guidance: float, text_enc
 
 def tables(per_clip: pd.DataFrame, table: int) -> tuple[str, str]:
     """Returns the Markdown of the means table and of the paired intervals against the reference row."""
-    names = ROWS[table]
-    missing = sorted(set(per_clip["method"]) - set(names))
-    if missing:
-        raise ValueError(
-            f"method: {missing} are not rows of Table {table}; expected names from {list(names)}"
-        )
-    order = [name for name in names if name in set(per_clip["method"])]
-    table_frame = format_table(
-        {
-            family: {method: group[group["method"] == method] for method in order}
-            for family, group in per_clip.groupby("dataset", sort=False)
-        }
-    )
-    reference = names[-1] if table == 1 else names[0]
+    means = paper_table(per_clip, table)
     lines = [
         "| family | method | metric | reference − method | 95 % interval | clips | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
-    for family, group in per_clip.groupby("dataset", sort=False):
-        ours = group[group["method"] == reference]
-        for method in order:
-            if method == reference or ours.empty:
-                continue
-            diff = paired_differences(ours, group[group["method"] == method], list(INTERVAL_METRICS))
-            for metric, row in diff.iterrows():
-                verdict = {"a better": reference, "b better": method}.get(row["verdict"], "no difference")
-                interval = f"[{row['low']:+.4f}, {row['high']:+.4f}]"
-                cells = [
-                    family,
-                    method,
-                    metric,
-                    f"{row['diff']:+.4f}",
-                    interval,
-                    str(int(row["clips"])),
-                    verdict,
-                ]
-                lines.append("| " + " | ".join(cells) + " |")
-    return table_to_markdown(table_frame), "\n".join(lines) + "\n"
+    for row in paper_intervals(per_clip, table).itertuples():
+        cells = [
+            row.dataset, row.method, row.metric, f"{row.diff:+.4f}", f"[{row.low:+.4f}, {row.high:+.4f}]",
+            str(int(row.clips)), row.verdict,
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return table_to_markdown(means), "\n".join(lines) + "\n"
 
 
 def main() -> None:

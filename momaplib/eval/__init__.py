@@ -5,7 +5,8 @@ methods (reference predictors, prediction folders, saved pipelines) side by side
 (``format_table`` like Table 1 with one row per metric and its ↑/↓ arrow, ``style_table`` bolds
 the best *method* of each row, ``paired_differences`` with bootstrap intervals, ``write_table``
 to CSV and Markdown), ``job`` (``evaluate_methods`` and the ``momap eval`` job) and ``distribution``
-(samples against many GT futures per scene: ``evaluate_distribution``, its tables and curves). The metric
+(samples against many GT futures per scene: ``evaluate_distribution``, its tables and curves) and
+``paper`` (the paper's Tables 1 and 2 from per-clip rows: ``paper_table``, ``paper_intervals``). The metric
 functions and ``evaluate_predictor`` are re-exported here for convenience.
 """
 
@@ -19,6 +20,7 @@ from momaplib.eval.distribution import (
 )
 from momaplib.eval.dsl import DSL_METHODS, dsl_intervals, dsl_table
 from momaplib.eval.job import EvalJob, evaluate_methods
+from momaplib.eval.paper import PAPER_ROWS, paper_intervals, paper_table
 from momaplib.eval.samples import (
     BEST_MARK,
     SamplingResult,
@@ -48,6 +50,7 @@ __all__ = [
     "BEST_MARK",
     "CLIPS_ROW",
     "DSL_METHODS",
+    "PAPER_ROWS",
     "VIDEO_METHODS",
     "VIDEO_METRICS",
     "EvalJob",
@@ -66,6 +69,8 @@ __all__ = [
     "instance_motion_table",
     "metric_label",
     "metrics_table",
+    "paper_intervals",
+    "paper_table",
     "paired_differences",
     "per_scene_table",
     "sample_diversity",
