@@ -777,7 +777,7 @@ def test_reconstruction_of_structured_light_clips_meets_the_robustness_targets()
 
 def test_reprojection_hold_keeps_what_the_depth_still_sees_and_lets_go_of_what_left():
     from momaplib.geometry import depth_to_xyz
-    from momaplib.recon.pipeline import reprojection_static
+    from momaplib.recon.pipeline import background_instances, reprojection_static
     from momaplib.recon.poses import CameraPoses
 
     T, H, W = 6, 12, 16
@@ -813,3 +813,14 @@ def test_reprojection_hold_keeps_what_the_depth_still_sees_and_lets_go_of_what_l
     unreliable = np.ones((T, H, W), bool)
     unreliable[1:] = False  # nothing read after t = 0: no verdict for anyone
     assert not reprojection_static(xyz0, candidates, depth, unreliable, poses, PipelineConfig())[0].any()
+    # instances: one the depth never saw move becomes background, one that left keeps its id
+    instance = np.zeros((H, W), np.int32)
+    instance[1:4, 2:5] = 1  # static: the wall's depth agrees wherever it projects
+    instance[8:11, 9:12] = 2
+    moved = depth.copy()
+    for index in np.flatnonzero(instance.ravel() == 2):
+        for t in range(1, T):
+            moved[t][pixel_of(index, t)] = 1.5
+    valid = np.ones(H * W, bool)
+    out = background_instances(instance, xyz0, valid, moved, None, poses, PipelineConfig())
+    assert (out[1:4, 2:5] == 0).all() and (out[8:11, 9:12] == 2).all() and (out[instance == 0] == 0).all()

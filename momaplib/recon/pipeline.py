@@ -14,7 +14,8 @@ segmentation, background pixels (instance 0) that stay within ``static_tolerance
 median position in most frames are held at that position (``hold_static``): static scene does
 not move, and noise or a stray track would otherwise reconstruct it as moving. So are those whose
 t = 0 point the depth maps of later frames keep finding where the solved camera says it projects
-(``reprojection_hold``, ``reprojection_static``): a track sliding on a static surface is not motion.
+(``reprojection_hold``, ``reprojection_static``): a track sliding on a static surface is not motion;
+an instance the depth maps never saw move becomes background first (``background_instances``).
 
 Intrinsics: the video's ``K`` when it has one, otherwise the camera stage searches the field of
 view over ``PoseConfig.focal_candidates`` (the same candidates ``momap recon`` uses).
@@ -195,8 +196,10 @@ class Pipeline:
             raise VideoError(f"{video.name}: instance: expected (H, W) = {(H, W)}, got {instance.shape}")
         held = np.zeros(H * W, bool)
         if self.config.hold_static:
-            background = valid & (instance.ravel() == 0)
             first = xyz[0].copy()
+            if self.config.reprojection_hold:  # an instance the depth maps never saw move is background
+                instance = background_instances(instance, first, valid, depth, reliable, poses, self.config)
+            background = valid & (instance.ravel() == 0)
             xyz, visible, held = hold_static_pixels(xyz, visible, background, self.config)
             if self.config.reprojection_hold:
                 agree, consistent = reprojection_static(
@@ -318,6 +321,40 @@ def reprojection_static(
     consistent = np.zeros((T, len(candidates)), bool)
     consistent[:, columns] = agrees
     return static, consistent
+
+
+#: ``background_instances``: an instance becomes background when this fraction of its pixels ...
+STATIC_INSTANCE_FRACTION = 0.9
+#: ... pass ``reprojection_static`` with at most this fraction of disagreeing frames (stricter than
+#: single pixels: an object that moves in the last few frames only must keep its motion)
+STATIC_INSTANCE_OUTLIERS = 0.1
+
+
+def background_instances(
+    instance: np.ndarray,
+    xyz0: np.ndarray,
+    valid: np.ndarray,
+    depth: np.ndarray,
+    reliable: np.ndarray | None,
+    poses: CameraPoses,
+    config: PipelineConfig,
+) -> np.ndarray:
+    """Returns ``instance`` (H, W) with every instance the depth maps never saw move relabelled as
+    background (0): at least ``STATIC_INSTANCE_FRACTION`` of its valid pixels are static by
+    ``reprojection_static`` with ``STATIC_INSTANCE_OUTLIERS``. Motion segmentation splits static
+    things off when their tracks slide (a spurious instance); their depth says otherwise."""
+    ids = np.unique(instance[instance > 0])
+    if not len(ids):
+        return instance
+    flat = instance.ravel()
+    strict = replace(config, static_outliers=STATIC_INSTANCE_OUTLIERS)
+    static, _ = reprojection_static(xyz0, valid & (flat > 0), depth, reliable, poses, strict)
+    out = instance.copy()
+    for i in ids:
+        pixels = (flat == i) & valid
+        if pixels.any() and static[pixels].mean() >= STATIC_INSTANCE_FRACTION:
+            out[instance == i] = 0
+    return out
 
 
 def _identity_first(ref_from_cam: np.ndarray) -> np.ndarray:
