@@ -848,3 +848,34 @@ def test_bundled_pipeline_samples_an_example_whose_depth_has_5_percent_holes():
     _check_holes_marked(output, holes)
     moving = np.abs(output.xyz - output.xyz[:, :1]).max(-1).max(1)  # (N, H, W)
     assert moving[:, ~holes].max() > 0  # the valid pixels got trajectories
+
+
+def test_records_are_built_when_read_and_match_the_arrays(tiny_pipeline):
+    import pickle
+
+    from momaplib.diffusion.output import LazyMoMaps
+
+    image, xyz, instance = scene()
+    output = tiny_pipeline(image, xyz, instance, None, num_samples=3, num_inference_steps=2, progress=False)
+    assert isinstance(output.momaps, LazyMoMaps) and len(output.momaps) == 3
+    assert not output.momaps._cache  # nothing built until read
+    last = output.momaps[-1]
+    np.testing.assert_array_equal(last.xyz, output.xyz[2])
+    assert last is output.momaps[2] and list(output.momaps._cache) == [2]  # built once, cached
+    assert [m.prompt for m in output.momaps[:2]] == ["", ""] and len(list(output.momaps)) == 3
+    again = pickle.loads(pickle.dumps(output.momaps))
+    np.testing.assert_array_equal(again[0].xyz, output.xyz[0])
+    with pytest.raises(IndexError):
+        output.momaps[3]
+    assert tiny_pipeline.__dict__.get("_call_device") is None  # the call's device lookup is cleared
+
+
+def test_a_decoded_sample_that_is_not_finite_is_an_error(tiny_pipeline, monkeypatch):
+    image, xyz, instance = scene()
+    monkeypatch.setattr(
+        tiny_pipeline.vae,
+        "decode_channels",
+        lambda z: torch.full_like(z, float("nan")).repeat(1, 1, 8, 8)[:, : 3 * T_TINY],
+    )
+    with pytest.raises(FloatingPointError, match="not finite"):
+        tiny_pipeline(image, xyz, instance, None, num_samples=1, num_inference_steps=1, progress=False)

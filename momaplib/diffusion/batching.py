@@ -8,11 +8,23 @@ large UNet calls instead of hundreds of launch-bound small ones.
 
 from __future__ import annotations
 
+from itertools import chain
+
 import torch
 from torch import Tensor
 
 from momaplib.diffusion.conditions import dsl_latent, select_image_latents
 from momaplib.vae.model import DOWNSAMPLE
+
+
+def module_dtype(module: torch.nn.Module) -> torch.dtype:
+    """Returns the dtype of ``module``'s first parameter or buffer (float32 without either).
+
+    ``ModelMixin.dtype`` asks every submodule for hooks on each read (milliseconds for a UNet),
+    and a pipeline call reads it several times; the MoMap codecs hold one dtype throughout."""
+    first = next(chain(module.parameters(), module.buffers()), None)
+    return first.dtype if first is not None else torch.float32
+
 
 #: keys of a scene of ``MoMapPipeline.sample_scenes`` (``__call__``'s scene arguments)
 SCENE_KEYS = frozenset({"image", "xyz", "instance_map", "prompt", "depth", "K", "dsl", "planner", "labels"})

@@ -35,6 +35,8 @@ import torch
 from diffusers import DDIMScheduler
 from torch import Tensor
 
+from momaplib.diffusion.batching import module_dtype
+
 #: Whether pipelines on CUDA sample through the fast path when neither ``enable_fast_sampling`` nor
 #: ``disable_fast_sampling`` was called. Set from ``benchmarks/bench_sampling.py --device cuda``
 #: (``benchmarks/results/sampling_h100.json``: 10 samples of the bundled model end to end in 0.19 s
@@ -177,7 +179,7 @@ class FastSampler:
         eager ``MoMapPipeline._denoise``."""
         device = latents.device
         unet = self.unet_for(pipe.unet, device)
-        dtype = unet.dtype
+        dtype = module_dtype(unet)
         sampler.set_timesteps(steps, device=device)
         latents = latents.float() * sampler.init_noise_sigma
         guided = cond_uncond is not None
@@ -246,7 +248,7 @@ def eager_denoise(pipe, latents, cond, cond_uncond, text, uncond, guidance_scale
     conditions and text), classifier-free guidance mixes both predictions by ``guidance_scale``."""
     sampler.set_timesteps(steps, device=latents.device)
     latents = latents * sampler.init_noise_sigma
-    dtype = pipe.unet.dtype
+    dtype = module_dtype(pipe.unet)
     cond, text = cond.to(dtype), text.to(dtype)
     guided = cond_uncond is not None
     if guided:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
-from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
@@ -18,12 +18,11 @@ from diffusers import (
     UNet2DConditionModel,
     UniPCMultistepScheduler,
 )
-from diffusers.utils import BaseOutput
 from torch import Tensor
 
 import momaplib.diffusion.cvae
 import momaplib.vae  # noqa: F401
-from momaplib.diffusion.batching import SCENE_KEYS, denoise_rows, scene_rows
+from momaplib.diffusion.batching import SCENE_KEYS, denoise_rows, module_dtype, scene_rows
 from momaplib.diffusion.conditioning import condition_latents
 from momaplib.diffusion.conditions import DEFAULT_CONDITIONS, check_conditions, condition_channels
 from momaplib.diffusion.dsl import check_dsl_arguments, num_dsl_windows, plan_dsl
@@ -36,8 +35,9 @@ from momaplib.diffusion.inputs import (
     estimate_intrinsics,
     prepare_scene,
 )
+from momaplib.diffusion.output import LazyMoMaps, MoMapPipelineOutput
 from momaplib.diffusion.text import load_text_encoder
-from momaplib.momap import MoMap, channels_to_xyz, denormalize_xyz, normalization_stats, normalize_xyz
+from momaplib.momap import channels_to_xyz, denormalize_xyz, normalization_stats, normalize_xyz
 
 #: Guidance of pipelines whose config names none (chosen on the val split, ``docs/experiments.md``);
 #: a trained pipeline stores its own ``guidance_scale``, the default of every call and tool.
@@ -52,26 +52,6 @@ SCHEDULERS = {
 }
 
 
-@dataclass
-class MoMapPipelineOutput(BaseOutput):
-    """Samples of one call: ``momaps`` (N MoMap records, metres) and ``xyz`` (N, T, H, W, 3).
-
-    ``grounding`` (pipelines with a ``grounder``): ``ids`` (K,) the scene's instance ids and
-    ``probabilities`` (N, K), per sample, that its prompt names each instance (zeros without a
-    prompt).
-
-    ``num_invalid``: input pixels without geometry (depth/XYZ 0, NaN, inf or behind the camera);
-    they have ``valid`` False (no trajectory, xyz 0) in every MoMap, whose ``meta["num_invalid"]``
-    repeats the count.
-    """
-
-    momaps: list[MoMap]
-    xyz: np.ndarray
-    grounding: dict | None = None
-    num_invalid: int = 0
-    dsl: object | None = None  # the MotionDSL the samples were conditioned on (DSL pipelines)
-
-
 __all__ = [
     "DEFAULT_GUIDANCE",
     "SCHEDULERS",
@@ -80,6 +60,24 @@ __all__ = [
     "MoMapVAEPipeline",
     "estimate_intrinsics",
 ]
+
+
+def _device_once(method):
+    """Runs a pipeline method with ``pipe.device`` looked up once: diffusers' property asks every
+    submodule of every component for offloading hooks on each read (milliseconds), and one call
+    reads it a dozen times."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.__dict__.get("_call_device") is not None:  # nested: the outer call looked it up
+            return method(self, *args, **kwargs)
+        self.__dict__["_call_device"] = DiffusionPipeline.device.fget(self)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            self.__dict__["_call_device"] = None
+
+    return wrapper
 
 
 class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
@@ -143,6 +141,12 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         """Windows of the DSL condition (0 without one)."""
         return num_dsl_windows(self.num_frames, self.config.dsl_window) if "dsl" in self.conditions else 0
 
+    @property
+    def device(self) -> torch.device:
+        """``DiffusionPipeline.device``; inside a call, the value the call looked up at its start."""
+        cached = self.__dict__.get("_call_device")
+        return cached if cached is not None else super().device
+
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Loads a pipeline folder, a bundled checkpoint name (``"momap-diffusion"``) or a hub id.
@@ -179,6 +183,7 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------ call
     @torch.no_grad()
+    @_device_once
     def __call__(
         self,
         image,
@@ -240,6 +245,7 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         )[0]  # fmt: skip
 
     @torch.no_grad()
+    @_device_once
     def sample_scenes(
         self,
         scenes: list[dict],
@@ -363,7 +369,7 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         center, scale = normalization_stats(xyz0, valid)
         xyz0_norm = torch.where(valid[..., None], normalize_xyz(xyz0[None], center, scale)[0], 0.0)
         rgb = torch.from_numpy(scene["rgb"]).permute(2, 0, 1).float() / 127.5 - 1.0
-        dtype = self.image_vae.dtype
+        dtype = module_dtype(self.image_vae)
         scene["condition"] = condition_latents(
             self.image_vae,
             rgb[None].to(self.device, dtype),
@@ -393,26 +399,16 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         self, latents: Tensor, scene: dict, prompts: list[str], meta: dict
     ) -> MoMapPipelineOutput:
         """Returns the output of (N, C, h, w) MoMap latents: decoded, de-normalised MoMap records."""
-        (H, W), T = scene["valid"].shape, self.num_frames
-        channels = self.vae.decode_channels(latents.to(self.vae.dtype)).float()  # (N, 3T, H, W)
+        channels = self.vae.decode_channels(latents.to(module_dtype(self.vae))).float()  # (N, 3T, H, W)
         xyz_out = denormalize_xyz(channels_to_xyz(channels), scene["center"], scene["scale"])
         valid = torch.from_numpy(scene["valid"]).to(xyz_out.device)
-        xyz_out = torch.where(valid[None, None, ..., None], xyz_out, 0.0).cpu().numpy()  # (N, T, H, W, 3)
+        xyz_out = torch.where(valid[None, None, ..., None], xyz_out, 0.0)
+        if not bool(torch.isfinite(xyz_out).all()):  # once here, so the records need not look again
+            raise FloatingPointError("the decoded MoMaps are not finite (diverged samples or broken weights)")
+        xyz_out = xyz_out.cpu().numpy()  # (N, T, H, W, 3)
         num_invalid = int(scene["valid"].size - scene["valid"].sum())
-        momaps = [
-            MoMap(
-                xyz=xyz_out[i],
-                valid=scene["valid"],
-                visible=np.broadcast_to(scene["valid"], (T, H, W)).copy(),  # no trajectory, never seen
-                rgb=scene["rgb"],
-                instance=scene["instance"],
-                K=scene["K"],
-                ref_from_cam=np.tile(np.eye(4, dtype=np.float32), (T, 1, 1)),
-                prompt=prompts[i],
-                meta={"source": type(self).__name__, **meta, "num_invalid": num_invalid},
-            )
-            for i in range(len(prompts))
-        ]
+        meta = {"source": type(self).__name__, **meta, "num_invalid": num_invalid}
+        momaps = LazyMoMaps(xyz_out, scene, prompts, meta)
         return MoMapPipelineOutput(momaps=momaps, xyz=xyz_out, num_invalid=num_invalid)
 
 
@@ -433,6 +429,7 @@ class MoMapVAEPipeline(MoMapPipeline):
         self.register_to_config(text_encoder=text_encoder)
 
     @torch.no_grad()
+    @_device_once
     def __call__(
         self,
         image,
@@ -454,8 +451,9 @@ class MoMapVAEPipeline(MoMapPipeline):
         check_sampling_args(num_samples, batch_size, generator)
         prompts, _ = self._prompts(prompt, num_samples)
         scene = self.encode_scene(image, xyz, instance_map, depth, K, generator, max_image_size)
-        text = self.encode_prompt(prompts).to(self.cvae.dtype)
-        latents = self.cvae.sample(scene["condition"].to(self.cvae.dtype), text, generator=generator)
+        dtype = module_dtype(self.cvae)
+        text = self.encode_prompt(prompts).to(dtype)
+        latents = self.cvae.sample(scene["condition"].to(dtype), text, generator=generator)
         return self.decode_samples(latents.float(), scene, prompts, {})
 
 
