@@ -202,3 +202,13 @@ def test_vae_training_mixes_procedural_momaps_and_augments(tmp_path, monkeypatch
     assert saved["procedural_fraction"] == 0.5 and saved["augment"] is True
     with pytest.raises(ValueError, match="procedural_fraction"):
         TrainVAEJob(procedural_fraction=1.5)
+
+
+def test_an_augmented_batch_shares_no_memory_with_its_input():
+    batch = batch_of(momaps())
+    # no crop, no turn, no flip: every item passes through unchanged, and still nothing is shared
+    out = augment_batch(batch, seed=0, rotate=False, flip=False, crop_probability=0.0)
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            torch.testing.assert_close(out[key], value)
+            assert not np.shares_memory(out[key].numpy(), value.numpy()), key

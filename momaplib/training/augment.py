@@ -155,13 +155,10 @@ def _rows(item: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
     return {key: value[rows] for key, value in item.items()}
 
 
-def _put_rows(item: dict[str, Tensor], rows: Tensor, part: dict[str, Tensor]) -> dict[str, Tensor]:
-    out = {}
+def _put_rows(item: dict[str, Tensor], rows: Tensor, part: dict[str, Tensor]) -> None:
+    """Writes ``part`` (the items at ``rows``, transformed) back into ``item``, in place."""
     for key, value in item.items():
-        value = value.clone()
         value[rows] = part[key].to(value.dtype)
-        out[key] = value
-    return out
 
 
 def augment_batch(
@@ -218,56 +215,56 @@ def augment_batch(
         ])  # fmt: skip
     crop_draw, scale_draw, x_draw, y_draw, flip_draw, turn_draw = draws.unbind(1)
     center, scale = batch["center"].double(), batch["scale"].double()
+
+    def own(key: str, dtype: torch.dtype | None = None) -> Tensor:  # a copy: rows are written in place
+        return batch[key].to(dtype or batch[key].dtype, copy=True)
+
     item: dict[str, Tensor] = {
         "xyz": denormalize_xyz(channels_to_xyz(batch[main].double()), center, scale),
-        "valid": batch["valid"].bool(), "instance": batch["instance"], "K": batch["K"],
-        "visible": batch["visible"].bool() if "visible" in batch else batch["valid"].bool()[:, None],
+        "valid": own("valid", torch.bool), "instance": own("instance"), "K": own("K"),
+        "visible": own("visible", torch.bool) if "visible" in batch else own("valid", torch.bool)[:, None],
     }  # fmt: skip
     for key in ("rgb", "ref_from_cam"):
         if key in batch:
-            item[key] = batch[key]
+            item[key] = own(key)
     if separate_xyz0:  # a sensor's reference XYZ (model_inputs with observed depth)
-        item["observed"] = batch["observed"].bool()
-        seen = denormalize_xyz(channels_to_xyz(batch["xyz0"].double()), center, scale)
-        item["seen_xyz"] = seen
+        item["observed"] = own("observed", torch.bool)
+        item["seen_xyz"] = denormalize_xyz(channels_to_xyz(batch["xyz0"].double()), center, scale)
     cropped = torch.nonzero(crop_draw < crop_probability).flatten()
     if len(cropped):
         zoom = low + (high - low) * scale_draw[cropped]
         corner = torch.stack(
             [-0.5 + x_draw[cropped] * (1 - zoom) * W, -0.5 + y_draw[cropped] * (1 - zoom) * H], -1
         )
-        item = _put_rows(item, cropped.to(item["xyz"].device), _crop(_rows(item, cropped), zoom, corner))
+        _put_rows(item, cropped.to(item["xyz"].device), _crop(_rows(item, cropped), zoom, corner))
     turns = (turn_draw * 4).long().clamp(max=3) if rotate else torch.zeros(B, dtype=torch.long)
     turns = turns if H == W else 2 * (turns % 2)  # a quarter turn would change the image size
     flips = flip_draw < 0.5 if flip else torch.zeros(B, dtype=torch.bool)
-    for choice in sorted(set(zip(turns.tolist(), flips.tolist(), strict=True))):
-        rows = torch.nonzero((turns == choice[0]) & (flips == choice[1])).flatten()
-        if choice != (0, False):
-            rows = rows.to(item["xyz"].device)
-            item = _put_rows(item, rows, _turn_and_flip(_rows(item, rows), *choice))
+    for choice in sorted(set(zip(turns.tolist(), flips.tolist(), strict=True)) - {(0, False)}):
+        rows = torch.nonzero((turns == choice[0]) & (flips == choice[1])).flatten().to(item["xyz"].device)
+        _put_rows(item, rows, _turn_and_flip(_rows(item, rows), *choice))
     if separate_xyz0:  # normalised by the observed reference XYZ, as model_inputs does
         new_center, new_scale = normalization_stats(item["seen_xyz"][:, 0], item["observed"])
     else:
         new_center, new_scale = normalization_stats(item["xyz"][:, 0], item["valid"])
     valid = item["valid"][:, None, ..., None]
     channels = xyz_to_channels(torch.where(valid, normalize_xyz(item["xyz"], new_center, new_scale), 0.0))
-    out = {key: (value.clone() if isinstance(value, Tensor) else value) for key, value in batch.items()}
-    out[main] = channels.to(out[main].dtype)
+    new = {main: channels, "center": new_center, "scale": new_scale}
     if separate_xyz0:
         seen = normalize_xyz(item["seen_xyz"], new_center, new_scale)
-        seen = torch.where(item["observed"][:, None, ..., None], seen, 0.0)
-        out["xyz0"] = xyz_to_channels(seen).to(out["xyz0"].dtype)
-    elif main == "momap" and "xyz0" in out:
-        out["xyz0"] = channels[:, :3].to(out["xyz0"].dtype)
-    if "observed" in out:
-        out["observed"] = item.get("observed", item["valid"]).to(out["observed"].dtype)
-    out["center"], out["scale"] = new_center.to(out["center"].dtype), new_scale.to(out["scale"].dtype)
-    for key in ("valid", "instance", "K", "rgb", "ref_from_cam"):
-        if key in out:
-            out[key] = item[key].to(out[key].dtype)
-    if "visible" in out:
-        out["visible"] = item["visible"][:, :T].to(out["visible"].dtype)
-    return out
+        new["xyz0"] = xyz_to_channels(torch.where(item["observed"][:, None, ..., None], seen, 0.0))
+    elif main == "momap":
+        new["xyz0"] = channels[:, :3]
+    new["observed"] = item.get("observed", item["valid"])
+    new.update({key: item[key] for key in ("valid", "instance", "K", "rgb", "ref_from_cam") if key in item})
+    new["visible"] = item["visible"][:, :T]
+    # every tensor of the result is new: the transformed ones, and copies of those passed through
+    return {
+        key: new[key].to(value.dtype)
+        if key in new
+        else (value.clone() if isinstance(value, Tensor) else value)
+        for key, value in batch.items()
+    }
 
 
 def augmented_loss(loss_fn, seed: int, **options: Any):
