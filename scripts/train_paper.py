@@ -2,6 +2,7 @@
 
     python scripts/train_paper.py --runs outputs/paper                      # every stage, in order
     python scripts/train_paper.py --runs outputs/paper --stages data image-vae momap-vae
+    python scripts/train_paper.py --runs outputs/paper2 --warm outputs/paper/bundles  # continue codecs, prior
     python scripts/train_paper.py --smoke                                   # toy sizes on a CPU
 
 Stages (each skipped when its output exists, so a rerun continues; ``--stages`` picks some):
@@ -27,6 +28,10 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
 - ``baseline``: Table 1's MoMap-VAE baseline (a conditional VAE in the same latent space).
 - ``dsl``: ``momap-diffusion-dsl``, the UNet conditioned on the motion DSL instead of text.
 - ``gflow``: Table 1's GeneralFlow-style baselines (``gflow-original``, ``-rollout``, ``-extend``).
+
+``--warm`` continues the image VAE, both MoMap VAEs and the prior from an earlier run's bundles with
+a fresh learning-rate schedule (half the peak): a budget cut into short sessions trains each model
+in several continued runs, each one's schedule annealed to its own step count.
 
 fp16 bundles go to ``<runs>/bundles``. The evaluation is ``benchmarks/eval_tables.py``. Independent
 stages can run side by side on one GPU as separate processes (e.g. ``--stages momap-vae`` and
@@ -100,6 +105,11 @@ def main() -> None:
     parser.add_argument("--bundle-steps", type=int, default=4000)
     parser.add_argument("--gflow-steps", type=int, default=1500)
     parser.add_argument("--compile", default="", help="TrainDiffusionJob.compile, e.g. inductor")
+    parser.add_argument(
+        "--warm", type=Path,
+        help="bundles folder of an earlier run: the image VAE, both MoMap VAEs and the prior continue "
+        "from its image-vae, momap-vae, momap-vae-scratch and image-diffusion (fresh schedule, half the lr)",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
 
@@ -135,10 +145,24 @@ def main() -> None:
     def done(name: str, part: str) -> bool:
         return (runs / name / part).is_dir()
 
+    def warm(name: str) -> str | None:
+        """The earlier run's bundle ``name`` to continue from (None: no --warm)."""
+        if args.warm is None:
+            return None
+        if not (args.warm / name).is_dir():
+            raise SystemExit(f"--warm: {args.warm} has no {name}/ to continue from")
+        return str(args.warm / name)
+
+    lr_scale = 0.5 if args.warm else 1.0
+
     widths = tuple(args.widths)
     small = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4) if args.smoke else {}
     datasets = base + wide
     stages = set(args.stages)
+    continued = ("image-vae", "momap-vae", "momap-vae-scratch", "image-prior")
+    for stage, name in zip(continued, (*continued[:3], "image-diffusion"), strict=True):
+        if stage in stages and not done(stage, "pipeline" if stage == "image-prior" else "model"):
+            warm(name)  # a missing part of --warm is named before anything trains
 
     if "data" in stages:
         from momaplib.data import SimJob
@@ -156,11 +180,11 @@ def main() -> None:
     if "image-vae" in stages and not done("image-vae", "model"):
         from momaplib.vae.train import TrainImageVAEJob
 
-        stamp("image VAE")
+        stamp("image VAE" + (f" from {warm('image-vae')}" if args.warm else ""))
         TrainImageVAEJob(
-            datasets, config("image-vae", args.image_vae_steps, 64, 4e-4, 3.5),
+            datasets, config("image-vae", args.image_vae_steps, 64, 4e-4 * lr_scale, 3.5),
             procedural_fraction=args.procedural_fraction, augment=True, bundle_dir=bundles / "image-vae",
-            **small,
+            pretrained=warm("image-vae"), **small,
         ).run()  # fmt: skip
     image_vae = str(runs / "image-vae/model")
 
@@ -173,10 +197,11 @@ def main() -> None:
             procedural_fraction=args.procedural_fraction, augment=True, moving_weight=args.moving_weight
         )
         if not done(name, "model"):
-            stamp(f"MoMap VAE ({init})")
+            stamp(f"MoMap VAE ({init})" + (f" from {warm(name)}" if args.warm else ""))
             TrainVAEJob(
-                datasets, config(name, args.vae_steps, 32, 4e-4, 4.0, validate_every=1000), init=init,
-                image_vae=image_vae, **common, **small,
+                datasets, config(name, args.vae_steps, 32, 4e-4 * lr_scale, 4.0, validate_every=1000),
+                init="pretrained" if args.warm else init, pretrained=warm(name), image_vae=image_vae,
+                **common, **small,
             ).run()  # fmt: skip
         if args.decoder_steps and not done(f"{name}-decoder", "model"):
             stamp(f"MoMap VAE ({init}): decoder")
@@ -189,21 +214,25 @@ def main() -> None:
     if "image-prior" in stages and not done("image-prior", "pipeline"):
         from momaplib.diffusion.image_prior import TrainImageDiffusionJob
 
-        stamp("image prior")
+        stamp("image prior" + (f" from {warm('image-diffusion')}" if args.warm else ""))
         TrainImageDiffusionJob(
-            datasets, config("image-prior", args.prior_steps, 256, 3e-4, 4.0, validate_every=2000),
+            datasets, config("image-prior", args.prior_steps, 256, 3e-4 * lr_scale, 4.0, validate_every=2000),
             image_vae=image_vae, text_encoder=args.text_encoder, pipeline_text_encoder="minilm",
-            bundle_dir=bundles / "image-diffusion",
+            bundle_dir=bundles / "image-diffusion", pretrained=warm("image-diffusion"),
             block_out_channels=(16, 16) if args.smoke else widths, layers_per_block=1 if args.smoke else 2,
         ).run()  # fmt: skip
 
-    codecs = {
-        "vae": str(runs / ("momap-vae-decoder" if args.decoder_steps else "momap-vae") / "model"),
-        "scratch": str(
-            runs / ("momap-vae-scratch-decoder" if args.decoder_steps else "momap-vae-scratch") / "model"
-        ),
-        "raw": "raw",
-    }
+    def codec(name: str) -> str:
+        """The MoMap VAE ``name`` the generators use: its decoder stage's model, or (while that
+        trains) the first stage's, whose encoder, latent space and scaling factor are the same."""
+        decoder = runs / f"{name}-decoder/model"
+        return str(
+            decoder
+            if args.decoder_steps and (decoder.is_dir() or not done(name, "model"))
+            else runs / name / "model"
+        )
+
+    codecs = {"vae": codec("momap-vae"), "scratch": codec("momap-vae-scratch"), "raw": "raw"}
     if "latents" in stages:
         stream_latents(args, runs, codecs, image_vae, datasets, device, stamp)
 

@@ -390,6 +390,47 @@ def test_image_prior_trains_samples_and_is_inflated_into_a_momap_unet(tmp_path):
         TrainImageDiffusionJob(caption_dropout=1.0)
 
 
+def test_an_image_prior_continues_from_a_pretrained_unet(tmp_path):
+    from momaplib.data import write_dataset
+    from momaplib.diffusion.image_prior import ImageDiffusionPipeline, TrainImageDiffusionJob, pretrained_unet
+    from momaplib.training import TrainConfig
+
+    write_dataset(tmp_path / "sim_tabletop", SimConfig().smoke(), num_clips=24, workers=0, progress=False)
+    tiny_image_vae().save_pretrained(tmp_path / "image_vae")
+
+    def job(name: str, **extra) -> TrainImageDiffusionJob:
+        loop = TrainConfig(tmp_path / name, max_steps=2, batch_size=2, progress=False, num_workers=0)
+        return TrainImageDiffusionJob(
+            datasets=(tmp_path / "sim_tabletop",), train=loop, image_vae=str(tmp_path / "image_vae"),
+            text_encoder="none:16", num_val_images=1, **{"smoke": True, **extra},
+        )  # fmt: skip
+
+    first = ImageDiffusionPipeline.from_pretrained(job("first").run()).unet
+    channels = first.config.in_channels
+    # the pipeline folder and its unet/ subfolder both give the same float32 weights
+    for source in (tmp_path / "first/pipeline", tmp_path / "first/pipeline/unet"):
+        loaded = pretrained_unet(str(source), channels, 16)
+        assert all(torch.equal(v, first.state_dict()[k]) for k, v in loaded.state_dict().items())
+    with pytest.raises(ValueError, match=r"pretrained: .*cross-attention"):
+        pretrained_unet(str(tmp_path / "first/pipeline"), channels, 32)  # another text encoder
+    with pytest.raises(ValueError, match=r"pretrained: .*not a UNet2DConditionModel folder"):
+        pretrained_unet(str(tmp_path / "sim_tabletop"), channels, 16)
+    # a continued run keeps the architecture of its start (not the smoke widths) and trains it
+    wide = ImageDiffusionPipeline.from_pretrained(
+        job("wide", block_out_channels=(32, 64), layers_per_block=1, smoke=False).run()
+    ).unet  # fmt: skip
+    continued = ImageDiffusionPipeline.from_pretrained(
+        job("next", pretrained=str(tmp_path / "wide/pipeline")).run()
+    )
+    assert (
+        continued.unet.config.block_out_channels
+        == wide.config.block_out_channels
+        != first.config.block_out_channels
+    )
+    changed = [not torch.equal(v, wide.state_dict()[k]) for k, v in continued.unet.state_dict().items()]
+    assert any(changed)
+
+
 def test_the_pipelines_guidance_is_the_default_of_every_call(monkeypatch, tmp_path):
     from momaplib.diffusion.pipeline import DEFAULT_GUIDANCE, MoMapPipeline
 

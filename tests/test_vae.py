@@ -232,6 +232,8 @@ def test_checkpoint_resolver_bundled_names_env_override_and_errors(tmp_path, mon
 
 
 def test_vae_jobs_smoke_end_to_end(tmp_path):
+    from diffusers import AutoencoderKL
+
     from momaplib.vae.train import TrainImageVAEJob, TrainVAEJob
 
     write_dataset(tmp_path / "data", SimConfig().smoke(), num_clips=6, workers=0, progress=False)
@@ -262,6 +264,19 @@ def test_vae_jobs_smoke_end_to_end(tmp_path):
     assert any(not torch.equal(after[key], before[key]) for key in decoder_keys)
     records = [json.loads(line) for line in open(tmp_path / "dec" / "metrics.jsonl")]
     assert all(r["displacement"] > 0 for r in records if "displacement" in r) and "displacement" in records[0]
+
+    # an image VAE continued from the first: its weights to start with, then trained; a MoMap VAE
+    # is no RGB autoencoder to start from
+    start = TrainImageVAEJob(sets, TrainConfig(tmp_path / "img2"), pretrained=str(image)).build_model(16)
+    first = AutoencoderKL.from_pretrained(image).state_dict()
+    assert all(torch.equal(v, first[k]) for k, v in start.state_dict().items())
+    again = TrainImageVAEJob(
+        sets, TrainConfig(tmp_path / "img2", progress=False), pretrained=str(image), smoke=True
+    )
+    continued = AutoencoderKL.from_pretrained(again.run()).state_dict()
+    assert any(not torch.equal(v, first[k]) for k, v in continued.items())
+    with pytest.raises(ValueError, match=r"pretrained: .*not an RGB autoencoder"):
+        TrainImageVAEJob(sets, TrainConfig(tmp_path / "img3"), pretrained=str(folder)).build_model(16)
 
 
 def test_vae_job_rejects_decoder_only_without_a_pretrained_vae():

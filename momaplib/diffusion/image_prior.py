@@ -39,6 +39,7 @@ from momaplib.training import (
     build_scheduler,
     check_job_fields,
     check_job_settings,
+    check_model_folder,
     dataset_shape,
     fit,
     micro_batch_generator,
@@ -137,6 +138,10 @@ class TrainImageDiffusionJob:
     """Probability of training on the empty caption (classifier-free guidance)."""
     num_val_images: int = 4
     """Val frames sampled at each validation (L1 to the true frames in model range)."""
+    pretrained: str | None = None
+    """Start the UNet from this one (an ``ImageDiffusionPipeline`` folder, its ``unet`` subfolder,
+    or a hub id) instead of random weights, e.g. to continue an earlier run on a fine-tuned image VAE
+    (its architecture replaces the width fields; None: random init)."""
     bundle_dir: Path | None = None
     """Also write the pipeline with fp16 shards here, e.g. checkpoints/image-diffusion."""
     smoke: bool = False
@@ -184,6 +189,22 @@ def _encode(
     return {"latents": torch.cat(latents), "captions": captions, "frames": torch.cat(frames)}
 
 
+def pretrained_unet(source: str, latent_channels: int, cross_attention_dim: int) -> UNet2DConditionModel:
+    """Returns the float32 UNet of ``source`` (a pipeline folder with a ``unet`` subfolder, a UNet
+    folder or a hub id), checked against the image VAE's latent channels and the text width."""
+    path = Path(resolve_checkpoint(source))
+    folder = path / "unet" if (path / "unet" / "config.json").is_file() else path
+    check_model_folder(folder, "pretrained", "a UNet2DConditionModel folder (or a pipeline with unet/)")
+    unet = UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32)
+    found = (unet.config.in_channels, unet.config.out_channels, unet.config.cross_attention_dim)
+    if found != (latent_channels, latent_channels, cross_attention_dim):
+        raise ValueError(
+            f"pretrained: {source}'s UNet has in/out channels and cross-attention dim {found}, "
+            f"expected {(latent_channels, latent_channels, cross_attention_dim)} (image VAE, text encoder)"
+        )
+    return unet
+
+
 def train_image_prior(job: TrainImageDiffusionJob) -> Path:
     """Runs (or resumes) ``job`` and returns ``output_dir/pipeline``."""
     config = job.train
@@ -200,12 +221,15 @@ def train_image_prior(job: TrainImageDiffusionJob) -> Path:
     table = torch.cat([encoder(prompts[i : i + 256]) for i in range(0, len(prompts), 256)]).to(device)
     columns = {"latents": data["latents"], "caption": torch.tensor([lookup[c] for c in data["captions"]])}
     size = data["latents"].shape[-1]
-    unet = build_unet(
-        latent_channels=data["latents"].shape[1], condition_channels=0,
-        cross_attention_dim=text_dim(job.text_encoder),
-        block_out_channels=job.block_out_channels, layers_per_block=job.layers_per_block,
-        norm_num_groups=min(32, *job.block_out_channels), sample_size=size,
-    )  # fmt: skip
+    if job.pretrained is None:
+        unet = build_unet(
+            latent_channels=data["latents"].shape[1], condition_channels=0,
+            cross_attention_dim=text_dim(job.text_encoder),
+            block_out_channels=job.block_out_channels, layers_per_block=job.layers_per_block,
+            norm_num_groups=min(32, *job.block_out_channels), sample_size=size,
+        )  # fmt: skip
+    else:
+        unet = pretrained_unet(job.pretrained, data["latents"].shape[1], text_dim(job.text_encoder))
     optimizer = build_optimizer(unet.parameters(), config)
     unet, optimizer = accelerator.prepare(unet, optimizer)
     lr_scheduler = build_scheduler(optimizer, config)

@@ -181,6 +181,10 @@ class TrainImageVAEJob:
     """Weight of the KL term (SD's VAE uses 1e-6)."""
     num_val_clips: int = 64
     """Validation clips (L1 of RGB and XYZ reconstructions)."""
+    pretrained: str | None = None
+    """Start from this ``AutoencoderKL`` (folder, bundled name or hub id) instead of random weights:
+    a fine-tune on new data, e.g. continuing an earlier run with another learning-rate schedule
+    (its architecture replaces the width fields; None: random init)."""
     procedural_fraction: float = 0.0
     """Fraction of the training stream that is procedural MoMaps, 0 <= f < 1 (0: off): planes at any
     tilt, rooms, primitives in front of backgrounds and smooth surfaces at 0.3-10 m with random
@@ -208,6 +212,26 @@ class TrainImageVAEJob:
             norm_num_groups=4, num_val_clips=4, smoke=False,
         )  # fmt: skip
 
+    def build_model(self, sample_size: int) -> AutoencoderKL:
+        """Returns the initial image VAE: ``pretrained`` (float32) or random."""
+        if self.pretrained is None:
+            return build_image_vae(
+                self.block_out_channels, self.layers_per_block, norm_num_groups=self.norm_num_groups,
+                sample_size=sample_size,
+            )  # fmt: skip
+        from momaplib.checkpoints import resolve_checkpoint
+
+        folder = check_model_folder(
+            resolve_checkpoint(self.pretrained), "pretrained", "an AutoencoderKL folder"
+        )
+        model = AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32)
+        if model.config.in_channels != 3 or model.config.out_channels != 3:
+            raise ValueError(
+                f"pretrained: {self.pretrained} is not an RGB autoencoder "
+                f"(in/out channels {model.config.in_channels}/{model.config.out_channels}, expected 3/3)"
+            )
+        return model
+
     def run(self, dataset: torch.utils.data.Dataset | None = None) -> Path:
         """Trains and returns the folder of the saved model.
 
@@ -223,9 +247,7 @@ class TrainImageVAEJob:
         if dataset is None:
             dataset = load_training_data(job.datasets, config, keys=keys)
         dataset = with_procedural(dataset, job.procedural_fraction, (T, H, W), config, keys)
-        model = build_image_vae(
-            job.block_out_channels, job.layers_per_block, norm_num_groups=job.norm_num_groups, sample_size=H
-        )
+        model = job.build_model(H)
         optimizer = build_optimizer(model.parameters(), config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)

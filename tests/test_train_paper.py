@@ -1,0 +1,70 @@
+"""The paper driver (scripts/train_paper.py) end to end at smoke sizes, and continuing a run (--warm)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+
+from momaplib.vae import MoMapVAE
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_paper.py"
+
+
+def driver(runs: Path, *args: str) -> str:
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--smoke",
+        "--runs",
+        str(runs),
+        "--text-encoder",
+        "none:16",
+        *args,
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_a_second_run_continues_every_codec_and_the_prior_from_the_first(tmp_path):
+    first = tmp_path / "first"
+    stages = ("data", "image-vae", "momap-vae", "momap-vae-scratch", "image-prior")
+    driver(first, "--stages", *stages)  # the codecs' bundles are written after their decoder stage
+    second = tmp_path / "second"
+    codecs = ("data", "image-vae", "momap-vae", "momap-vae-scratch", "--decoder-steps", "0")
+    out = driver(second, "--warm", str(first / "bundles"), "--stages", *codecs)
+    assert f"image VAE from {first / 'bundles/image-vae'}" in out
+    assert f"MoMap VAE (inflate) from {first / 'bundles/momap-vae'}" in out
+    # a continued model keeps its start's architecture (not the smoke widths) and is trained further
+    for folder, cls in (("image-vae", AutoencoderKL), ("momap-vae", MoMapVAE)):
+        start = cls.from_pretrained(first / "bundles" / folder, torch_dtype=torch.float32)
+        continued = cls.from_pretrained(second / folder / "model")
+        assert continued.config.block_out_channels == start.config.block_out_channels
+        before = start.state_dict()
+        assert any(not torch.allclose(v, before[k]) for k, v in continued.state_dict().items()), folder
+
+    # latents while the decoder still trains read the first stage's encoder; the generators, once
+    # it is done, the decoder stage's model (the same encoder and scaling factor)
+    out = driver(second, "--stages", "latents", "--decoder-steps", "1")
+    assert (second / "latents/vae.safetensors").is_file() and not (second / "momap-vae-decoder").exists()
+    driver(second, "--stages", "momap-vae", "--decoder-steps", "2")
+    encoder = MoMapVAE.from_pretrained(second / "momap-vae/model")
+    decoder = MoMapVAE.from_pretrained(second / "momap-vae-decoder/model")
+    assert encoder.config.scaling_factor == decoder.config.scaling_factor
+    kept = decoder.state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in encoder.state_dict().items() if k.startswith("encoder."))
+
+    # the missing part of a --warm folder is named before anything trains
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--runs", str(tmp_path / "third"), "--text-encoder",
+         "none:16", "--warm", str(tmp_path), "--stages", "data", "momap-vae-scratch"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0 and "has no momap-vae-scratch/" in done.stderr
+    assert not (tmp_path / "third/data").exists()
+    assert json.loads((first / "bundles/image-diffusion/model_index.json").read_text())["_class_name"]
