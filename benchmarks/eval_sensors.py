@@ -15,12 +15,19 @@ best of ``--num-samples`` by ``ate_dtw`` (``momaplib.eval``), every sensor on th
 Per-clip rows in the schema of ``checkpoints/logs/test600_per_clip.csv.gz``, with ``dataset`` naming
 the sensor and ``family`` the family, plus:
 
-- ``t0_error``: the geometry the model was given, kept? The median over pixels with observed depth
-  of ``|x_0 - observed XYZ| / s`` (``s`` the GT scene scale), the median over the samples;
+- ``t0_error``: the geometry the model was given, kept by the model itself? The median over pixels
+  with observed depth of ``|x_0 - observed XYZ| / s`` (``s`` the GT scene scale) of the model's
+  own ``t = 0`` (sampled with ``anchor_t0`` off), the mean over the samples;
 - ``t0_error_gt``: the same against the exact XYZ (pixels with observed depth);
+- ``input_error_gt``: the observed XYZ against the exact one (what the sensor got wrong; the
+  ``t = 0`` error against the exact XYZ of anchored samples);
 - ``observed_fraction``: the fraction of pixels with observed depth.
 
-The table: means over clips per sensor and family (``t0_error``: median over clips).
+The best-of-N metrics score the samples as the pipeline returns them by default: anchored, each
+trajectory shifted to start at the observed XYZ (``MoMapPipeline`` ``anchor_t0``); ``--no-anchor``
+scores the model's own.
+
+The table: means over clips per sensor and family (the three ``t = 0`` errors: medians over clips).
 """
 
 from __future__ import annotations
@@ -39,15 +46,28 @@ from momaplib.sim import SimConfig
 from momaplib.sim.sensor import SENSORS, observed_xyz
 
 FAMILIES = ("tabletop", "egocentric")
-TABLE_METRICS = ("fg_mask_iou", "ate_dtw", "epe", "t0_error", "t0_error_gt", "observed_fraction")
+TABLE_METRICS = (
+    "fg_mask_iou",
+    "ate_dtw",
+    "epe",
+    "t0_error",
+    "t0_error_gt",
+    "input_error_gt",
+    "observed_fraction",
+)
+T0_COLUMNS = ("t0_error", "t0_error_gt", "input_error_gt", "observed_fraction")
 #: the issue's bound on t0_error (fraction of the scene scale)
 T0_TARGET = 0.03
 
 
-def observed_predictor(pipeline, observations: dict[int, tuple], t0_errors: dict[str, list], **call_options):
+def observed_predictor(
+    pipeline, observations: dict[int, tuple], t0_errors: dict[str, list], anchor: bool = True, **call_options
+):
     """Returns a predictor that samples ``pipeline`` on what the sensor recorded of a GT clip:
-    ``observations[id(gt)] = (clip_id, observed depth (H, W))``; appends each clip's per-sample
-    ``(t0_error, t0_error_gt)`` to ``t0_errors[clip_id]``."""
+    ``observations[id(gt)] = (clip_id, observed depth (H, W))``; sets ``t0_errors[clip_id]`` to the
+    clip's ``T0_COLUMNS``. The pipeline samples with ``anchor_t0`` off (its own ``t = 0`` is scored);
+    the predictor returns the samples anchored at the observed XYZ when ``anchor``."""
+    pipeline.register_to_config(anchor_t0=False)
 
     def predict(gt, num_samples: int, generator) -> torch.Tensor:
         clip_id, depth = observations[id(gt)]
@@ -60,14 +80,20 @@ def observed_predictor(pipeline, observations: dict[int, tuple], t0_errors: dict
         seen, observed = observed_xyz(depth, gt.K)
         scale = gt.scene_scale
         x0 = output.xyz[:, 0][:, observed]  # (N, P, 3)
+
+        def error(points: np.ndarray, truth: np.ndarray) -> float:
+            if not observed.any():
+                return float("nan")
+            return float(np.median(np.linalg.norm(points - truth, axis=-1), axis=-1).mean() / scale)
+
+        truth = gt.xyz[0][observed]
         t0_errors[clip_id] = [
-            float(np.median(np.linalg.norm(x0 - seen[observed], axis=-1), axis=-1).mean() / scale)
-            if observed.any() else float("nan"),
-            float(np.median(np.linalg.norm(x0 - gt.xyz[0][observed], axis=-1), axis=-1).mean() / scale)
-            if observed.any() else float("nan"),
-            float(observed.mean()),
+            error(x0, seen[observed]), error(x0, truth), error(seen[observed], truth), float(observed.mean())
         ]  # fmt: skip
-        return torch.from_numpy(output.xyz)
+        samples = output.xyz
+        if anchor:  # as MoMapPipeline returns them by default (unobserved pixels are 0 either way)
+            samples = np.where(observed[..., None], samples - samples[:, :1] + seen[None, None], samples)
+        return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
 
     return predict
 
@@ -75,11 +101,12 @@ def observed_predictor(pipeline, observations: dict[int, tuple], t0_errors: dict
 def summary(per_clip: pd.DataFrame) -> pd.DataFrame:
     """Returns the table: one row per sensor and family (means; ``t0_error``: medians)."""
     groups = per_clip.groupby(["dataset", "family"], sort=False)
-    table = groups[[m for m in TABLE_METRICS if m not in ("t0_error", "t0_error_gt")]].mean()
-    table["t0_error"] = groups["t0_error"].median()
-    table["t0_error_gt"] = groups["t0_error_gt"].median()
+    medians = [m for m in ("t0_error", "t0_error_gt", "input_error_gt") if m in per_clip]
+    table = groups[[m for m in TABLE_METRICS if m not in medians and m in per_clip]].mean()
+    for metric in medians:
+        table[metric] = groups[metric].median()
     table["clips"] = groups.size()
-    return table[[*TABLE_METRICS, "clips"]]
+    return table[[*(m for m in TABLE_METRICS if m in table), "clips"]]
 
 
 def main() -> None:
@@ -94,6 +121,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--text-encoder", help="override the pipeline's text encoder spec, e.g. minilm:/path")
     parser.add_argument("--from-csv", type=Path, nargs="+", help="no sampling: the table of these CSVs")
+    parser.add_argument("--no-anchor", action="store_true", help="score the model's own t = 0, not anchored")
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_sensors"))
     args = parser.parse_args()
     if args.from_csv:
@@ -113,16 +141,14 @@ def main() -> None:
                 observations = {id(clip.momap): (clip_id, clip.depth[0]) for clip_id, clip in videos}
                 t0_errors: dict[str, list] = {}
                 predictor = observed_predictor(
-                    pipeline, observations, t0_errors, num_inference_steps=args.steps
+                    pipeline, observations, t0_errors, not args.no_anchor, num_inference_steps=args.steps
                 )
                 clips = [(clip_id, clip.momap) for clip_id, clip in videos]
                 frame = evaluate_methods(
                     clips, {args.model: predictor}, num_samples=args.num_samples, device=args.device,
                     progress=False,
                 )[args.model]  # fmt: skip
-                extra = pd.DataFrame.from_dict(
-                    t0_errors, orient="index", columns=["t0_error", "t0_error_gt", "observed_fraction"]
-                )
+                extra = pd.DataFrame.from_dict(t0_errors, orient="index", columns=list(T0_COLUMNS))
                 frame = frame.join(extra, on="clip_id")
                 rows.append(frame.assign(dataset=sensor, family=family, method=str(args.model)))
                 print(f"{sensor} {family}: {len(frame)} clips", flush=True)

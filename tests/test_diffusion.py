@@ -773,6 +773,37 @@ def test_pipeline_takes_depth_holes_as_invalid_pixels(tiny_pipeline):
     assert dense.num_invalid == 0 and dense.momaps[0].valid.all()
 
 
+def test_trajectories_start_at_the_given_xyz_and_move_as_sampled(tiny_pipeline):
+    image, _, instance = scene()
+    K = np.array([[20.0, 0.0, 7.5], [0.0, 20.0, 7.5], [0.0, 0.0, 1.0]], dtype=np.float32)
+    depth = np.random.default_rng(2).uniform(0.8, 1.2, (16, 16)).astype(np.float32)
+    holey, holes = _holey(depth, 0.1, seed=3)
+    common = dict(
+        image=image, instance_map=instance, K=K, num_samples=2, num_inference_steps=2, progress=False
+    )
+
+    def sample():
+        with pytest.warns(UserWarning, match="no geometry"):
+            return tiny_pipeline(depth=holey, generator=torch.Generator().manual_seed(0), **common).xyz
+
+    assert tiny_pipeline.config.anchor_t0 is True  # the default
+    anchored = sample()
+    try:
+        tiny_pipeline.register_to_config(anchor_t0=False)
+        own = sample()
+    finally:
+        tiny_pipeline.register_to_config(anchor_t0=True)
+    from momaplib.geometry import depth_to_xyz
+
+    given = depth_to_xyz(np.where(holes, 1.0, holey), K)[~holes]
+    np.testing.assert_allclose(
+        anchored[:, 0][:, ~holes], np.broadcast_to(given, (2, *given.shape)), atol=1e-5
+    )
+    assert np.abs(own[:, 0][:, ~holes] - given).max() > 1e-2  # a random model's own t = 0 is elsewhere
+    np.testing.assert_allclose(anchored - anchored[:, :1], own - own[:, :1], atol=1e-5)  # the same motion
+    assert (anchored[:, :, holes] == 0).all()  # holes stay without a trajectory
+
+
 def test_pipeline_checks_every_input_before_it_samples(tiny_pipeline, monkeypatch):
     from momaplib.diffusion import pipeline as module
 

@@ -89,3 +89,15 @@ def test_the_figure_draws_a_bar_per_case_metric_and_run():
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["sim", "room"]
     with pytest.raises(ValueError, match="metrics: unknown"):
         plot_generalisation(old, metrics=("speed",))
+
+
+def test_the_suite_scores_the_models_own_t0_and_leaves_the_pipeline_as_it_was():
+    from tests.test_eval_sensors import _pipeline
+
+    pipeline = _pipeline(4)
+    rows = run_suite(None, pipeline, ["fronto_plane"], seeds=(0,), num_samples=2, num_inference_steps=2,
+                     size=(16, 16, 4), progress=False)  # fmt: skip
+    assert (
+        rows[0]["pipe_t0"] > 0.01
+    )  # a random model's own t = 0, not the anchored output (0 by construction)
+    assert pipeline.config.anchor_t0 is True

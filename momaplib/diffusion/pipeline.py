@@ -101,6 +101,11 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
     ``dsl_window`` frames); one without ``"text"`` gives the UNet the empty prompt and hands the
     prompt to the planner only. ``init_source`` records what the UNet started from
     (``momap train-diffusion``: "scratch", "inflate:<image UNet>", "pretrained:<pipeline>").
+
+    ``anchor_t0`` (default True): every valid pixel's trajectory is shifted to start at the XYZ
+    the call was given, its motion (displacements from t = 0) as sampled; the input is the
+    geometry at t = 0, noise and all. ``pipe.register_to_config(anchor_t0=False)`` returns the
+    model's own t = 0 (how well the model reproduces its input: ``benchmarks/eval_sensors.py``).
     """
 
     model_cpu_offload_seq = "unet->vae"
@@ -118,6 +123,7 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         dsl_window: int = 8,
         init_source: str | None = None,
         guidance_scale: float = DEFAULT_GUIDANCE,
+        anchor_t0: bool = True,
     ):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, image_vae=image_vae, scheduler=scheduler, grounder=grounder)
@@ -129,6 +135,7 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
             dsl_window=dsl_window,
             init_source=init_source,  # what the UNet started from (None: not recorded)
             guidance_scale=guidance_scale,  # the default of every call
+            anchor_t0=anchor_t0,  # trajectories start at the given XYZ (False: the model's own t = 0)
         )
 
     @property
@@ -402,6 +409,8 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         channels = self.vae.decode_channels(latents.to(module_dtype(self.vae))).float()  # (N, 3T, H, W)
         xyz_out = denormalize_xyz(channels_to_xyz(channels), scene["center"], scene["scale"])
         valid = torch.from_numpy(scene["valid"]).to(xyz_out.device)
+        if getattr(self.config, "anchor_t0", True):  # each trajectory moved to start where the input says
+            xyz_out = xyz_out - xyz_out[:, :1] + torch.from_numpy(scene["xyz"]).to(xyz_out)
         xyz_out = torch.where(valid[None, None, ..., None], xyz_out, 0.0)
         if not bool(torch.isfinite(xyz_out).all()):  # once here, so the records need not look again
             raise FloatingPointError("the decoded MoMaps are not finite (diverged samples or broken weights)")
