@@ -757,7 +757,7 @@ def test_pipeline_takes_depth_holes_as_invalid_pixels(tiny_pipeline):
     ):
         output = tiny_pipeline(depth=holey, generator=torch.Generator().manual_seed(0), **common)
     _check_holes_marked(output, holes)
-    # the holes enter the condition as the scene centre, exactly like an XYZ map with NaN there
+    # the holes enter the condition as their nearest valid pixel, exactly like an XYZ map with NaN there
     from momaplib.geometry import depth_to_xyz
 
     xyz = np.where(holes[..., None], np.nan, depth_to_xyz(depth, K))
@@ -771,6 +771,45 @@ def test_pipeline_takes_depth_holes_as_invalid_pixels(tiny_pipeline):
         warnings.simplefilter("error")
         dense = tiny_pipeline(depth=depth, generator=torch.Generator().manual_seed(0), **common)
     assert dense.num_invalid == 0 and dense.momaps[0].valid.all()
+
+
+def test_holes_enter_the_xyz_condition_as_their_nearest_valid_pixel(tiny_pipeline, monkeypatch):
+    import momaplib.diffusion.pipeline as pipeline_module
+
+    image, _, instance = scene()
+    K = np.array([[20.0, 0.0, 7.5], [0.0, 20.0, 7.5], [0.0, 0.0, 1.0]], dtype=np.float32)
+    depth = np.random.default_rng(4).uniform(0.8, 1.2, (16, 16)).astype(np.float32)
+    holey, holes = _holey(depth, 0.2, seed=5)
+    seen = []
+    original = pipeline_module.condition_latents
+
+    def spy(image_vae, rgb, instance, xyz, **kwargs):
+        seen.append(xyz[0].permute(1, 2, 0).float().numpy())  # (H, W, 3) in model range
+        return original(image_vae, rgb, instance, xyz, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "condition_latents", spy)
+    common = dict(
+        image=image, instance_map=instance, K=K, num_samples=1, num_inference_steps=1, progress=False
+    )
+    with pytest.warns(UserWarning, match="no geometry"):
+        tiny_pipeline(depth=holey, **common)
+    try:
+        tiny_pipeline.register_to_config(fill_condition_holes=False)
+        with pytest.warns(UserWarning, match="no geometry"):
+            tiny_pipeline(depth=holey, **common)
+    finally:
+        tiny_pipeline.register_to_config(fill_condition_holes=True)
+    filled, centre = seen
+    np.testing.assert_array_equal(filled[~holes], centre[~holes])  # valid pixels as given
+    assert (centre[holes] == 0).all()  # without the fill: the scene centre
+    rows, cols = np.nonzero(~holes)
+    for r, c in zip(*np.nonzero(holes), strict=True):  # brute force: some nearest valid pixel's value
+        distance = (rows - r) ** 2 + (cols - c) ** 2
+        nearest = distance == distance.min()
+        assert any(
+            np.array_equal(filled[r, c], filled[i, j])
+            for i, j in zip(rows[nearest], cols[nearest], strict=True)
+        )
 
 
 def test_trajectories_start_at_the_given_xyz_and_move_as_sampled(tiny_pipeline):

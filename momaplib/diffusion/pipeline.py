@@ -106,6 +106,9 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
     the call was given, its motion (displacements from t = 0) as sampled; the input is the
     geometry at t = 0, noise and all. ``pipe.register_to_config(anchor_t0=False)`` returns the
     model's own t = 0 (how well the model reproduces its input: ``benchmarks/eval_sensors.py``).
+    ``fill_condition_holes`` (default True): pixels without geometry enter the XYZ condition as
+    their nearest valid pixel (not as the scene centre, a false point in mid-air); they stay
+    invalid in the output.
     """
 
     model_cpu_offload_seq = "unet->vae"
@@ -124,6 +127,7 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         init_source: str | None = None,
         guidance_scale: float = DEFAULT_GUIDANCE,
         anchor_t0: bool = True,
+        fill_condition_holes: bool = True,
     ):
         super().__init__()
         self.register_modules(unet=unet, vae=vae, image_vae=image_vae, scheduler=scheduler, grounder=grounder)
@@ -136,6 +140,7 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
             init_source=init_source,  # what the UNet started from (None: not recorded)
             guidance_scale=guidance_scale,  # the default of every call
             anchor_t0=anchor_t0,  # trajectories start at the given XYZ (False: the model's own t = 0)
+            fill_condition_holes=fill_condition_holes,  # holes enter the XYZ condition as their nearest pixel
         )
 
     @property
@@ -220,8 +225,8 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
             xyz: (H, W, 3) float XYZ map in metres (camera frame); or give ``depth`` (H, W) + ``K``.
                 Holes (depth or z 0, NaN, inf; points behind the camera) are invalid pixels: they
                 have ``valid`` False in the MoMaps (counted in ``num_invalid``, with a warning) and
-                enter the condition as 0 in model range (the scene centre), as in training. To give
-                them geometry instead, fill the depth with ``momaplib.geometry.fill_depth_holes``.
+                enter the condition as their nearest valid pixel (``fill_condition_holes``). To give
+                them trajectories too, fill the depth with ``momaplib.geometry.fill_depth_holes``.
                 A median depth over ``momaplib.geometry.MAX_MEDIAN_DEPTH`` (100 m) is refused as
                 millimetres.
             instance_map: (H, W) integer instance ids, 0 = background.
@@ -359,8 +364,9 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         self, image, xyz, instance_map, depth, K, generator, max_image_size=MAX_IMAGE_SIZE, prepared=None
     ) -> dict:
         """Returns the checked inputs (``inputs.prepare_scene``; ``prepared`` if already checked) plus
-        ``center``/``scale`` and the (1, 12, h, w) condition latents; invalid pixels enter them as 0 in
-        model range (the scene centre), as in training (``momaplib.data.model_inputs``)."""
+        ``center``/``scale`` and the (1, 12, h, w) condition latents; invalid pixels enter the XYZ
+        condition as their nearest valid pixel (``fill_condition_holes``; else as 0 in model range,
+        the scene centre, as ``momaplib.data.model_inputs`` gives holes of observed depth)."""
         if prepared is None:
             prepared = prepare_scene(image, xyz, instance_map, depth, K, max_image_size)
         scene = dict(prepared)
@@ -375,6 +381,11 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         xyz0, valid = torch.from_numpy(scene["xyz"]), torch.from_numpy(scene["valid"])
         center, scale = normalization_stats(xyz0, valid)
         xyz0_norm = torch.where(valid[..., None], normalize_xyz(xyz0[None], center, scale)[0], 0.0)
+        if getattr(self.config, "fill_condition_holes", True) and scene["num_invalid"] and valid.any():
+            from scipy.ndimage import distance_transform_edt
+
+            rows, cols = distance_transform_edt(~scene["valid"], return_distances=False, return_indices=True)
+            xyz0_norm = xyz0_norm[torch.from_numpy(rows), torch.from_numpy(cols)]
         rgb = torch.from_numpy(scene["rgb"]).permute(2, 0, 1).float() / 127.5 - 1.0
         dtype = module_dtype(self.image_vae)
         scene["condition"] = condition_latents(
