@@ -949,3 +949,56 @@ def test_a_decoded_sample_that_is_not_finite_is_an_error(tiny_pipeline, monkeypa
     )
     with pytest.raises(FloatingPointError, match="not finite"):
         tiny_pipeline(image, xyz, instance, None, num_samples=1, num_inference_steps=1, progress=False)
+
+
+def test_fill_holes_nearest_known_answers():
+    from momaplib.diffusion.conditioning import fill_holes_nearest
+
+    x = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4)
+    known = torch.ones(2, 3, 4, dtype=torch.bool)
+    known[0, :, 2:] = False  # the right half of item 0: each row takes its column-1 value
+    filled = fill_holes_nearest(x, known)
+    expected = x[0, 0].clone()
+    expected[:, 2:] = expected[:, 1:2]
+    torch.testing.assert_close(filled[0, 0], expected, rtol=0, atol=0)
+    torch.testing.assert_close(filled[1], x[1], rtol=0, atol=0)  # every pixel known: as it was
+    assert torch.equal(fill_holes_nearest(x, torch.zeros_like(known)), x)  # nothing known: as it was
+    with pytest.raises(ValueError, match="fill_holes_nearest: expected"):
+        fill_holes_nearest(x[0], known)
+
+
+def test_training_and_the_pipeline_give_a_sensors_holes_the_same_xyz_condition(tiny_pipeline):
+    """The latent caches (training) and ``MoMapPipeline.encode_scene`` (inference) turn one clip seen
+    by a structured-light sensor, holes and all, into the same XYZ condition latents."""
+    from momaplib.data import model_inputs, simulate_split_videos
+    from momaplib.diffusion.latents import _BatchEncoder
+    from momaplib.sim import SimConfig
+    from momaplib.sim.sensor import observed_xyz
+
+    config = replace(SimConfig(sensor="structured-light").smoke(), height=16, width=16)
+    (_, clip), *_ = simulate_split_videos("tabletop", 1, config=config, progress=False)
+    depth = clip.depth[0]
+    seen, observed = observed_xyz(depth, clip.momap.K)
+    assert 0 < (~observed).sum() and observed.sum() > 2  # the sensor left holes
+    inputs = model_inputs(clip.momap, observed_depth=depth)
+    encoder = _BatchEncoder(
+        tiny_pipeline.vae, tiny_pipeline.image_vae, "cpu", torch.Generator().manual_seed(0)
+    )
+    momap = torch.zeros(1, 3 * T_TINY, 16, 16)  # only the condition is compared
+    encoder.add(
+        momap,
+        inputs["rgb"][None],
+        inputs["instance"][None],
+        ["p"],
+        ["id"],
+        torch.tensor([-1]),
+        inputs["xyz0"][None],
+    )
+    with pytest.warns(UserWarning, match="no geometry"):
+        scene = tiny_pipeline.encode_scene(
+            clip.momap.rgb, np.where(observed[..., None], seen, np.nan), clip.momap.instance, None, None,
+            torch.Generator().manual_seed(0),
+        )  # fmt: skip
+    xyz_channels = slice(8, 12)  # rgb | instance colours (a random palette) | xyz
+    trained, sampled = encoder.conditions[0][:, xyz_channels], scene["condition"][:, xyz_channels].float()
+    torch.testing.assert_close(trained, sampled, rtol=0, atol=1e-5)

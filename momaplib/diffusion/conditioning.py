@@ -41,6 +41,31 @@ def instance_colors(instance: Tensor, generator: torch.Generator | None = None) 
     return colours.reshape(*instance.shape, 3).permute(0, 3, 1, 2).contiguous()
 
 
+def fill_holes_nearest(x: Tensor, known: Tensor) -> Tensor:
+    """Returns ``x`` (B, C, H, W) with every pixel where ``known`` (B, H, W) is False set to the value
+    of its nearest known pixel (Euclidean; scipy's distance transform, on the CPU). Items with every
+    pixel known or none are returned as they are.
+
+    The XYZ condition's holes (pixels without depth) then look like the surface around them
+    instead of a point at the scene centre; training (``momaplib.diffusion.latents``) and the
+    pipeline (``fill_condition_holes``) fill them alike.
+    """
+    if x.ndim != 4 or known.shape != (x.shape[0], *x.shape[-2:]):
+        raise ValueError(f"fill_holes_nearest: expected x (B, C, H, W) and known (B, H, W), got "
+                         f"{tuple(x.shape)} and {tuple(known.shape)}")  # fmt: skip
+    known_np = known.detach().cpu().numpy().astype(bool)
+    holes = [b for b in range(len(known_np)) if 0 < known_np[b].sum() < known_np[b].size]
+    if not holes:
+        return x
+    from scipy.ndimage import distance_transform_edt
+
+    out = x.clone()
+    for b in holes:
+        rows, cols = distance_transform_edt(~known_np[b], return_distances=False, return_indices=True)
+        out[b] = x[b][:, torch.from_numpy(rows).to(x.device), torch.from_numpy(cols).to(x.device)]
+    return out
+
+
 def encode_image(image_vae: AutoencoderKL, images: Tensor) -> Tensor:
     """Returns (B, 4, H/8, W/8) scaled posterior means of (B, 3, H, W) images in [-1, 1]."""
     dtype = next(image_vae.parameters()).dtype

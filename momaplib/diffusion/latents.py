@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from momaplib.control.batch import dsl_pixels_from_channels
 from momaplib.data import MoMapDataset, clip_id, collate, model_inputs, parallel_map, split_indices
-from momaplib.diffusion.conditioning import condition_latents
+from momaplib.diffusion.conditioning import condition_latents, fill_holes_nearest
 from momaplib.diffusion.conditions import dsl_latent
 from momaplib.diffusion.grounding import instance_features, pad_instances, target_map, target_slots
 from momaplib.diffusion.text import TextEncoder
@@ -182,16 +182,17 @@ class _BatchEncoder:
         # the raw codec's latents are the MoMap itself (3 MB a clip): kept in its storage dtype
         latents = latents.to(getattr(self.vae, "latent_storage_dtype", torch.float32))
         image_dtype = self.image_vae.dtype
+        seen = xyz0.abs().sum(1) > 0  # pixels with (observed) depth; holes are exactly 0
         condition = condition_latents(
             self.image_vae,
             rgb.to(self.device, image_dtype),
             instance,
-            xyz0.to(image_dtype),  # the reference XYZ as the pipeline will get it
+            # the reference XYZ as the pipeline gets it: holes filled from their nearest pixel
+            fill_holes_nearest(xyz0, seen).to(image_dtype),
             generator=self.generator,
         )
         size = tuple(latents.shape[-2:])
         valid = momap[:, :3].abs().sum(1) > 0  # invalid pixels are exactly 0 (the scene centre)
-        seen = xyz0.abs().sum(1) > 0  # pixels with (observed) depth
         features, instance_ids = instance_features(rgb.to(self.device), instance, xyz0, seen)
         self.targets.append(target_map(instance, target_ids, size).cpu())
         self.features.append(features.cpu())

@@ -23,7 +23,7 @@ from torch import Tensor
 import momaplib.diffusion.cvae
 import momaplib.vae  # noqa: F401
 from momaplib.diffusion.batching import SCENE_KEYS, denoise_rows, module_dtype, scene_rows
-from momaplib.diffusion.conditioning import condition_latents
+from momaplib.diffusion.conditioning import condition_latents, fill_holes_nearest
 from momaplib.diffusion.conditions import DEFAULT_CONDITIONS, check_conditions, condition_channels
 from momaplib.diffusion.dsl import check_dsl_arguments, num_dsl_windows, plan_dsl
 from momaplib.diffusion.fast import FastSamplingMixin
@@ -381,11 +381,8 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
         xyz0, valid = torch.from_numpy(scene["xyz"]), torch.from_numpy(scene["valid"])
         center, scale = normalization_stats(xyz0, valid)
         xyz0_norm = torch.where(valid[..., None], normalize_xyz(xyz0[None], center, scale)[0], 0.0)
-        if getattr(self.config, "fill_condition_holes", True) and scene["num_invalid"] and valid.any():
-            from scipy.ndimage import distance_transform_edt
-
-            rows, cols = distance_transform_edt(~scene["valid"], return_distances=False, return_indices=True)
-            xyz0_norm = xyz0_norm[torch.from_numpy(rows), torch.from_numpy(cols)]
+        if getattr(self.config, "fill_condition_holes", True):  # holes: the surface around them
+            xyz0_norm = fill_holes_nearest(xyz0_norm.permute(2, 0, 1)[None], valid[None])[0].permute(1, 2, 0)
         rgb = torch.from_numpy(scene["rgb"]).permute(2, 0, 1).float() / 127.5 - 1.0
         dtype = module_dtype(self.image_vae)
         scene["condition"] = condition_latents(
