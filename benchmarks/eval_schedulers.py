@@ -12,6 +12,10 @@ per sample) and ``eval_schedulers.json`` to ``--out``.
     for k in 0 1 2 3; do python benchmarks/eval_schedulers.py --clips 300 --shard $k/4 --out runs/s$k & done
     python benchmarks/eval_schedulers.py --merge runs/s0 runs/s1 runs/s2 runs/s3 --out runs/all
     python benchmarks/eval_schedulers.py --clips 1 --num-samples 2 --steps 2 --families tabletop  # CPU check
+    python benchmarks/eval_schedulers.py --clips 300 --student outputs/distill/pipeline   # + the LCM student
+
+``--student`` adds the rows ``lcm-student N`` (``--student-steps``) of a ``momap distill`` student,
+sampled with its own LCM scheduler and no guidance, on the same clips and seeds.
 
 Use ``--split val`` to choose a default from the table; ``--split test`` for the table of record.
 """
@@ -67,6 +71,16 @@ def evaluate(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
             options = {"scheduler": scheduler, "num_inference_steps": steps, "guidance_scale": args.guidance}
             times[name] = []
             methods[name] = timed_predictor(pipeline_predictor(pipe, use_text=True, **options), times[name])
+    if args.student:  # a distilled student (momap distill): its own LCM sampler, no guidance
+        student = load_pipeline(args.student).to(args.device)
+        student.set_progress_bar_config(disable=True)
+        if args.fast:
+            student.enable_fast_sampling()
+        for steps in args.student_steps:
+            name = f"lcm-student {steps}"
+            times[name] = []
+            predict = pipeline_predictor(student, use_text=True, num_inference_steps=steps)
+            methods[name] = timed_predictor(predict, times[name])
     rows = []
     for family in args.families:
         clips = simulate_split_clips(family, args.clips, split=args.split, shard=args.shard)
@@ -134,6 +148,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 12, 25])
     parser.add_argument("--guidance", type=float, help="default: the pipeline's own (config.guidance_scale)")
     parser.add_argument("--diffusion", default="momap-diffusion")
+    parser.add_argument(
+        "--student", help="a distilled student pipeline (momap distill): rows 'lcm-student N'"
+    )
+    parser.add_argument("--student-steps", type=int, nargs="+", default=[1, 2, 4, 8])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--fast", action="store_true", help="sample through pipe.enable_fast_sampling()")
     parser.add_argument("--split", default="test", choices=("val", "test"))

@@ -23,6 +23,7 @@ COMMANDS = {
     "train-image-vae": "momaplib.vae.train:TrainImageVAEJob",
     "train-vae": "momaplib.vae.train:TrainVAEJob",
     "train-diffusion": "momaplib.diffusion.train:TrainDiffusionJob",
+    "distill": "momaplib.diffusion.distill:DistillJob",
     "train-image-diffusion": "momaplib.diffusion.image_prior:TrainImageDiffusionJob",
     "train-video": "momaplib.video.train:TrainVideoJob",
     "train-gflow": "momaplib.baselines.gflow_train:TrainGFlowJob",

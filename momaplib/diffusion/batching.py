@@ -11,10 +11,51 @@ from __future__ import annotations
 from itertools import chain
 
 import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    LCMScheduler,
+    UniPCMultistepScheduler,
+)
 from torch import Tensor
 
 from momaplib.diffusion.conditions import dsl_latent, select_image_latents
 from momaplib.vae.model import DOWNSAMPLE
+
+#: scheduler names accepted by ``MoMapPipeline.__call__(scheduler=...)``; "lcm" is for students of
+#: ``momaplib.diffusion.distill`` (few steps, no guidance)
+SCHEDULERS = {
+    "ddim": DDIMScheduler,
+    "dpm": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+    "euler": EulerDiscreteScheduler,
+    "ddpm": DDPMScheduler,
+    "lcm": LCMScheduler,
+}
+
+
+def sampler_for(pipe, scheduler: str | None, generator: torch.Generator | None):
+    """Returns the sampler of one call: ``SCHEDULERS[scheduler]`` from the pipeline's config, or the
+    pipeline's own. A sampler that draws noise at its steps (LCM) is a copy per call that draws it
+    from a generator seeded by ``generator``'s seed (reproducible calls, the initial noise
+    unchanged); ``sampler_step_options`` hands it to ``step``."""
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise ValueError(f"scheduler: expected one of {sorted(SCHEDULERS)}, got {scheduler!r}")
+    sampler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config) if scheduler else pipe.scheduler
+    if isinstance(sampler, LCMScheduler):
+        sampler = LCMScheduler.from_config(sampler.config) if sampler is pipe.scheduler else sampler
+        if generator is not None:
+            seed = (generator.initial_seed() + 1) % 2**63
+            sampler.step_generator = torch.Generator(generator.device).manual_seed(seed)
+    return sampler
+
+
+def sampler_step_options(sampler) -> dict:
+    """Keyword arguments of ``sampler.step`` beyond the prediction, timestep and sample."""
+    generator = getattr(sampler, "step_generator", None)
+    return {"generator": generator} if generator is not None else {}
 
 
 def module_dtype(module: torch.nn.Module) -> torch.dtype:

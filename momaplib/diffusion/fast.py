@@ -35,7 +35,7 @@ import torch
 from diffusers import DDIMScheduler
 from torch import Tensor
 
-from momaplib.diffusion.batching import module_dtype
+from momaplib.diffusion.batching import module_dtype, sampler_step_options
 
 #: Whether pipelines on CUDA sample through the fast path when neither ``enable_fast_sampling`` nor
 #: ``disable_fast_sampling`` was called. Set from ``benchmarks/bench_sampling.py --device cuda``
@@ -195,13 +195,13 @@ class FastSampler:
         )
         prediction = ddim.prediction_type if ddim is not None else None
         step = self.step_function(device)
-        timesteps = sampler.timesteps
+        timesteps, options = sampler.timesteps, sampler_step_options(sampler)
         for index in pipe.progress_bar(range(len(timesteps))) if progress else range(len(timesteps)):
             t = timesteps[index]
             scaled = latents if ddim is not None else sampler.scale_model_input(latents, t)
             coefficients = ddim.coefficients[index] if ddim is not None else None
             out = self._call(step, unet, scaled, cond_in, text_in, t, scale, guided, coefficients, prediction)
-            latents = out if ddim is not None else sampler.step(out, t, latents).prev_sample
+            latents = out if ddim is not None else sampler.step(out, t, latents, **options).prev_sample
         return latents
 
     def _call(self, step, unet, *args):
@@ -264,7 +264,7 @@ def eager_denoise(pipe, latents, cond, cond_uncond, text, uncond, guidance_scale
         else:
             noise = pipe.unet(torch.cat([scaled, cond], dim=1), t, encoder_hidden_states=text).sample
             noise = noise.float()
-        latents = sampler.step(noise, t, latents).prev_sample
+        latents = sampler.step(noise, t, latents, **sampler_step_options(sampler)).prev_sample
     return latents
 
 

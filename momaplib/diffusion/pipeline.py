@@ -10,19 +10,22 @@ import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
-    DDIMScheduler,
     DDPMScheduler,
     DiffusionPipeline,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
     UNet2DConditionModel,
-    UniPCMultistepScheduler,
 )
 from torch import Tensor
 
 import momaplib.diffusion.cvae
 import momaplib.vae  # noqa: F401
-from momaplib.diffusion.batching import SCENE_KEYS, denoise_rows, module_dtype, scene_rows
+from momaplib.diffusion.batching import (
+    SCENE_KEYS,
+    SCHEDULERS,
+    denoise_rows,
+    module_dtype,
+    sampler_for,
+    scene_rows,
+)
 from momaplib.diffusion.conditioning import condition_latents, fill_holes_nearest
 from momaplib.diffusion.conditions import DEFAULT_CONDITIONS, check_conditions, condition_channels
 from momaplib.diffusion.dsl import check_dsl_arguments, num_dsl_windows, plan_dsl
@@ -42,14 +45,6 @@ from momaplib.momap import channels_to_xyz, denormalize_xyz, normalization_stats
 #: Guidance of pipelines whose config names none (chosen on the val split, ``docs/experiments.md``);
 #: a trained pipeline stores its own ``guidance_scale``, the default of every call and tool.
 DEFAULT_GUIDANCE = 2.0
-#: scheduler names accepted by ``MoMapPipeline.__call__(scheduler=...)``
-SCHEDULERS = {
-    "ddim": DDIMScheduler,
-    "dpm": DPMSolverMultistepScheduler,
-    "unipc": UniPCMultistepScheduler,
-    "euler": EulerDiscreteScheduler,
-    "ddpm": DDPMScheduler,
-}
 
 
 __all__ = [
@@ -290,9 +285,7 @@ class MoMapPipeline(FastSamplingMixin, DiffusionPipeline):
                 num_samples, batch_size, gen, num_inference_steps, guidance_scale,
                 self.scheduler.config.num_train_timesteps,
             )  # fmt: skip
-        if scheduler is not None and scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler: expected one of {sorted(SCHEDULERS)}, got {scheduler!r}")
-        sampler = SCHEDULERS[scheduler].from_config(self.scheduler.config) if scheduler else self.scheduler
+        sampler = sampler_for(self, scheduler, generators[0])
         checked = []
         for args in scenes:
             unknown = sorted(set(args) - SCENE_KEYS)
