@@ -25,6 +25,8 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
 - ``bundle``: the shipped ``momap-diffusion``: the ``full`` row's recipe (UNet inflated from the image
   prior, the VAE's latents, every condition) trained for ``--bundle-steps``; it does not need the
   ablations, so it can be trained first.
+- ``distill``: ``momap-diffusion-lcm``, the bundle's latent-consistency student (few steps, no
+  guidance; ``momaplib.diffusion.distill``), on the bundle's latent cache, ``--distill-steps`` long.
 - ``baseline``: Table 1's MoMap-VAE baseline (a conditional VAE in the same latent space).
 - ``dsl``: ``momap-diffusion-dsl``, the UNet conditioned on the motion DSL instead of text.
 - ``gflow``: Table 1's GeneralFlow-style baselines (``gflow-original``, ``-rollout``, ``-extend``).
@@ -50,7 +52,7 @@ import torch
 
 FAMILIES = ("tabletop", "egocentric")
 STAGES = ("data", "image-vae", "momap-vae", "momap-vae-scratch", "image-prior", "latents", "ablations")
-STAGES += ("bundle", "baseline", "dsl", "gflow")
+STAGES += ("bundle", "distill", "baseline", "dsl", "gflow")
 #: Table 2's rows: (conditions, codec, init) — codec "vae" / "scratch" / "raw", init "prior" / "scratch"
 ABLATIONS = {
     "full": (("rgb", "instance", "xyz", "text"), "vae", "prior"),
@@ -104,6 +106,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--bundle-steps", type=int, default=4000)
     parser.add_argument("--gflow-steps", type=int, default=1500)
+    parser.add_argument("--distill-steps", type=int, default=2000)
     parser.add_argument("--compile", default="", help="TrainDiffusionJob.compile, e.g. inductor")
     parser.add_argument(
         "--warm", type=Path,
@@ -276,6 +279,16 @@ def main() -> None:
                 num_val_clips=4, init="inflate", image_unet=prior, block_out_channels=widths,
                 compile=args.compile, bundle_dir=bundles / "momap-diffusion", smoke=args.smoke,
             ).run()  # fmt: skip
+
+    if "distill" in stages and not done("distill", "pipeline"):
+        from momaplib.diffusion.distill import DistillJob
+
+        stamp("distill: the bundle's few-step student")
+        DistillJob(
+            str(runs / "bundle/pipeline"), runs / "bundle/latents_train.safetensors",
+            config("distill", args.distill_steps, args.batch_size // 4, 2e-5, 60.0, lr_warmup_steps=100),
+            num_ddim_timesteps=10 if args.smoke else 50, bundle_dir=bundles / "momap-diffusion-lcm",
+        ).run()  # fmt: skip
 
     extras = {
         "baseline": dict(model="momap-vae", block_out_channels=(32, 64, 96)),
