@@ -5,8 +5,9 @@ the split (paired clips: the same clips, prompts and seeds for every row) throug
 harness of ``benchmarks/eval_models.py`` (``momaplib.eval.evaluate_methods``: best of N by
 ``ate_dtw``), and times every pipeline call (ms per sample, end to end: encoding, denoising and
 decoding). Writes ``table.md``/``table.csv`` (paper Table 1 layout, one column per row),
-``per_clip.csv``, ``steps.md`` (per family: each metric's mean relative to DDIM at 25 steps, and ms
-per sample) and ``eval_schedulers.json`` to ``--out``.
+``per_clip.csv``, ``steps.md`` and ``sampler_steps.csv`` (per family: each metric's mean relative to
+DDIM at 25 steps, and ms per sample; ``momaplib.eval.samplers``) and ``eval_schedulers.json`` to
+``--out``. ``checkpoints/logs/sampler_steps.csv`` is what notebook 04 plots.
 
     python benchmarks/eval_schedulers.py --clips 300 --device cuda            # one process
     for k in 0 1 2 3; do python benchmarks/eval_schedulers.py --clips 300 --shard $k/4 --out runs/s$k & done
@@ -32,68 +33,30 @@ import torch
 from eval_models import parse_shard  # benchmarks/ is on sys.path when this script runs
 
 from momaplib.data import simulate_split_clips
-from momaplib.diffusion.objectives import pipeline_predictor
 from momaplib.diffusion.pipeline import load_pipeline
-from momaplib.eval import evaluate_methods, format_table, table_to_markdown, write_table
+from momaplib.eval import format_table, table_to_markdown, write_table
+from momaplib.eval.samplers import compare_samplers, sampler_methods, steps_table
 from momaplib.storage import atomic_write_text
-
-#: the reference row of ``steps.md``
-REFERENCE = "ddim 25"
-#: metrics of ``steps.md`` (higher is better for all but ate_dtw)
-KEY_METRICS = ("ate_dtw", "fg_mask_iou", "quantize_acc_16", "patch_nearest_acc")
-
-
-def timed_predictor(predict, seconds: list[float]):
-    """Returns ``predict`` that appends the wall time of every call to ``seconds``."""
-
-    def wrapped(gt, num_samples, generator):
-        start = time.perf_counter()
-        out = predict(gt, num_samples, generator)
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        seconds.append((time.perf_counter() - start) / num_samples)
-        return out
-
-    return wrapped
 
 
 def evaluate(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
     """Returns the per-clip rows (``dataset``, ``method`` columns) and ms per sample per method."""
     pipe = load_pipeline(args.diffusion).to(args.device)
-    pipe.set_progress_bar_config(disable=True)
-    if args.fast:
-        pipe.enable_fast_sampling()
-    times: dict[str, list[float]] = {}
-    methods = {}
-    for scheduler in args.schedulers:
-        for steps in args.steps:
-            name = f"{scheduler} {steps}"
-            options = {"scheduler": scheduler, "num_inference_steps": steps, "guidance_scale": args.guidance}
-            times[name] = []
-            methods[name] = timed_predictor(pipeline_predictor(pipe, use_text=True, **options), times[name])
-    if args.student:  # a distilled student (momap distill): its own LCM sampler, no guidance
-        student = load_pipeline(args.student).to(args.device)
-        student.set_progress_bar_config(disable=True)
+    student = load_pipeline(args.student).to(args.device) if args.student else None
+    for pipeline in (pipe, student) if student is not None else (pipe,):
+        pipeline.set_progress_bar_config(disable=True)
         if args.fast:
-            student.enable_fast_sampling()
-        for steps in args.student_steps:
-            name = f"lcm-student {steps}"
-            times[name] = []
-            predict = pipeline_predictor(student, use_text=True, num_inference_steps=steps)
-            methods[name] = timed_predictor(predict, times[name])
-    rows = []
-    for family in args.families:
-        clips = simulate_split_clips(family, args.clips, split=args.split, shard=args.shard)
-        first = clips[0][1]  # [(clip_id, MoMap)]
-        for method in methods.values():  # warm-up (text encoder, compilation): not timed
-            method(first, args.num_samples, 0)
-        for values in times.values():
-            values.clear()
-        results = evaluate_methods(clips, methods, num_samples=args.num_samples, device=args.device)
-        rows += [df.assign(dataset=family, method=name) for name, df in results.items()]
-    ms = {name: 1000 * sum(values) / max(len(values), 1) for name, values in times.items()}
+            pipeline.enable_fast_sampling()
+    methods, times = sampler_methods(
+        pipe, args.schedulers, args.steps, args.guidance, student=student, student_steps=args.student_steps
+    )
+    clips = {
+        family: simulate_split_clips(family, args.clips, split=args.split, shard=args.shard)
+        for family in args.families
+    }
+    per_clip, ms = compare_samplers(clips, methods, times, args.num_samples, args.device)
     counts = {name: len(values) for name, values in times.items()}
-    return pd.concat(rows, ignore_index=True), {"ms_per_sample": ms, "timed_calls": counts}
+    return per_clip, {"ms_per_sample": ms, "timed_calls": counts}
 
 
 def merge(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
@@ -114,21 +77,6 @@ def merge(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
         raise SystemExit("--merge: a clip appears in more than one folder")
     timing = {"ms_per_sample": {k: v / max(calls[k], 1) for k, v in ms.items()}, "timed_calls": calls}
     return per_clip, {**timing, "settings": {**settings[0], "merged": [str(f) for f in folders]}}
-
-
-def steps_table(per_clip: pd.DataFrame, ms: dict) -> pd.DataFrame:
-    """Returns per (family, method): key metric means, each relative to ``REFERENCE`` (%), and ms/sample."""
-    means = per_clip.groupby(["dataset", "method"], sort=False)[list(KEY_METRICS)].mean()
-    rows = []
-    for (family, method), values in means.iterrows():
-        row = {"family": family, "method": method, "ms_per_sample": ms.get(method, float("nan"))}
-        reference = means.loc[(family, REFERENCE)] if (family, REFERENCE) in means.index else None
-        for metric in KEY_METRICS:
-            row[metric] = values[metric]
-            if reference is not None:
-                row[f"{metric} vs {REFERENCE} %"] = 100 * (values[metric] / reference[metric] - 1)
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def markdown(frame: pd.DataFrame) -> str:
@@ -186,6 +134,7 @@ def main() -> None:
     write_table(table, args.out / "table")
     atomic_write_text(args.out / "per_clip.csv", per_clip.to_csv(index=False))
     atomic_write_text(args.out / "steps.md", steps_markdown + "\n")
+    atomic_write_text(args.out / "sampler_steps.csv", steps.to_csv(index=False))  # notebook 04's table
     summary.update(seconds=time.perf_counter() - started, steps=json.loads(steps.to_json(orient="records")))
     atomic_write_text(args.out / "eval_schedulers.json", json.dumps(summary, indent=2))
     print(f"wrote {args.out} in {summary['seconds']:.0f} s")

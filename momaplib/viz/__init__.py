@@ -65,6 +65,7 @@ from momaplib.viz.metrics import (
     plot_moving_masks,
     plot_paired_differences,
     plot_quantized_directions,
+    plot_steps_tradeoff,
 )
 from momaplib.viz.plot3d import (
     LEGEND,
@@ -131,6 +132,7 @@ __all__ = [
     "plot_reconstruction_errors",
     "plot_sensor_frames",
     "plot_static_split",
+    "plot_steps_tradeoff",
     "plot_tracks",
     "plot_trajectories_3d",
     "plot_vae_runs",

@@ -243,3 +243,32 @@ def plot_paired_differences(
     if groups != [None]:
         fig.legend(loc="upper right", fontsize=8, ncol=len(groups), frameon=False)
     return fig
+
+
+def plot_steps_tradeoff(steps: pd.DataFrame, metric: str = "ate_dtw") -> Figure:
+    """Quality against time of samplers (``momaplib.eval.samplers.steps_table`` rows: ``family``,
+    ``method`` = "<sampler> <steps>", ``ms_per_sample`` and ``metric``): one panel per family, one
+    line per sampler through its step counts (annotated), ms per sample on a log axis."""
+    missing = {"family", "method", "ms_per_sample", metric} - set(steps.columns)
+    if missing:
+        raise ValueError(f"steps: expected the columns of steps_table, missing {sorted(missing)}")
+    families = list(dict.fromkeys(steps["family"]))
+    fig, axes = plt.subplots(1, len(families), figsize=(4.2 * len(families), 3.4), squeeze=False)
+    for ax, family in zip(axes[0], families, strict=True):
+        rows = steps[steps["family"] == family]
+        parts = rows["method"].str.rsplit(" ", n=1, expand=True)
+        for sampler, group in rows.assign(sampler=parts[0], count=parts[1].astype(int)).groupby(
+            "sampler", sort=False
+        ):
+            group = group.sort_values("count")
+            ax.plot(group["ms_per_sample"], group[metric], marker="o", label=sampler)
+            for _, row in group.iterrows():
+                ax.annotate(str(row["count"]), (row["ms_per_sample"], row[metric]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")  # fmt: skip
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
+        ax.set(title=family, xlabel="ms per sample (end to end)", ylabel=metric)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, title="sampler (steps)", title_fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,49 @@
+"""Quality vs steps vs time of samplers (momaplib.eval.samplers) and its figure."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd
+import pytest
+
+from momaplib import viz
+from momaplib.baselines import get_predictor
+from momaplib.data import simulate_split_clips
+from momaplib.eval.samplers import REFERENCE, compare_samplers, steps_table, timed_predictor
+from momaplib.sim import SimConfig
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_steps_table_is_relative_to_ddim_25_per_family():
+    per_clip = pd.DataFrame(
+        {
+            "dataset": ["tabletop"] * 4, "method": ["ddim 25", "ddim 25", "dpm 4", "dpm 4"],
+            "ate_dtw": [0.2, 0.4, 0.3, 0.3], "fg_mask_iou": [0.5, 0.5, 0.25, 0.25],
+            "quantize_acc_16": [1.0] * 4, "patch_nearest_acc": [0.5] * 4,
+        }
+    )  # fmt: skip
+    table = steps_table(per_clip, {"ddim 25": 100.0, "dpm 4": 20.0}).set_index("method")
+    assert REFERENCE == "ddim 25" and table.loc["dpm 4", "ms_per_sample"] == 20.0
+    assert table.loc["dpm 4", "ate_dtw vs ddim 25 %"] == pytest.approx(0.0)  # 0.3 against a mean of 0.3
+    assert table.loc["dpm 4", "fg_mask_iou vs ddim 25 %"] == pytest.approx(-50.0)
+    figure = viz.plot_steps_tradeoff(table.reset_index())
+    assert len(figure.axes) == 1 and len(figure.axes[0].lines) == 2  # one line per sampler
+    with pytest.raises(ValueError, match="steps: expected the columns"):
+        viz.plot_steps_tradeoff(table.reset_index().drop(columns="family"))
+
+
+def test_compare_samplers_scores_paired_clips_and_times_every_call_but_the_warm_up():
+    config = SimConfig(height=16, width=16, num_frames=4)
+    clips = {f: simulate_split_clips(f, 2, config=config) for f in ("tabletop", "egocentric")}
+    times = {"static 1": [], "gt 1": []}
+    methods = {name: timed_predictor(get_predictor(name.split()[0]), times[name]) for name in times}
+    per_clip, ms = compare_samplers(clips, methods, times, num_samples=2, progress=False)
+    assert len(per_clip) == 2 * 2 * 2 and set(per_clip["dataset"]) == {"tabletop", "egocentric"}
+    assert all(len(values) == 4 for values in times.values())  # 2 clips x 2 families, no warm-up
+    assert set(ms) == set(times) and all(value >= 0 for value in ms.values())
+    gt = per_clip[per_clip["method"] == "gt 1"]
+    assert (gt["ate_dtw"] == 0).all()  # the same clips for every method: gt is exact on each
