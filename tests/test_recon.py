@@ -288,6 +288,27 @@ def test_bundle_adjustment_recovers_a_pure_camera_rotation():
     assert poses.reprojection_px < 0.05
 
 
+def test_the_refinement_runs_when_the_depth_drifts_in_scale_and_only_then():
+    angles = np.linspace(0.0, 6.0, T)
+    tracks, depth, K, ref_from_cam = _rotating_camera(angles)
+
+    def solve(depth, **config):
+        return TrackletBundleAdjustment(PoseConfig(**config)).solve(tracks, depth, K)
+
+    # one depth scale throughout (RGB-D, stereo): the 3D alignment is kept as it is
+    kept, aligned = solve(depth), solve(depth, refine_iterations=0)
+    np.testing.assert_array_equal(kept.ref_from_cam, aligned.ref_from_cam)
+    # a scale that drifts 10 % over the clip (monocular depth): the refinement runs and undoes it
+    drift = 1.0 + 0.1 * np.arange(T, dtype=np.float32) / T
+    drifting = depth * drift[:, None, None]
+    refined = solve(drifting)
+    np.testing.assert_array_equal(refined.ref_from_cam, solve(drifting, refine_scale_drift=0.0).ref_from_cam)
+    assert not np.array_equal(refined.ref_from_cam, solve(drifting, refine_iterations=0).ref_from_cam)
+    np.testing.assert_allclose(refined.depth_scale * drift, 1.0, atol=5e-3)
+    relative = invert_pose(ref_from_cam) @ refined.ref_from_cam.astype(np.float64)
+    assert np.degrees(rotation_angle(relative[:, :3, :3])).max() < 0.05
+
+
 def test_static_camera_gives_identity_poses_and_a_moving_block_is_dynamic():
     tracks, depth, K, _ = _rotating_camera(np.zeros(T), with_block=True)
     poses = TrackletBundleAdjustment().solve(tracks, depth, K)

@@ -59,6 +59,11 @@ class PoseConfig:
     static_threshold: float = 0.01  # static track: median fit residual <= this fraction of its depth ...
     static_factor: float = 3.0  # ... or <= static_factor * the median residual of all tracks
     refine_iterations: int = 50  # L-BFGS iterations of the bundle adjustment (0: keep the initialisation)
+    # refine only when the 3D alignment's per-frame depth scales drift from 1 by more than this (|log|):
+    # depth that drifts in scale (monocular) needs the reprojection refinement, while with depth of one
+    # scale (RGB-D, stereo) the 3D alignment is the more accurate, as the reprojection follows the
+    # drift of flow chains (val clips, docs/experiments.md); 0: always refine
+    refine_scale_drift: float = 0.02
     huber_px: float = 1.0  # Huber threshold of the reprojection error in pixels
     depth_weight: float = 0.1  # weight of the depth consistency term (it sets the per-frame depth scale)
     max_points: int = 4096  # static tracks used by the refinement (a random subset beyond it)
@@ -151,7 +156,8 @@ class TrackletBundleAdjustment:
         static, consistent = _static_split(flat_points, flat_visible, reference, ref_from_cam, scale, config)
         static &= anchor
         consistent &= anchor[None]
-        if config.refine_iterations > 0 and T > 1 and static.sum() >= config.min_points:
+        drifts = float(np.abs(np.log(np.clip(scale, 1e-9, None))).max()) > config.refine_scale_drift
+        if config.refine_iterations > 0 and T > 1 and static.sum() >= config.min_points and drifts:
             ref_from_cam, scale = self._refine(
                 tracks, flat_points, consistent, static, K, ref_from_cam, scale
             )
