@@ -845,3 +845,22 @@ def test_reprojection_hold_keeps_what_the_depth_still_sees_and_lets_go_of_what_l
     valid = np.ones(H * W, bool)
     out = background_instances(instance, xyz0, valid, moved, None, poses, PipelineConfig())
     assert (out[1:4, 2:5] == 0).all() and (out[8:11, 9:12] == 2).all() and (out[instance == 0] == 0).all()
+    # depth whose scale drifts (monocular) flickers too: its tolerance follows the flicker, so the wall
+    # stays static and the point that left (30 % deeper) still goes; depth of one scale keeps the
+    # fixed tolerance
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+    scales = np.array([1.0, 1.04, 0.97, 1.05, 0.96, 1.03], np.float32)
+    flicker = depth * (1 + 0.03 * rng.standard_normal(depth.shape)).astype(np.float32)
+    flicker[0] = depth[0]
+    drifting = replace(poses, depth_scale=scales)
+    raw = flicker / scales[:, None, None]  # what the depth model said; times depth_scale: the flicker
+    widened, _ = reprojection_static(xyz0, candidates, raw, None, drifting, PipelineConfig())
+    fixed, _ = reprojection_static(
+        xyz0, candidates, raw, None, drifting, PipelineConfig(static_noise_factor=0)
+    )
+    assert widened[candidates].mean() > 0.9 and fixed[candidates].mean() < 0.7 and not widened[gone]
+    one_scale, _ = reprojection_static(xyz0, candidates, flicker, None, poses, PipelineConfig())
+    np.testing.assert_array_equal(one_scale, reprojection_static(
+        xyz0, candidates, flicker, None, poses, PipelineConfig(static_noise_factor=0))[0])  # fmt: skip

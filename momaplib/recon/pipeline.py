@@ -59,6 +59,9 @@ class PipelineConfig:
     # ... or whose t = 0 point agrees with the depth every frame measures where the point projects
     # (reprojection_static): a track that drifts on a static surface is not motion
     reprojection_hold: bool = True
+    # reprojection test on depth whose scale drifts (monocular, ``SCALE_DRIFT``): each frame's tolerance
+    # is at least this x its median relative depth residual, the depth's own flicker (0: off)
+    static_noise_factor: float = 3.0
 
 
 @dataclass
@@ -292,6 +295,8 @@ def reprojection_static(
     camera), which the track-based test of ``hold_static_pixels`` would call moving.
     """
     T, H, W = depth.shape
+    # depth whose scale drifts (monocular) also flickers from frame to frame (PoseConfig.refine_scale_drift)
+    drifting = float(np.abs(np.log(np.clip(poses.depth_scale, 1e-9, None))).max()) > SCALE_DRIFT
     columns = np.flatnonzero(candidates)
     points = xyz0[columns].astype(np.float64)
     scale = float(np.median(points[:, 2])) if len(columns) else 1.0
@@ -312,6 +317,9 @@ def reprojection_static(
             read[inside] &= reliable[t, v[inside], u[inside]]
         tolerance = config.static_tolerance * np.maximum(scale, p[:, 2])
         residual = seen - p[:, 2]
+        if config.static_noise_factor and drifting and read.any():  # flickering depth: widen the tolerance
+            noise = float(np.median(np.abs(residual[read]) / np.maximum(p[read, 2], 1e-9)))
+            tolerance = np.maximum(tolerance, config.static_noise_factor * noise * p[:, 2])
         checked[t] = read & (residual >= -tolerance)  # in front: an occluder, not counted
         agrees[t] = checked[t] & (np.abs(residual) <= tolerance)
     counted = checked.sum(0)
@@ -323,6 +331,9 @@ def reprojection_static(
     return static, consistent
 
 
+#: ``reprojection_static``: depth whose per-frame scales leave 1 by more than this (|log|) is
+#: monocular-like, and its tolerance follows its flicker (``static_noise_factor``)
+SCALE_DRIFT = 0.02
 #: ``background_instances``: an instance becomes background when this fraction of its pixels ...
 STATIC_INSTANCE_FRACTION = 0.9
 #: ... pass ``reprojection_static`` with at most this fraction of disagreeing frames (stricter than
