@@ -59,6 +59,7 @@ from momaplib.recon import (
 )
 from momaplib.sim import FAMILIES, SimConfig, clip_seed, generate_clip
 from momaplib.sim.sensor import SENSORS
+from momaplib.storage import atomic_write_text
 
 SETTINGS = {
     "a": "GT depth + GT tracks",
@@ -155,6 +156,12 @@ def measure(setting: str, clips: list, bench: BenchRecon) -> dict:
     return {"median": medians, "per_clip": per_clip}
 
 
+def write_json(path: Path, record: dict) -> None:
+    """Writes a part's results as JSON, atomically (a stopped run leaves the previous file whole)."""
+    atomic_write_text(path, json.dumps(record, indent=2))
+    print(f"wrote {path}")
+
+
 def main(bench: BenchRecon) -> list[dict]:
     """Runs the benchmark, prints a table and writes JSON; returns the rows."""
     torch.set_num_threads(bench.cpu_threads)
@@ -187,7 +194,6 @@ def main(bench: BenchRecon) -> list[dict]:
     verdict = check_targets(rows)
     for line in verdict["lines"]:
         print(line)
-    bench.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "torch": torch.__version__,
         "cpu_threads": bench.cpu_threads,
@@ -201,8 +207,7 @@ def main(bench: BenchRecon) -> list[dict]:
             "noise": bench.noise,
         },
     }
-    bench.out.write_text(json.dumps({"meta": meta, "rows": rows, "targets_b": verdict["checks"]}, indent=2))
-    print(f"wrote {bench.out}")
+    write_json(bench.out, {"meta": meta, "rows": rows, "targets_b": verdict["checks"]})
     return rows
 
 
@@ -315,9 +320,7 @@ def sensor_table(bench: BenchRecon) -> list[dict]:
         "num_frames": bench.sensor_frames,
         "targets": TARGETS_SENSORS,
     }
-    bench.sensor_out.parent.mkdir(parents=True, exist_ok=True)
-    bench.sensor_out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {bench.sensor_out}")
+    write_json(bench.sensor_out, {"meta": meta, "rows": rows})
     return rows
 
 
@@ -346,9 +349,7 @@ def infill_speed(bench: BenchRecon) -> dict:
         f"{bench.cpu_threads} threads (load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after); target <= 30 s: {'ok' if record['passed'] else 'MISSED'}"
     )
-    bench.infill_out.parent.mkdir(parents=True, exist_ok=True)
-    bench.infill_out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {bench.infill_out}")
+    write_json(bench.infill_out, record)
     return record
 
 
@@ -415,9 +416,7 @@ def throughput(bench: BenchRecon) -> dict:
         f"{done} clips (128x128, T = 32) by {processes} `momap recon` shards on {cores} cores, device "
         f"{bench.device}: {seconds:.1f} s, {done / seconds:.2f} clips/s (target >= 1)"
     )
-    bench.throughput_out.parent.mkdir(parents=True, exist_ok=True)
-    bench.throughput_out.write_text(json.dumps(record, indent=2))
-    print(f"wrote {bench.throughput_out}")
+    write_json(bench.throughput_out, record)
     return record
 
 
