@@ -264,6 +264,17 @@ def check_depth_scale(
     return median
 
 
+def nearest_known_pixel(known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``(rows, cols)``, each (H, W) int: the nearest pixel where ``known`` (H, W) bool is
+    True, for every pixel (itself where known; Euclidean, scipy's distance transform). ``known``
+    needs at least one True pixel."""
+    from scipy.ndimage import distance_transform_edt
+
+    # the index of the nearest zero of ~known, i.e. of the nearest known pixel
+    rows, cols = distance_transform_edt(~known, return_distances=False, return_indices=True)
+    return rows, cols
+
+
 def fill_depth_holes(depth: np.ndarray, method: str = "nearest", inpaint_radius: float = 3.0) -> np.ndarray:
     """Returns a dense copy (H, W) float32 of a z-depth map whose holes (0, NaN, inf, < 0) are filled.
 
@@ -288,11 +299,7 @@ def fill_depth_holes(depth: np.ndarray, method: str = "nearest", inpaint_radius:
     if valid.all():
         return filled
     if method == "nearest":
-        from scipy.ndimage import distance_transform_edt
-
-        # the index of the nearest zero of ~valid, i.e. of the nearest valid pixel
-        rows, cols = distance_transform_edt(~valid, return_distances=False, return_indices=True)
-        return filled[rows, cols]
+        return filled[nearest_known_pixel(valid)]
     import cv2
 
     holes = (~valid).astype(np.uint8) * 255

@@ -11,6 +11,8 @@ import torch
 from diffusers import AutoencoderKL
 from torch import Tensor
 
+from momaplib.geometry import nearest_known_pixel
+
 #: Ids up to this many get one palette slot per id value (the colours the kit always drew); maps with
 #: larger ids are coloured by the rank of each id among the ids present.
 MAX_PALETTE = 65536
@@ -43,7 +45,7 @@ def instance_colors(instance: Tensor, generator: torch.Generator | None = None) 
 
 def fill_holes_nearest(x: Tensor, known: Tensor) -> Tensor:
     """Returns ``x`` (B, C, H, W) with every pixel where ``known`` (B, H, W) is False set to the value
-    of its nearest known pixel (Euclidean; scipy's distance transform, on the CPU). Items with every
+    of its nearest known pixel (``momaplib.geometry.nearest_known_pixel``, on the CPU). Items with every
     pixel known or none are returned as they are.
 
     The XYZ condition's holes (pixels without depth) then look like the surface around them
@@ -57,12 +59,10 @@ def fill_holes_nearest(x: Tensor, known: Tensor) -> Tensor:
     holes = [b for b in range(len(known_np)) if 0 < known_np[b].sum() < known_np[b].size]
     if not holes:
         return x
-    from scipy.ndimage import distance_transform_edt
-
     out = x.clone()
     for b in holes:
-        rows, cols = distance_transform_edt(~known_np[b], return_distances=False, return_indices=True)
-        out[b] = x[b][:, torch.from_numpy(rows).to(x.device), torch.from_numpy(cols).to(x.device)]
+        rows, cols = (torch.from_numpy(i).to(x.device) for i in nearest_known_pixel(known_np[b]))
+        out[b] = x[b][:, rows, cols]
     return out
 
 

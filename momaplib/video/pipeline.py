@@ -11,6 +11,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
+from momaplib.geometry import nearest_known_pixel
 from momaplib.momap import MoMap
 from momaplib.render import HOLE_ID, RenderOutput, orbit_cameras, render_momap
 from momaplib.video.model import CompletionUNet
@@ -43,8 +44,6 @@ def fill_instance_holes(instance: np.ndarray) -> np.ndarray:
     The semantic video is completed geometrically, not by the diffusion model: ids are labels, not
     colours, and the nearest covered id is what a disocclusion hole shows in MoMap-Sim's scenes
     almost always (the surface that was behind the object that moved away)."""
-    from scipy.ndimage import distance_transform_edt
-
     out = instance.copy()
     for t in range(len(instance)):
         holes = instance[t] == HOLE_ID
@@ -53,8 +52,7 @@ def fill_instance_holes(instance: np.ndarray) -> np.ndarray:
         if holes.all():
             out[t] = 0
             continue
-        _, (rows, cols) = distance_transform_edt(holes, return_indices=True)
-        out[t] = instance[t][rows, cols]
+        out[t] = instance[t][nearest_known_pixel(~holes)]
     return out
 
 
