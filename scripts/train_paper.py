@@ -3,6 +3,8 @@
     python scripts/train_paper.py --runs outputs/paper                      # every stage, in order
     python scripts/train_paper.py --runs outputs/paper --stages data image-vae momap-vae
     python scripts/train_paper.py --runs outputs/paper2 --warm outputs/paper/bundles  # continue codecs, prior
+    python scripts/train_paper.py --runs outputs/paper3 --stages latents bundle --latent-codecs vae \
+        --continue-from outputs/paper2/bundles   # continue the bundle (the codecs: outputs/paper3's)
     python scripts/train_paper.py --smoke                                   # toy sizes on a CPU
 
 Stages (each skipped when its output exists, so a rerun continues; ``--stages`` picks some):
@@ -33,7 +35,9 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
 
 ``--warm`` continues the image VAE, both MoMap VAEs and the prior from an earlier run's bundles with
 a fresh learning-rate schedule (half the peak): a budget cut into short sessions trains each model
-in several continued runs, each one's schedule annealed to its own step count.
+in several continued runs, each one's schedule annealed to its own step count. ``--continue-from``
+does the same for the generators (the bundle, baseline and DSL model, at --lr),
+and ``--latent-codecs vae`` streams only the latents those need.
 
 fp16 bundles go to ``<runs>/bundles``. The evaluation is ``benchmarks/eval_tables.py``. Independent
 stages can run side by side on one GPU as separate processes (e.g. ``--stages momap-vae`` and
@@ -105,6 +109,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--bundle-steps", type=int, default=4000)
+    parser.add_argument(
+        "--continue-from", type=Path, metavar="BUNDLES",
+        help="bundles folder of an earlier run: the bundle, baseline and dsl stages continue its "
+        "momap-diffusion, momap-vae-baseline and momap-diffusion-dsl (fresh schedule) instead of starting "
+        "anew, so a budget cut into short runs trains them in several",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latent-codecs", nargs="+", choices=("vae", "scratch", "raw"), default=["vae", "scratch", "raw"],
+        help="codecs the latents stage encodes with (the bundle, baseline and DSL model need only vae)",
+    )  # fmt: skip
     parser.add_argument("--gflow-steps", type=int, default=1500)
     parser.add_argument("--distill-steps", type=int, default=2000)
     parser.add_argument("--compile", default="", help="TrainDiffusionJob.compile, e.g. inductor")
@@ -156,16 +170,28 @@ def main() -> None:
             raise SystemExit(f"--warm: {args.warm} has no {name}/ to continue from")
         return str(args.warm / name)
 
+    def continued(name: str) -> dict:
+        """The bundle, baseline or DSL stage's start: ``name`` of --continue-from, or ``{}``."""
+        if args.continue_from is None:
+            return {}
+        if not (args.continue_from / name).is_dir():
+            raise SystemExit(f"--continue-from: {args.continue_from} has no {name}/ to continue from")
+        return dict(init="pretrained", pretrained=str(args.continue_from / name))
+
     lr_scale = 0.5 if args.warm else 1.0
 
     widths = tuple(args.widths)
     small = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4) if args.smoke else {}
     datasets = base + wide
     stages = set(args.stages)
-    continued = ("image-vae", "momap-vae", "momap-vae-scratch", "image-prior")
-    for stage, name in zip(continued, (*continued[:3], "image-diffusion"), strict=True):
+    codec_stages = ("image-vae", "momap-vae", "momap-vae-scratch", "image-prior")
+    for stage, name in zip(codec_stages, (*codec_stages[:3], "image-diffusion"), strict=True):
         if stage in stages and not done(stage, "pipeline" if stage == "image-prior" else "model"):
             warm(name)  # a missing part of --warm is named before anything trains
+    generators = {"bundle": "momap-diffusion", "baseline": "momap-vae-baseline", "dsl": "momap-diffusion-dsl"}
+    for stage, name in generators.items():
+        if stage in stages and not done(stage, "pipeline"):
+            continued(name)  # likewise for --continue-from
 
     if "data" in stages:
         from momaplib.data import SimJob
@@ -237,7 +263,8 @@ def main() -> None:
 
     codecs = {"vae": codec("momap-vae"), "scratch": codec("momap-vae-scratch"), "raw": "raw"}
     if "latents" in stages:
-        stream_latents(args, runs, codecs, image_vae, datasets, device, stamp)
+        encoders = {name: spec for name, spec in codecs.items() if name in args.latent_codecs}
+        stream_latents(args, runs, encoders, image_vae, datasets, device, stamp)
 
     if "ablations" in stages or "bundle" in stages:
         from momaplib.diffusion.train import TrainDiffusionJob
@@ -269,15 +296,18 @@ def main() -> None:
                 compile=args.compile, smoke=args.smoke, bundle_dir=bundles / f"table2-{row}",
             ).run()  # fmt: skip
         if "bundle" in stages and not done("bundle", "pipeline"):
-            stamp("bundle: the full row's recipe, --bundle-steps long")
+            start = continued("momap-diffusion") or dict(init="inflate", image_unet=prior)
+            stamp(
+                f"bundle: the full row's recipe, --bundle-steps long, from {start.get('pretrained', prior)}"
+            )
             link_cache(runs / "latents/vae.safetensors", runs / "bundle")
             TrainDiffusionJob(
                 base,
                 config("bundle", args.bundle_steps, args.batch_size, args.lr, 60.0, lr_warmup_steps=200),
                 vae=codecs["vae"], image_vae=image_vae, text_encoder=args.text_encoder,
                 pipeline_text_encoder="minilm", conditions=ABLATIONS["full"][0], grounding=True,
-                num_val_clips=4, init="inflate", image_unet=prior, block_out_channels=widths,
-                compile=args.compile, bundle_dir=bundles / "momap-diffusion", smoke=args.smoke,
+                num_val_clips=4, block_out_channels=widths, compile=args.compile,
+                bundle_dir=bundles / "momap-diffusion", smoke=args.smoke, **start,
             ).run()  # fmt: skip
 
     if "distill" in stages and not done("distill", "pipeline"):
@@ -296,19 +326,19 @@ def main() -> None:
             conditions=("rgb", "instance", "xyz", "dsl"), block_out_channels=(32, 64, 96), layers_per_block=1
         ),
     }
-    bundle_names = {"baseline": "momap-vae-baseline", "dsl": "momap-diffusion-dsl"}
     for name, extra in extras.items():
         if name not in stages or done(name, "pipeline"):
             continue
         from momaplib.diffusion.train import TrainDiffusionJob
 
-        stamp(name)
+        start = continued(generators[name])
+        stamp(name + (f" from {start['pretrained']}" if start else ""))
         link_cache(runs / "latents/vae.safetensors", runs / name)
         TrainDiffusionJob(
             base, config(name, args.steps, args.batch_size, args.lr, 60.0, lr_warmup_steps=200),
             vae=codecs["vae"], image_vae=image_vae, text_encoder=args.text_encoder,
             pipeline_text_encoder="minilm", num_val_clips=2, compile=args.compile, smoke=args.smoke,
-            bundle_dir=bundles / bundle_names[name], **extra,
+            bundle_dir=bundles / generators[name], **extra, **start,
         ).run()  # fmt: skip
 
     if "gflow" in stages:

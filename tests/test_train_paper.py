@@ -1,14 +1,16 @@
-"""The paper driver (scripts/train_paper.py) end to end at smoke sizes, and continuing a run (--warm)."""
+"""The paper driver (scripts/train_paper.py) end to end at smoke sizes, and continuing a run (--warm,
+--bundle-init)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
 from momaplib.vae import MoMapVAE
 
@@ -68,3 +70,43 @@ def test_a_second_run_continues_every_codec_and_the_prior_from_the_first(tmp_pat
     assert done.returncode != 0 and "has no momap-vae-scratch/" in done.stderr
     assert not (tmp_path / "third/data").exists()
     assert json.loads((first / "bundles/image-diffusion/model_index.json").read_text())["_class_name"]
+
+
+def test_the_bundle_is_inflated_from_the_prior_then_continued_from_itself(tmp_path):
+    runs = tmp_path / "runs"
+    stages = ("data", "image-vae", "momap-vae", "image-prior", "latents", "bundle")
+    driver(runs, "--stages", *stages, "--latent-codecs", "vae")
+    assert (runs / "latents/vae.safetensors").is_file()
+    assert (
+        not (runs / "latents/raw.safetensors").exists()
+        and not (runs / "latents/scratch.safetensors").exists()
+    )
+    earlier = tmp_path / "earlier"  # the first run's bundles, as a later run would find them
+    (runs / "bundles").rename(earlier)
+    shutil.rmtree(runs / "bundle")
+    prior = runs / "image-prior/pipeline"
+    assert (
+        json.loads((earlier / "momap-diffusion/model_index.json").read_text())["init_source"]
+        == f"inflate:{prior}"
+    )
+
+    # a stage whose start is missing is named before anything trains
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--runs", str(runs), "--text-encoder", "none:16",
+         "--continue-from", str(earlier), "--stages", "bundle", "baseline"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0 and "has no momap-vae-baseline/" in done.stderr
+    assert not (runs / "bundle").exists()
+
+    out = driver(runs, "--stages", "bundle", "--continue-from", str(earlier))
+    start = earlier / "momap-diffusion"
+    assert f"from {start}" in out
+    index = json.loads((runs / "bundles/momap-diffusion/model_index.json").read_text())
+    assert index["init_source"] == f"pretrained:{start} <- inflate:{prior}"
+    before = UNet2DConditionModel.from_pretrained(start / "unet", torch_dtype=torch.float32).state_dict()
+    after = UNet2DConditionModel.from_pretrained(
+        runs / "bundles/momap-diffusion/unet", torch_dtype=torch.float32
+    )
+    assert after.config.in_channels == json.loads((start / "unet/config.json").read_text())["in_channels"]
+    assert any(not torch.allclose(v, before[k]) for k, v in after.state_dict().items())
