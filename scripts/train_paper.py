@@ -28,7 +28,8 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
   prior, the VAE's latents, every condition) trained for ``--bundle-steps``; it does not need the
   ablations, so it can be trained first.
 - ``distill``: ``momap-diffusion-lcm``, the bundle's latent-consistency student (few steps, no
-  guidance; ``momaplib.diffusion.distill``), on the bundle's latent cache, ``--distill-steps`` long.
+  guidance; ``momaplib.diffusion.distill``), on the bundle's latent cache, ``--distill-steps`` long:
+  LoRA adapters on the bundle's UNet (``--distill-lora-rank``), a few MiB to bundle.
 - ``baseline``: Table 1's MoMap-VAE baseline (a conditional VAE in the same latent space).
 - ``dsl``: ``momap-diffusion-dsl``, the UNet conditioned on the motion DSL instead of text.
 - ``gflow``: Table 1's GeneralFlow-style baselines (``gflow-original``, ``-rollout``, ``-extend``).
@@ -121,6 +122,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--gflow-steps", type=int, default=1500)
     parser.add_argument("--distill-steps", type=int, default=2000)
+    parser.add_argument(
+        "--distill-lora-rank", type=int, default=16,
+        help="LoRA rank of the few-step student (a few MiB of adapters); 0: a full copy of the UNet",
+    )  # fmt: skip
     parser.add_argument("--compile", default="", help="TrainDiffusionJob.compile, e.g. inductor")
     parser.add_argument(
         "--warm", type=Path,
@@ -313,11 +318,14 @@ def main() -> None:
     if "distill" in stages and not done("distill", "pipeline"):
         from momaplib.diffusion.distill import DistillJob
 
-        stamp("distill: the bundle's few-step student")
+        rank = args.distill_lora_rank
+        stamp(f"distill: the bundle's few-step student (LoRA rank {rank}; 0: a full UNet)")
         DistillJob(
             str(runs / "bundle/pipeline"), runs / "bundle/latents_train.safetensors",
-            config("distill", args.distill_steps, args.batch_size // 4, 2e-5, 60.0, lr_warmup_steps=100),
+            config("distill", args.distill_steps, args.batch_size // 4, 1e-4 if rank else 2e-5, 60.0,
+                   lr_warmup_steps=100),
             num_ddim_timesteps=10 if args.smoke else 50, bundle_dir=bundles / "momap-diffusion-lcm",
+            lora_rank=rank,
         ).run()  # fmt: skip
 
     extras = {

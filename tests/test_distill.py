@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from momaplib.diffusion.distill import DistillJob, consistency_function, guided_ddim_step
 from momaplib.diffusion.latents import LatentSet, save_latent_set
-from momaplib.diffusion.pipeline import MoMapPipeline
+from momaplib.diffusion.pipeline import MoMapPipeline, load_pipeline
 from momaplib.diffusion.unet import build_unet
 from momaplib.training import TrainConfig
 from tests.test_diffusion import TINY_UNET, randomize_, scene, tiny_image_vae, tiny_momap_vae
@@ -134,6 +134,45 @@ def test_a_distilled_student_samples_in_two_steps_without_guidance_and_resumes_e
     target = load_file(str(sorted((tmp_path / "resumed/checkpoints").iterdir())[-1] / "target.safetensors"))
     straight_target = load_file(str(checkpoints[-1] / "target.safetensors"))
     assert all(torch.equal(target[k], straight_target[k]) for k in straight_target)
+
+
+def test_a_lora_student_is_adapters_merged_into_its_teacher(tmp_path):
+    folder = _job(tmp_path, "lora", 3, lora_rank=2, bundle_dir=tmp_path / "bundle").run()
+    assert {p.name for p in folder.iterdir()} == {
+        "lcm_lora.json",
+        "lcm_lora.safetensors",
+        "weights.sha256.json",
+    }
+    adapters = load_file(str(folder / "lcm_lora.safetensors"))
+    assert all(
+        v.dtype == torch.float16 for v in load_file(str(tmp_path / "bundle/lcm_lora.safetensors")).values()
+    )
+    teacher = MoMapPipeline.from_pretrained(tmp_path / "teacher")
+    student = load_pipeline(folder)
+    assert (
+        isinstance(student.scheduler, LCMScheduler)
+        and student.scheduler.config.original_inference_steps == 10
+    )
+    assert student.config.guidance_scale == 1.0
+    assert student.config.init_source == f"distill-lora:{tmp_path / 'teacher'}"
+    # a merged linear layer is the teacher's weight plus B A (alpha = rank: scale 1), computed here
+    before, after = teacher.unet.state_dict(), student.unet.state_dict()
+    assert set(after) == set(before)  # a plain UNet again: no adapter layers left
+    layer = next(k[: -len(".lora_A.weight")] for k in adapters if k.endswith("to_q.lora_A.weight"))
+    delta = adapters[f"{layer}.lora_B.weight"] @ adapters[f"{layer}.lora_A.weight"]
+    assert delta.abs().max() > 0  # B starts at zero: trained
+    torch.testing.assert_close(after[f"{layer}.weight"], before[f"{layer}.weight"] + delta)
+    torch.testing.assert_close(
+        after["conv_in.weight"], before["conv_in.weight"], rtol=0, atol=0
+    )  # not adapted
+    image, xyz, instance = scene()
+    out = student(
+        image, xyz=xyz, instance_map=instance, prompt="push the red block left", num_samples=2,
+        num_inference_steps=2, generator=torch.Generator().manual_seed(0), progress=False,
+    ).xyz  # fmt: skip
+    assert out.shape[:2] == (2, teacher.vae.num_frames) and np.isfinite(out).all()
+    with pytest.raises(ValueError, match="lora_rank"):
+        DistillJob(lora_rank=-1)
 
 
 def test_distillation_refuses_what_it_cannot_distil(tmp_path):

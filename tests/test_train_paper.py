@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.vae import MoMapVAE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_paper.py"
@@ -110,3 +111,14 @@ def test_the_bundle_is_inflated_from_the_prior_then_continued_from_itself(tmp_pa
     )
     assert after.config.in_channels == json.loads((start / "unet/config.json").read_text())["in_channels"]
     assert any(not torch.allclose(v, before[k]) for k, v in after.state_dict().items())
+
+    # the few-step student of the bundle: LoRA adapters only, loaded onto the bundle's pipeline
+    driver(runs, "--stages", "distill", "--distill-lora-rank", "2")
+    student = runs / "bundles/momap-diffusion-lcm"
+    assert sorted(p.name for p in student.iterdir()) == [
+        "lcm_lora.json",
+        "lcm_lora.safetensors",
+        "weights.sha256.json",
+    ]
+    assert json.loads((student / "lcm_lora.json").read_text())["teacher"] == str(runs / "bundle/pipeline")
+    assert load_pipeline(student).config.init_source == f"distill-lora:{runs / 'bundle/pipeline'}"

@@ -12,6 +12,13 @@ classifier-free guidance baked in:
   the student, ``target_decay``) at ``(x_s, s)``; the student's at ``(x_t, t)`` is pulled to it by
   a pseudo-Huber loss (``huber_c``).
 
+With ``lora_rank`` > 0 the student is the teacher plus low-rank adapters (LCM-LoRA; Luo et al.
+2023, "LCM-LoRA: a universal Stable-Diffusion acceleration module"; peft's ``LoraConfig`` on the
+attention, feed-forward and ResNet layers ``LORA_TARGETS``), trained alone with the teacher frozen,
+and the target network is the student itself without gradients (as LCM-LoRA does). Its bundle holds
+only the adapters (``lcm_lora.safetensors`` and ``lcm_lora.json``, naming the teacher): a few MiB
+instead of a second UNet; ``load_pipeline`` of that folder loads the teacher and merges them.
+
 The student samples with ``LCMScheduler`` in 1-8 steps and without guidance (one UNet call per
 step instead of two): a ``MoMapPipeline`` whose config says ``guidance_scale=1.0`` and
 ``init_source="distill:<teacher>"``, with the teacher's VAE, image VAE, grounder and conditions. The
@@ -27,6 +34,7 @@ channels and trains through ``momaplib.training.fit`` (accelerate, resume, sever
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,6 +46,7 @@ from torch import Tensor
 from momaplib.diffusion.conditions import select_image_latents
 from momaplib.diffusion.latents import load_latent_set
 from momaplib.diffusion.pipeline import DEFAULT_GUIDANCE, MoMapPipeline, MoMapVAEPipeline, load_pipeline
+from momaplib.storage import atomic_write_bytes, atomic_write_text
 from momaplib.training import (
     InMemoryDataset,
     TrainConfig,
@@ -81,8 +90,12 @@ class DistillJob:
     """Pseudo-Huber constant: ``sqrt(d^2 + c^2) - c`` per latent element."""
     text_dropout: float = 0.1
     """Fraction of items trained with the empty prompt (and no grounding map or DSL)."""
+    lora_rank: int = 0
+    """0: the student is a full copy of the teacher's UNet; > 0: LoRA adapters of this rank on the
+    frozen teacher (``LORA_TARGETS``), saved alone (see the module docstring)."""
     bundle_dir: Path | None = None
-    """Also write the student pipeline with fp16 shards here, e.g. checkpoints/momap-diffusion-lcm."""
+    """Also write the student here, e.g. checkpoints/momap-diffusion-lcm: the pipeline with fp16
+    shards, or with ``lora_rank`` the adapters in fp16."""
     smoke: bool = False
     """Tiny, fast settings for tests and CPU smoke runs."""
 
@@ -95,6 +108,8 @@ class DistillJob:
         for name in ("target_decay", "text_dropout"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a value in [0, 1), got {getattr(self, name)}")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise ValueError(f"lora_rank: expected an integer >= 0, got {self.lora_rank!r}")
         if not self.huber_c > 0:
             raise ValueError(f"huber_c: expected a value > 0, got {self.huber_c}")
 
@@ -142,14 +157,15 @@ def _conditions(batch: dict[str, Any], spec: tuple[str, ...], prompt_index: Tens
 def consistency_loss(
     job: DistillJob,
     teacher: UNet2DConditionModel,
-    target: UNet2DConditionModel,
+    target: UNet2DConditionModel | None,
     noise: DDPMScheduler,
     lcm: LCMScheduler,
     text_table: Tensor,
     spec: tuple[str, ...],
     guidance: float,
 ):
-    """Returns ``loss_fn(model, batch, step)`` of the student for ``momaplib.training.fit``."""
+    """Returns ``loss_fn(model, batch, step)`` of the student for ``momaplib.training.fit``
+    (``target`` None: the student itself, without gradients, is its own target network)."""
     k = noise.config.num_train_timesteps // job.num_ddim_timesteps
 
     def loss_fn(model, batch: dict[str, Any], step: int):
@@ -177,7 +193,9 @@ def consistency_loss(
             v_cond, v_uncond = both.chunk(2)
             v = v_uncond + guidance * (v_cond - v_uncond)
             x_s = guided_ddim_step(x_t, v, alpha_t, sigma_t, alpha_s, sigma_s)
-            v_target = target(torch.cat([x_s, cond], 1), s, encoder_hidden_states=text).sample.float()
+            v_target = (target or model)(
+                torch.cat([x_s, cond], 1), s, encoder_hidden_states=text
+            ).sample.float()
             f_target = consistency_function(lcm, x_s, v_target, s, alpha_s, sigma_s)
         v_student = model(torch.cat([x_t, cond], 1), t, encoder_hidden_states=text).sample.float()
         f_student = consistency_function(lcm, x_t, v_student, t, alpha_t, sigma_t)
@@ -236,29 +254,43 @@ def distill(job: DistillJob) -> Path:
     frozen = teacher.unet.to(device).eval().requires_grad_(False)
     student = UNet2DConditionModel.from_config(frozen.config)
     student.load_state_dict(frozen.state_dict())
-    target = UNet2DConditionModel.from_config(frozen.config).to(device)
-    target.load_state_dict(frozen.state_dict())
-    target.eval().requires_grad_(False)
+    target = None
+    if job.lora_rank:
+        student.requires_grad_(False)
+        student.add_adapter(lora_config(job.lora_rank))  # only the adapters train
+    else:
+        target = UNet2DConditionModel.from_config(frozen.config).to(device)
+        target.load_state_dict(frozen.state_dict())
+        target.eval().requires_grad_(False)
     noise = DDPMScheduler.from_config(teacher.scheduler.config)
     lcm = LCMScheduler.from_config(teacher.scheduler.config, original_inference_steps=job.num_ddim_timesteps)
     guidance = job.guidance_scale
     if guidance is None:
         guidance = getattr(teacher.config, "guidance_scale", DEFAULT_GUIDANCE)
-    optimizer = build_optimizer(student.parameters(), config)
+    optimizer = build_optimizer([p for p in student.parameters() if p.requires_grad], config)
     student, optimizer = accelerator.prepare(student, optimizer)
     scheduler = build_scheduler(optimizer, config)
     if accelerator.is_main_process:
         save_job_settings(job, config)
-    targets = list(target.parameters())
+    targets = list(target.parameters()) if target is not None else []
 
     def after_step(model, step: int) -> None:  # the target network follows the student
-        online = list(accelerator.unwrap_model(model).parameters())
-        torch._foreach_lerp_(targets, online, 1 - job.target_decay)
+        if targets:
+            online = list(accelerator.unwrap_model(model).parameters())
+            torch._foreach_lerp_(targets, online, 1 - job.target_decay)
 
     loss_fn = consistency_loss(job, frozen, target, noise, lcm, data.text.to(device), spec, guidance)
     fit(accelerator, config, student, optimizer, scheduler, InMemoryDataset(columns), loss_fn,
-        after_step=after_step, states={"target": target})  # fmt: skip
+        after_step=after_step, states={"target": target} if target is not None else {})  # fmt: skip
     path = config.output_dir / "pipeline"
+    if job.lora_rank:
+        if accelerator.is_main_process:
+            adapters = accelerator.unwrap_model(student)
+            save_lora_student(adapters, job, lcm, path)
+            if job.bundle_dir is not None:
+                save_lora_student(adapters, job, lcm, job.bundle_dir, dtype=torch.float16)
+        accelerator.wait_for_everyone()
+        return path
     if accelerator.is_main_process:
         pipeline = MoMapPipeline(
             unet=accelerator.unwrap_model(student).eval(), vae=teacher.vae, image_vae=teacher.image_vae,
@@ -275,4 +307,81 @@ def distill(job: DistillJob) -> Path:
     return path
 
 
-__all__ = ["DistillJob", "consistency_function", "distill", "guided_ddim_step"]
+#: The layers LoRA adapts (peft matches name suffixes): attention projections, feed-forward and the
+#: ResNet blocks' convolutions and time projections, as LCM-LoRA adapts SD's UNet.
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+                "conv1", "conv2", "time_emb_proj")  # fmt: skip
+LORA_CONFIG, LORA_WEIGHTS = "lcm_lora.json", "lcm_lora.safetensors"
+
+
+def lora_config(rank: int):
+    """Returns peft's ``LoraConfig`` of a student of rank ``rank`` (alpha = rank: scale 1)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS)
+    )
+
+
+def save_lora_student(unet, job: DistillJob, lcm: LCMScheduler, folder: Path, dtype=torch.float32) -> None:
+    """Writes a LoRA student's adapters (``LORA_WEIGHTS``), what they adapt (``LORA_CONFIG``: the
+    teacher, rank, LCM schedule) and the weight manifest into ``folder``, each file atomically."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save
+
+    from momaplib.checkpoints import write_weight_manifest
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in get_peft_model_state_dict(unet).items()}
+    atomic_write_bytes(folder / LORA_WEIGHTS, save(state))
+    settings = {
+        "teacher": job.teacher, "rank": job.lora_rank, "target_modules": list(LORA_TARGETS),
+        "scheduler": dict(lcm.config), "guidance_scale": 1.0,
+    }  # fmt: skip
+    atomic_write_text(folder / LORA_CONFIG, json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    write_weight_manifest(folder)
+
+
+def load_lora_student(folder, teacher: str | None = None, **kwargs) -> MoMapPipeline:
+    """Returns the few-step ``MoMapPipeline`` of a LoRA student folder: its teacher (``teacher``
+    overrides the recorded one) with the adapters merged into the UNet, ``LCMScheduler`` and no
+    guidance. ``kwargs`` go to the teacher's ``from_pretrained``."""
+    from peft.utils import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from momaplib.checkpoints import resolve_checkpoint, verify_weights
+
+    folder = resolve_checkpoint(folder, verify=False)
+    verify_weights(folder)
+    settings = json.loads((folder / LORA_CONFIG).read_text())
+    pipeline = load_pipeline(teacher or settings["teacher"], **kwargs)
+    unet = pipeline.unet
+    dtype = unet.dtype
+    unet.add_adapter(lora_config(int(settings["rank"])))
+    state = load_file(str(folder / LORA_WEIGHTS))
+    result = set_peft_model_state_dict(unet, {k: v.to(dtype) for k, v in state.items()})
+    if result.unexpected_keys:
+        raise ValueError(
+            f"{folder}: adapters the teacher's UNet has no layer for: {result.unexpected_keys[:3]}"
+        )
+    unet.fuse_lora()
+    unet.unload_lora()
+    pipeline.scheduler = LCMScheduler.from_config(settings["scheduler"])
+    pipeline.register_to_config(
+        guidance_scale=float(settings["guidance_scale"]),
+        init_source=f"distill-lora:{teacher or settings['teacher']}",
+    )
+    return pipeline
+
+
+__all__ = [
+    "LORA_TARGETS",
+    "DistillJob",
+    "consistency_function",
+    "distill",
+    "guided_ddim_step",
+    "load_lora_student",
+    "lora_config",
+    "save_lora_student",
+]  # fmt: skip

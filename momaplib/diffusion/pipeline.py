@@ -468,7 +468,8 @@ class MoMapVAEPipeline(MoMapPipeline):
 
 
 def load_pipeline(name_or_path, **kwargs) -> MoMapPipeline:
-    """Returns the ``MoMapPipeline`` or ``MoMapVAEPipeline`` saved in a folder, bundled name or hub id.
+    """Returns the ``MoMapPipeline`` or ``MoMapVAEPipeline`` saved in a folder, bundled name or hub id
+    (or a LoRA student of ``momaplib.diffusion.distill``).
 
     The class is read from ``model_index.json``; ``kwargs`` go to ``from_pretrained``.
     """
@@ -478,6 +479,10 @@ def load_pipeline(name_or_path, **kwargs) -> MoMapPipeline:
 
     # only to read the class: the class's from_pretrained checks the weights against their manifest
     path = resolve_checkpoint(name_or_path, revision=kwargs.get("revision"), verify=False)
+    if (path / "lcm_lora.json").is_file():  # a LoRA student: its teacher with the adapters merged
+        from momaplib.diffusion.distill import load_lora_student
+
+        return load_lora_student(path, **kwargs)
     index = path / "model_index.json"
     if not index.is_file():
         raise FileNotFoundError(f"pipeline {name_or_path!r}: {index} is missing; not a pipeline folder")

@@ -61,7 +61,7 @@ class PipelineConfig:
     reprojection_hold: bool = True
     # reprojection test on depth whose scale drifts (monocular, ``SCALE_DRIFT``): each frame's tolerance
     # is at least this x its median relative depth residual, the depth's own flicker (0: off)
-    static_noise_factor: float = 3.0
+    static_noise_factor: float = 5.0
 
 
 @dataclass
