@@ -17,7 +17,8 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
   geometry (``momaplib.data.procedural``) and geometric augmentation.
 - ``momap-vae`` / ``momap-vae-scratch``: the MoMap VAE inflated from that image VAE (kept) and
   from scratch (Table 2's "no unet&vae init"), the same steps, both with the moving-point weight,
-  procedural geometry and augmentation; then each one's decoder with the displacement term.
+  procedural geometry and augmentation (a quarter of the items with a region without data,
+  ``--holes``); then each one's decoder with the displacement term.
 - ``image-prior``: the text-to-image UNet over the image VAE (the stand-in for Stable Diffusion).
 - ``latents``: streamed clips (both families, ``base`` and ``wide`` configs, ``--motion-variants``
   futures per scene) encoded once per codec: the VAE, the scratch VAE and the raw MoMap.
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=1.0, help="scale of every stage's time limit")
     parser.add_argument("--procedural-fraction", type=float, default=0.25)
     parser.add_argument("--moving-weight", type=float, default=4.0, help="TrainVAEJob.moving_weight")
+    parser.add_argument("--holes", type=float, default=0.25, help="TrainVAEJob.holes (regions without data)")
     parser.add_argument("--vae-steps", type=int, default=3000)
     parser.add_argument("--decoder-steps", type=int, default=1000)
     parser.add_argument("--image-vae-steps", type=int, default=3000)
@@ -228,8 +230,9 @@ def main() -> None:
         from momaplib.vae.train import TrainVAEJob
 
         common = dict(
-            procedural_fraction=args.procedural_fraction, augment=True, moving_weight=args.moving_weight
-        )
+            procedural_fraction=args.procedural_fraction, augment=True, moving_weight=args.moving_weight,
+            holes=args.holes,
+        )  # fmt: skip
         if not done(name, "model"):
             stamp(f"MoMap VAE ({init})" + (f" from {warm(name)}" if args.warm else ""))
             TrainVAEJob(

@@ -126,6 +126,31 @@ def test_augmentation_is_seeded_per_item():
     assert any(not torch.allclose(o, first["momap"]) for o in others)
 
 
+def test_holes_take_pixels_away_and_move_no_point_that_stays():
+    records = momaps()
+    batch = batch_of(records)
+    plain = augment_batch(batch, seed=3)
+    holed = augment_batch(batch, seed=3, holes_probability=1.0)
+    # the holes' draws are a stream of their own: the crops, turns and flips are the same
+    torch.testing.assert_close(holed["K"], plain["K"])
+    lost = plain["valid"] & ~holed["valid"]
+    assert not (holed["valid"] & ~plain["valid"]).any()  # only ever fewer valid pixels
+    fractions = lost.flatten(1).float().mean(1)
+    assert ((fractions > 0.01) & (fractions < 0.45)).all()  # a band or a disc in every item
+    # what remains is the same geometry in metres, normalised again over the remaining pixels
+    kept = holed["valid"][:, None, ..., None].expand(-1, T, -1, -1, 3)
+    torch.testing.assert_close(metres(holed)[kept], metres(plain)[kept], atol=1e-5, rtol=0)
+    assert (holed["momap"].view(len(records), T, 3, H, W).permute(0, 1, 3, 4, 2)[~kept] == 0).all()
+    assert (holed["visible"] <= holed["valid"][:, None]).all()
+    assert max(reprojection_errors(holed)) < 1e-3
+    torch.testing.assert_close(augment_batch(batch, seed=3, holes_probability=1.0)["valid"], holed["valid"])
+    shapes = {tuple(augment_batch(batch, seed=s, holes_probability=1.0)["valid"].sum((1, 2)).tolist())
+              for s in range(8)}  # fmt: skip
+    assert len(shapes) > 4  # drawn per seed, not one fixed hole
+    with pytest.raises(ValueError, match="holes_probability"):
+        augment_batch(batch, seed=0, holes_probability=1.5)
+
+
 def test_bad_batches_and_settings_are_named():
     batch = batch_of(momaps())
     with pytest.raises(ValueError, match=r"needs the keys \['K'\]"):

@@ -11,7 +11,11 @@
   * an in-plane rotation by 0, 90, 180 or 270 degrees (uniform; 0 or 180 for non-square images),
     with ``(x, y)`` rotated to match and ``K`` permuted (``momaplib.data.views.roll_quarter_turns``);
   * a left-right flip with probability 1/2, ``x`` negated and ``cx -> W - 1 - cx`` (with the
-    rotations, every one of the 8 symmetries of the square is reached).
+    rotations, every one of the 8 symmetries of the square is reached);
+  * with probability ``holes_probability`` (default 0: off), a region without data: a band along
+    one edge (5-40 % of the image) or a disc (radius 5-25 %), its pixels made invalid, as in frames
+    reconstructed from a sensor with holes or warped to another view; the points that remain are
+    not moved (an item left with fewer than ``MIN_CROP_VALID`` valid pixels keeps its own).
 
   Then the item is normalised again (``momaplib.momap.normalization_stats`` of the new reference
   frame), so an augmented item equals ``model_inputs`` of the transformed MoMap: ``momap``,
@@ -56,6 +60,8 @@ _SPATIAL = ("momap", "xyz0", "rgb", "instance", "valid", "visible", "observed")
 AUGMENT_STREAM = 29
 #: An item whose crop keeps fewer valid pixels than this fraction is not cropped.
 MIN_CROP_VALID = 0.05
+#: ``item_seed`` stream of the holes' draws (apart, so turning holes on changes no other draw).
+HOLES_STREAM = 31
 
 
 def _quarter_turn(xyz: Tensor, K: Tensor, width: int) -> tuple[Tensor, Tensor]:
@@ -151,6 +157,34 @@ def _turn_and_flip(item: dict[str, Tensor], quarter_turns: int, flip: bool) -> d
     return item
 
 
+def _draws(batch: Mapping[str, Any], generator, seed: int, stream: int, count: int) -> Tensor:
+    """Returns (B, count) float64 uniform draws: from ``generator``, else each item's own generator
+    seeded by ``seed``, its stream position and ``stream``."""
+    if generator is not None:
+        return torch.rand(len(batch[ITEM_POSITION if ITEM_POSITION in batch else "center"]), count,
+                          generator=generator, dtype=torch.float64)  # fmt: skip
+    seeds = [item_seed(seed, position, stream) for position in batch[ITEM_POSITION].tolist()]
+    return torch.stack([torch.rand(count, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
+                        for s in seeds])  # fmt: skip
+
+
+def _holes(draws: Tensor, valid: Tensor, probability: float) -> Tensor:
+    """Returns (B, H, W) bool: the pixels of each item that ``draws`` (B, 7) in [0, 1) make a hole
+    (see the module docstring); none where the item would keep too few valid pixels."""
+    apply, kind, side, width, cx, cy, radius = (d.view(-1, 1, 1) for d in draws.to(valid.device).unbind(1))
+    _, H, W = valid.shape
+    v = ((torch.arange(H, dtype=torch.float64, device=valid.device) + 0.5) / H).view(1, H, 1)
+    u = ((torch.arange(W, dtype=torch.float64, device=valid.device) + 0.5) / W).view(1, 1, W)
+    vv, uu = v.expand(1, H, W), u.expand(1, H, W)
+    to_edge = torch.stack([vv, 1 - vv, uu, 1 - uu])  # (4, 1, H, W): top, bottom, left, right
+    edge = to_edge[(side.view(-1) * 4).long().clamp(max=3), 0]  # (B, H, W)
+    band = edge < 0.05 + 0.35 * width
+    disc = (u - cx).square() + (v - cy).square() < (0.05 + 0.2 * radius).square()
+    hole = (apply < probability) & torch.where(kind < 0.5, band, disc)
+    enough = (valid & ~hole).flatten(1).float().mean(1) >= MIN_CROP_VALID
+    return hole & enough.view(-1, 1, 1)
+
+
 def _rows(item: dict[str, Tensor], rows: Tensor) -> dict[str, Tensor]:
     return {key: value[rows] for key, value in item.items()}
 
@@ -170,6 +204,7 @@ def augment_batch(
     flip: bool = True,
     crop_probability: float = 0.5,
     crop_scale: tuple[float, float] = (0.6, 1.0),
+    holes_probability: float = 0.0,
 ) -> dict[str, Any]:
     """Returns an augmented copy of ``batch`` (see the module docstring); ``batch`` is not changed.
 
@@ -201,18 +236,12 @@ def augment_batch(
     low, high = crop_scale
     if not 0 < low <= high <= 1:
         raise ValueError(f"crop_scale: expected 0 < low <= high <= 1, got {crop_scale}")
-    if not 0 <= crop_probability <= 1:
-        raise ValueError(f"crop_probability: expected a probability in [0, 1], got {crop_probability}")
+    for name, value in (("crop_probability", crop_probability), ("holes_probability", holes_probability)):
+        if not 0 <= value <= 1:
+            raise ValueError(f"{name}: expected a probability in [0, 1], got {value}")
     T = C // 3
     separate_xyz0 = main == "momap" and "xyz0" in batch and "observed" in batch
-    if generator is not None:
-        draws = torch.rand(B, 6, generator=generator, dtype=torch.float64)
-    else:
-        draws = torch.stack([
-            torch.rand(6, generator=torch.Generator().manual_seed(item_seed(seed, position, AUGMENT_STREAM)),
-                       dtype=torch.float64)
-            for position in batch[ITEM_POSITION].tolist()
-        ])  # fmt: skip
+    draws = _draws(batch, generator, seed, AUGMENT_STREAM, 6)
     crop_draw, scale_draw, x_draw, y_draw, flip_draw, turn_draw = draws.unbind(1)
     center, scale = batch["center"].double(), batch["scale"].double()
 
@@ -243,6 +272,12 @@ def augment_batch(
     for choice in sorted(set(zip(turns.tolist(), flips.tolist(), strict=True)) - {(0, False)}):
         rows = torch.nonzero((turns == choice[0]) & (flips == choice[1])).flatten().to(item["xyz"].device)
         _put_rows(item, rows, _turn_and_flip(_rows(item, rows), *choice))
+    if holes_probability:
+        hole = _holes(_draws(batch, generator, seed, HOLES_STREAM, 7), item["valid"], holes_probability)
+        item["valid"] = item["valid"] & ~hole
+        item["visible"] = item["visible"] & item["valid"][:, None]
+        if "observed" in item:
+            item["observed"] = item["observed"] & ~hole
     if separate_xyz0:  # normalised by the observed reference XYZ, as model_inputs does
         new_center, new_scale = normalization_stats(item["seen_xyz"][:, 0], item["observed"])
     else:

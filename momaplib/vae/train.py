@@ -12,14 +12,12 @@
   only the decoder of a trained MoMap VAE, as Stable Diffusion's ``sd-vae-ft-mse`` did: the
   encoder, the latent space and its scaling factor stay as they were, so the generators trained
   on them keep working with the new decoder.
-- ``reconstruction_epe`` / ``evaluate_reconstruction``: the reconstruction end-point error
-  relative to the scene scale, the number the MoMap VAE is judged by.
+- ``reconstruction_epe`` / ``evaluate_reconstruction``: the MoMap VAE's end-point error / scene scale.
 
 Both jobs use ``momaplib.training.fit`` (accelerate; mixed precision; checkpoints with exact
 resume; progress bar; ``metrics.jsonl``), so ``accelerate launch -m momaplib.cli train-vae ...``
-runs them on several GPUs unchanged. Losses are in model range (metres divided by the scene
-scale, ``momaplib.momap.normalize_xyz``), i.e. metric L1 relative to the scene scale, which
-weights tabletop and egocentric scenes alike.
+runs them on several GPUs unchanged. Losses are in model range (metres / scene scale,
+``momaplib.momap.normalize_xyz``): metric L1 that weights tabletop and egocentric scenes alike.
 """
 
 from __future__ import annotations
@@ -273,7 +271,7 @@ class TrainImageVAEJob:
             return l1.mean() + job.kl_weight * kl, logs
 
         if job.augment:
-            loss_fn = augmented_loss(loss_fn, config.seed)
+            loss_fn = augmented_loss(loss_fn, config.seed, holes_probability=job.holes)
         val = open_datasets(job.datasets, "val")
 
         def validate(model: AutoencoderKL, step: int) -> dict[str, float]:
@@ -384,14 +382,15 @@ class TrainVAEJob:
     num_val_clips: int = 64
     """Validation clips (reconstruction EPE)."""
     procedural_fraction: float = 0.0
-    """Fraction of the training stream that is procedural MoMaps, 0 <= f < 1 (0: off): planes at any
-    tilt, rooms, primitives in front of backgrounds and smooth surfaces at 0.3-10 m with random
-    intrinsics, half with one rigid part moving (``momaplib.data.procedural``; training seeds from
-    ``TRAIN_SEED_START``, disjoint from the generalisation suite's)."""
+    """Fraction of the training stream that is procedural MoMaps, 0 <= f < 1 (0: off; as
+    ``TrainImageVAEJob.procedural_fraction``)."""
     augment: bool = False
     """Augment every batch geometrically (``momaplib.training.augment``): random crops (60-100 %,
     half of the items) with ``K`` updated, rotations by multiples of 90 degrees and left-right
     flips with x, y transformed to match."""
+    holes: float = 0.0
+    """With ``augment``: the fraction of items given a region without data (an edge band or a disc
+    of invalid pixels, ``augment_batch(holes_probability=...)``), so the encoder meets missing data."""
     bundle_dir: Path | None = None
     """Also write fp16 shards (<= 15 MiB) here, e.g. checkpoints/momap-vae."""
     smoke: bool = False
@@ -400,14 +399,15 @@ class TrainVAEJob:
     def __post_init__(self) -> None:
         check_job_fields(self)
         procedural_count(0, self.procedural_fraction)  # ValueError naming the field when out of range
+        if not 0 <= self.holes <= 1:
+            raise ValueError(f"holes: expected a fraction in [0, 1], got {self.holes}")
         if self.init == "pretrained" and not self.pretrained:
             raise ValueError(
                 "pretrained: --init pretrained needs --pretrained (a MoMapVAE folder, name or hub id)"
             )
         if self.trainable == "decoder" and self.init != "pretrained":
             raise ValueError(
-                f"trainable: 'decoder' keeps a trained encoder, so it needs --init pretrained, "
-                f"not {self.init!r}"
+                f"trainable: 'decoder' keeps a trained encoder; it needs --init pretrained, not {self.init!r}"
             )
 
     def resolved(self) -> TrainVAEJob:
@@ -467,7 +467,7 @@ class TrainVAEJob:
             job.visible_weight, job.velocity_weight, job.kl_weight, job.displacement_weight, job.moving_weight
         )
         if job.augment:
-            loss_fn = augmented_loss(loss_fn, config.seed)
+            loss_fn = augmented_loss(loss_fn, config.seed, holes_probability=job.holes)
         val = open_datasets(job.datasets, "val")
 
         def validate(model: MoMapVAE, step: int) -> dict[str, float]:
