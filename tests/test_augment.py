@@ -204,15 +204,17 @@ def test_vae_training_mixes_procedural_momaps_and_augments(tmp_path, monkeypatch
 
     def spy(batch, *args, **kwargs):
         out = original(batch, *args, **kwargs)
-        seen.append({"ids": list(batch["id"]), "changed": not torch.equal(out["momap"], batch["momap"])})
+        seen.append({"ids": list(batch["id"]), "changed": not torch.equal(out["momap"], batch["momap"]),
+                     "holes": kwargs.get("holes_probability")})  # fmt: skip
         return out
 
     monkeypatch.setattr(augment, "augment_batch", spy)
     write_dataset(tmp_path / "data", SimConfig().smoke(), num_clips=4, workers=0, progress=False)
     config = TrainConfig(tmp_path / "vae", max_steps=6, batch_size=2, progress=False)
     job = TrainVAEJob(
-        (tmp_path / "data",), config, init="scratch", smoke=True, procedural_fraction=0.5, augment=True
-    )
+        (tmp_path / "data",), config, init="scratch", smoke=True, procedural_fraction=0.5, augment=True,
+        holes=0.5,
+    )  # fmt: skip
     job.run()
     ids = [i for step in seen for i in step["ids"]]
     assert (
@@ -220,13 +222,15 @@ def test_vae_training_mixes_procedural_momaps_and_augments(tmp_path, monkeypatch
         and any(i.startswith("procedural_") for i in ids)
         and any(i.startswith("tabletop") for i in ids)
     )
-    assert any(step["changed"] for step in seen)
+    assert any(step["changed"] for step in seen) and all(step["holes"] == 0.5 for step in seen)
     records = [json.loads(line) for line in open(tmp_path / "vae" / "metrics.jsonl")]
     assert len(records) == 6 and all(np.isfinite(r["loss"]) for r in records)
     saved = json.loads((tmp_path / "vae" / "train_config.json").read_text())
     assert saved["procedural_fraction"] == 0.5 and saved["augment"] is True
     with pytest.raises(ValueError, match="procedural_fraction"):
         TrainVAEJob(procedural_fraction=1.5)
+    with pytest.raises(ValueError, match="holes"):
+        TrainVAEJob(holes=1.5)
 
 
 def test_an_augmented_batch_shares_no_memory_with_its_input():

@@ -271,7 +271,7 @@ class TrainImageVAEJob:
             return l1.mean() + job.kl_weight * kl, logs
 
         if job.augment:
-            loss_fn = augmented_loss(loss_fn, config.seed, holes_probability=job.holes)
+            loss_fn = augmented_loss(loss_fn, config.seed)
         val = open_datasets(job.datasets, "val")
 
         def validate(model: AutoencoderKL, step: int) -> dict[str, float]:
