@@ -38,8 +38,8 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
 ``--warm`` continues the image VAE, both MoMap VAEs and the prior from an earlier run's bundles with
 a fresh learning-rate schedule (half the peak): a budget cut into short sessions trains each model
 in several continued runs, each one's schedule annealed to its own step count. ``--continue-from``
-does the same for the generators (the bundle, baseline and DSL model, at --lr),
-and ``--latent-codecs vae`` streams only the latents those need.
+does the same for the generators (the bundle, baseline and DSL model, at ``--lr``), and
+``--latent-codecs vae`` streams only the latents those need.
 
 fp16 bundles go to ``<runs>/bundles``. The evaluation is ``benchmarks/eval_tables.py``. Independent
 stages can run side by side on one GPU as separate processes (e.g. ``--stages momap-vae`` and
@@ -304,7 +304,7 @@ def main() -> None:
                 compile=args.compile, smoke=args.smoke, bundle_dir=bundles / f"table2-{row}",
             ).run()  # fmt: skip
         if "bundle" in stages and not done("bundle", "pipeline"):
-            start = continued("momap-diffusion") or dict(init="inflate", image_unet=prior)
+            start = continued(generators["bundle"]) or dict(init="inflate", image_unet=prior)
             stamp(
                 f"bundle: the full row's recipe, --bundle-steps long, from {start.get('pretrained', prior)}"
             )

@@ -272,16 +272,15 @@ def distill(job: DistillJob) -> Path:
     scheduler = build_scheduler(optimizer, config)
     if accelerator.is_main_process:
         save_job_settings(job, config)
-    targets = list(target.parameters()) if target is not None else []
+    targets = list(target.parameters()) if target is not None else []  # LoRA: the student is its own target
 
     def after_step(model, step: int) -> None:  # the target network follows the student
-        if targets:
-            online = list(accelerator.unwrap_model(model).parameters())
-            torch._foreach_lerp_(targets, online, 1 - job.target_decay)
+        online = list(accelerator.unwrap_model(model).parameters())
+        torch._foreach_lerp_(targets, online, 1 - job.target_decay)
 
     loss_fn = consistency_loss(job, frozen, target, noise, lcm, data.text.to(device), spec, guidance)
-    fit(accelerator, config, student, optimizer, scheduler, InMemoryDataset(columns), loss_fn,
-        after_step=after_step, states={"target": target} if target is not None else {})  # fmt: skip
+    ema = dict(after_step=after_step, states={"target": target}) if target is not None else {}
+    fit(accelerator, config, student, optimizer, scheduler, InMemoryDataset(columns), loss_fn, **ema)
     path = config.output_dir / "pipeline"
     if job.lora_rank:
         if accelerator.is_main_process:
@@ -350,10 +349,9 @@ def load_lora_student(folder, teacher: str | None = None, **kwargs) -> MoMapPipe
     from peft.utils import set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    from momaplib.checkpoints import resolve_checkpoint, verify_weights
+    from momaplib.checkpoints import resolve_checkpoint
 
-    folder = resolve_checkpoint(folder, verify=False)
-    verify_weights(folder)
+    folder = resolve_checkpoint(folder)  # the adapters checked against their manifest
     settings = json.loads((folder / LORA_CONFIG).read_text())
     pipeline = load_pipeline(teacher or settings["teacher"], **kwargs)
     unet = pipeline.unet

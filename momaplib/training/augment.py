@@ -161,8 +161,7 @@ def _draws(batch: Mapping[str, Any], generator, seed: int, stream: int, count: i
     """Returns (B, count) float64 uniform draws: from ``generator``, else each item's own generator
     seeded by ``seed``, its stream position and ``stream``."""
     if generator is not None:
-        return torch.rand(len(batch[ITEM_POSITION if ITEM_POSITION in batch else "center"]), count,
-                          generator=generator, dtype=torch.float64)  # fmt: skip
+        return torch.rand(len(batch["center"]), count, generator=generator, dtype=torch.float64)
     seeds = [item_seed(seed, position, stream) for position in batch[ITEM_POSITION].tolist()]
     return torch.stack([torch.rand(count, generator=torch.Generator().manual_seed(s), dtype=torch.float64)
                         for s in seeds])  # fmt: skip
