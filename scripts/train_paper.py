@@ -39,7 +39,8 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
 a fresh learning-rate schedule (half the peak): a budget cut into short sessions trains each model
 in several continued runs, each one's schedule annealed to its own step count. ``--continue-from``
 does the same for the generators (the bundle, baseline and DSL model, at ``--lr``), and
-``--latent-codecs vae`` streams only the latents those need.
+``--latent-codecs vae`` streams only the latents those need, and ``--stream-first-index`` starts the
+stream past the scenes an earlier run streamed, so a continued generator meets new scenes.
 
 fp16 bundles go to ``<runs>/bundles``. The evaluation is ``benchmarks/eval_tables.py``. Independent
 stages can run side by side on one GPU as separate processes (e.g. ``--stages momap-vae`` and
@@ -106,6 +107,10 @@ def main() -> None:
     parser.add_argument("--image-vae-steps", type=int, default=3000)
     parser.add_argument("--prior-steps", type=int, default=4000)
     parser.add_argument("--stream-clips", type=int, default=2000, help="scenes per family and config")
+    parser.add_argument(
+        "--stream-first-index", type=int, default=0,
+        help="first clip index streamed (a continued run's new scenes: past the earlier runs' ones)",
+    )  # fmt: skip
     parser.add_argument("--motion-variants", type=int, default=2, help="futures per streamed scene")
     parser.add_argument("--stream-minutes", type=float, default=4.0)
     parser.add_argument("--steps", type=int, default=2000, help="steps of every Table 2 row")
@@ -414,7 +419,7 @@ def stream_latents(
     sets = simulate_latents(
         configs, clips, loaded, image, text, device=device, workers=0 if args.smoke else args.workers,
         time_limit_minutes=0.0 if args.smoke else args.stream_minutes * args.minutes, progress=False,
-        motion_variants=args.motion_variants,
+        motion_variants=args.motion_variants, first_index=args.stream_first_index,
     )  # fmt: skip
     for name, latents in sets.items():
         stamp(f"latents: {name}: {len(latents)} clips")

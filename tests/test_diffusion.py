@@ -1002,3 +1002,56 @@ def test_training_and_the_pipeline_give_a_sensors_holes_the_same_xyz_condition(t
     xyz_channels = slice(8, 12)  # rgb | instance colours (a random palette) | xyz
     trained, sampled = encoder.conditions[0][:, xyz_channels], scene["condition"][:, xyz_channels].float()
     torch.testing.assert_close(trained, sampled, rtol=0, atol=1e-5)
+
+
+def _latent_set(prompts: list[str], per_clip: list[int], K: int, first_id: int, seed: int):
+    from momaplib.diffusion.latents import LatentSet
+
+    g = torch.Generator().manual_seed(seed)
+    n = len(per_clip)
+    text = torch.stack([torch.full((2, 3), float(sum(map(ord, p)))) for p in prompts])  # one per prompt
+    return LatentSet(
+        latents=torch.randn(n, 4, 2, 2, generator=g), condition=torch.randn(n, 12, 2, 2, generator=g),
+        prompt_index=torch.tensor(per_clip), prompts=prompts, text=text,
+        ids=[f"tabletop_{first_id + i:06d}" for i in range(n)], motion=torch.rand(n, 1, 2, 2, generator=g),
+        target=torch.rand(n, 1, 2, 2, generator=g), instance_features=torch.randn(n, K, 12, generator=g),
+        instance_ids=torch.randint(1, 9, (n, K), generator=g), target_slot=torch.zeros(n, dtype=torch.long),
+        dsl=torch.randn(n, 12, 2, 2, generator=g),
+    )  # fmt: skip
+
+
+def test_concatenated_latent_sets_keep_every_clip_with_its_prompt_and_instances(tmp_path):
+    from momaplib.diffusion.latents import (
+        LATENT_TENSORS,
+        concat_latent_sets,
+        load_latent_set,
+        save_latent_set,
+    )
+
+    a = _latent_set(["", "push the cup", "lift the red box"], [1, 2, 0], K=3, first_id=0, seed=0)
+    b = _latent_set(["", "open the drawer", "push the cup"], [2, 1, 1, 0], K=5, first_id=10, seed=1)
+    both = concat_latent_sets([a, b])
+    assert len(both) == 7 and both.ids == a.ids + b.ids
+    assert both.prompts == ["", "lift the red box", "open the drawer", "push the cup"]
+    for part, rows in ((a, range(0, 3)), (b, range(3, 7))):
+        for k, n in enumerate(rows):
+            assert both.prompts[both.prompt_index[n]] == part.prompts[part.prompt_index[k]]
+            assert torch.equal(both.text[both.prompt_index[n]], part.text[part.prompt_index[k]])
+            for name in ("latents", "condition", "motion", "target", "dsl", "target_slot"):
+                assert torch.equal(getattr(both, name)[n], getattr(part, name)[k]), name
+            K = part.instance_ids.shape[1]  # padded with empty slots (id 0) to the widest set
+            assert (
+                torch.equal(both.instance_ids[n, :K], part.instance_ids[k])
+                and not both.instance_ids[n, K:].any()
+            )
+            assert torch.equal(both.instance_features[n, :K], part.instance_features[k])
+    save_latent_set(both, tmp_path / "cache.safetensors")  # a training cache like any other
+    loaded = load_latent_set(tmp_path / "cache.safetensors")
+    assert all(torch.equal(getattr(loaded, n), getattr(both, n)) for n in LATENT_TENSORS)
+
+    older = replace(b, dsl=None)  # a cache from before a field existed: the field is dropped
+    assert concat_latent_sets([a, older]).dsl is None
+    with pytest.raises(ValueError, match="latents shapes differ"):
+        concat_latent_sets([a, replace(b, latents=torch.zeros(4, 8, 2, 2))])
+    with pytest.raises(ValueError, match="at least one"):
+        concat_latent_sets([])

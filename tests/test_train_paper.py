@@ -1,5 +1,5 @@
 """The paper driver (scripts/train_paper.py) end to end at smoke sizes, and continuing a run (--warm,
---bundle-init)."""
+--continue-from)."""
 
 from __future__ import annotations
 
@@ -53,8 +53,10 @@ def test_a_second_run_continues_every_codec_and_the_prior_from_the_first(tmp_pat
 
     # latents while the decoder still trains read the first stage's encoder; the generators, once
     # it is done, the decoder stage's model (the same encoder and scaling factor)
-    out = driver(second, "--stages", "latents", "--decoder-steps", "1")
+    out = driver(second, "--stages", "latents", "--decoder-steps", "1", "--stream-first-index", "500")
     assert (second / "latents/vae.safetensors").is_file() and not (second / "momap-vae-decoder").exists()
+    ids = json.loads((second / "latents/vae.json").read_text())["ids"]  # new scenes: past index 500
+    assert ids and all(int(i.split("_")[1]) >= 500 for i in ids), ids[:4]
     driver(second, "--stages", "momap-vae", "--decoder-steps", "2")
     encoder = MoMapVAE.from_pretrained(second / "momap-vae/model")
     decoder = MoMapVAE.from_pretrained(second / "momap-vae-decoder/model")

@@ -102,6 +102,55 @@ def load_latent_set(path: str | os.PathLike) -> LatentSet:
     return LatentSet(**tensors, prompts=info["prompts"], ids=info["ids"])
 
 
+def concat_latent_sets(sets: Sequence[LatentSet]) -> LatentSet:
+    """Returns the clips of every set in ``sets``, in order, as one set: caches streamed in chunks
+    (e.g. one per run of a training budget cut into sessions) become one training set.
+
+    The sets must come from one codec, image VAE and text encoder (latent, condition and text
+    shapes are checked); prompts are merged (``""`` first) and instance slots padded to the widest
+    set. A tensor that only some sets have (older caches) is dropped, so the result never pairs
+    clips with the wrong ones. Ids are kept as they are (a streamed set already repeats a scene's
+    id for each ``SimConfig`` of its family): streaming the chunks past each other's scenes
+    (``simulate_latents(first_index=...)``) is what keeps them apart.
+    """
+    if not sets:
+        raise ValueError("concat_latent_sets: expected at least one LatentSet")
+    for name in ("latents", "condition", "text"):
+        shapes = {tuple(getattr(s, name).shape[1:]) for s in sets}
+        if len(shapes) > 1:
+            raise ValueError(f"concat_latent_sets: {name} shapes differ between the sets: {sorted(shapes)}")
+    ids = [i for s in sets for i in s.ids]
+    prompts = ["", *sorted({p for s in sets for p in s.prompts} - {""})]
+    lookup = {prompt: i for i, prompt in enumerate(prompts)}
+    text = torch.zeros(len(prompts), *sets[0].text.shape[1:], dtype=sets[0].text.dtype)
+    for s in sets:
+        text[[lookup[p] for p in s.prompts]] = s.text
+    index = [torch.tensor([lookup[p] for p in s.prompts])[s.prompt_index.long()] for s in sets]
+    optional = {}
+    for name in ("motion", "target_slot", "dsl"):
+        if all(getattr(s, name) is not None for s in sets):
+            optional[name] = torch.cat([getattr(s, name) for s in sets])
+    if all(s.has_grounding for s in sets):
+        K = max(s.instance_ids.shape[1] for s in sets)
+        padded = [pad_instances(s.instance_features, s.instance_ids, K) for s in sets]
+        optional.update(
+            target=torch.cat([s.target for s in sets]),
+            instance_features=torch.cat([f for f, _ in padded]),
+            instance_ids=torch.cat([i for _, i in padded]),
+        )
+    else:
+        optional.pop("target_slot", None)
+    return LatentSet(
+        latents=torch.cat([s.latents for s in sets]),
+        condition=torch.cat([s.condition for s in sets]),
+        prompt_index=torch.cat(index),
+        prompts=prompts,
+        text=text,
+        ids=ids,
+        **optional,
+    )
+
+
 def motion_fraction(momap: Tensor, latent_size: tuple[int, int], tau_move: float = TAU_MOVE) -> Tensor:
     """Returns (B, 1, h, w): the fraction of pixels under each latent cell that move.
 
