@@ -119,36 +119,50 @@ def concat_latent_sets(sets: Sequence[LatentSet]) -> LatentSet:
         shapes = {tuple(getattr(s, name).shape[1:]) for s in sets}
         if len(shapes) > 1:
             raise ValueError(f"concat_latent_sets: {name} shapes differ between the sets: {sorted(shapes)}")
-    ids = [i for s in sets for i in s.ids]
-    prompts = ["", *sorted({p for s in sets for p in s.prompts} - {""})]
-    lookup = {prompt: i for i, prompt in enumerate(prompts)}
+    prompts, lookup = _prompt_table(p for s in sets for p in s.prompts)
     text = torch.zeros(len(prompts), *sets[0].text.shape[1:], dtype=sets[0].text.dtype)
     for s in sets:
         text[[lookup[p] for p in s.prompts]] = s.text
     index = [torch.tensor([lookup[p] for p in s.prompts])[s.prompt_index.long()] for s in sets]
-    optional = {}
-    for name in ("motion", "target_slot", "dsl"):
-        if all(getattr(s, name) is not None for s in sets):
-            optional[name] = torch.cat([getattr(s, name) for s in sets])
+    optional = {
+        name: torch.cat([getattr(s, name) for s in sets])
+        for name in ("motion", "dsl")
+        if all(getattr(s, name) is not None for s in sets)
+    }
     if all(s.has_grounding for s in sets):
-        K = max(s.instance_ids.shape[1] for s in sets)
-        padded = [pad_instances(s.instance_features, s.instance_ids, K) for s in sets]
+        features, instance_ids = _pad_to_widest(
+            [s.instance_features for s in sets], [s.instance_ids for s in sets]
+        )
         optional.update(
             target=torch.cat([s.target for s in sets]),
-            instance_features=torch.cat([f for f, _ in padded]),
-            instance_ids=torch.cat([i for _, i in padded]),
+            instance_features=features,
+            instance_ids=instance_ids,
+            target_slot=torch.cat([s.target_slot for s in sets]),
         )
-    else:
-        optional.pop("target_slot", None)
     return LatentSet(
         latents=torch.cat([s.latents for s in sets]),
         condition=torch.cat([s.condition for s in sets]),
         prompt_index=torch.cat(index),
         prompts=prompts,
         text=text,
-        ids=ids,
+        ids=[i for s in sets for i in s.ids],
         **optional,
     )
+
+
+def _prompt_table(prompts) -> tuple[list[str], dict[str, int]]:
+    """Returns the unique ``prompts``, ``""`` first then sorted (``LatentSet.prompts``), and the
+    index of each."""
+    table = ["", *sorted(set(prompts) - {""})]
+    return table, {prompt: i for i, prompt in enumerate(table)}
+
+
+def _pad_to_widest(features: Sequence[Tensor], ids: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Returns the (N_k, K_k, F) ``features`` and (N_k, K_k) instance ``ids`` of several batches
+    padded with empty slots to the widest one's K and concatenated."""
+    K = max(i.shape[1] for i in ids)
+    padded = [pad_instances(f, i, K) for f, i in zip(features, ids, strict=True)]
+    return torch.cat([f for f, _ in padded]), torch.cat([i for _, i in padded])
 
 
 def motion_fraction(momap: Tensor, latent_size: tuple[int, int], tau_move: float = TAU_MOVE) -> Tensor:
@@ -255,11 +269,9 @@ class _BatchEncoder:
         self.ids += list(ids)
 
     def finish(self, text_encoder: TextEncoder) -> LatentSet:
-        prompts = ["", *sorted(set(self.prompts) - {""})]
-        lookup = {prompt: i for i, prompt in enumerate(prompts)}
+        prompts, lookup = _prompt_table(self.prompts)
         text = torch.cat([text_encoder(prompts[i : i + 256]) for i in range(0, len(prompts), 256)])
-        K = max(ids.shape[1] for ids in self.instance_ids)
-        padded = [pad_instances(f, i, K) for f, i in zip(self.features, self.instance_ids, strict=True)]
+        features, instance_ids = _pad_to_widest(self.features, self.instance_ids)
         return LatentSet(
             latents=torch.cat(self.latents),
             condition=torch.cat(self.conditions),
@@ -269,8 +281,8 @@ class _BatchEncoder:
             ids=self.ids,
             motion=torch.cat(self.motion),
             target=torch.cat(self.targets),
-            instance_features=torch.cat([f for f, _ in padded]),
-            instance_ids=torch.cat([i for _, i in padded]),
+            instance_features=features,
+            instance_ids=instance_ids,
             target_slot=torch.cat(self.slots),
             dsl=torch.cat(self.dsl),
         )
