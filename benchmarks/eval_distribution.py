@@ -14,6 +14,9 @@ frame (seeded per scene, so rows are paired) and is scored against all futures w
 ``momaplib.metrics.distribution``. Methods are ``NAME=SOURCE`` as in ``eval_tables.py``: ``static``,
 ``gflow:<folder>`` or a pipeline (folder, bundled name or hub id); the methods named by ``--sweep``
 (default ``ours``) run at every ``--guidance-scales`` value (the diversity-fidelity curve).
+``--scheduler NAME=SAMPLER`` samples a pipeline method with another sampler, e.g. ancestral DDPM
+(fresh noise at every step) beside the pipeline's deterministic DDIM; ``--fast`` samples through
+``enable_fast_sampling()``.
 
 Writes to ``--out``: ``distribution_per_scene.csv.gz`` (one row per scene, method and guidance
 scale; columns ``scene_id, dataset, method, guidance_scale, diversity_ratio, precision, recall,
@@ -35,6 +38,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from momaplib.diffusion.batching import SCHEDULERS
 from momaplib.diffusion.pipeline import DEFAULT_GUIDANCE
 from momaplib.eval.distribution import (
     distribution_intervals,
@@ -60,7 +64,7 @@ DEFAULT_METHODS = ("static=static", "momap-vae=momap-vae-baseline", "ours=momap-
 #: settings that shards must share to be merged
 SHARED_SETTINGS = (
     "scenes", "futures", "num_samples", "steps", "tau", "size", "frames", "methods", "sweep",
-    "guidance_scales",
+    "guidance_scales", "scheduler", "fast",
 )  # fmt: skip
 
 
@@ -78,6 +82,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 def make_methods(args: argparse.Namespace) -> dict[tuple[str, float | None], object]:
     """Returns ``{(name, guidance scale or None): predictor}`` of the ``--method`` specs."""
     methods = {}
+    schedulers = dict(spec.partition("=")[::2] for spec in args.scheduler or [])
+    names = [spec.partition("=")[0] for spec in args.method or DEFAULT_METHODS]
+    for name, sampler in schedulers.items():
+        if name not in names or sampler not in SCHEDULERS:
+            raise SystemExit(
+                f"--scheduler: expected NAME=SAMPLER with NAME one of {names} and SAMPLER one of "
+                f"{sorted(SCHEDULERS)}, got {name}={sampler}"
+            )
     for spec in args.method or DEFAULT_METHODS:
         name, _, source = spec.partition("=")
         if not name or not source:
@@ -97,13 +109,20 @@ def make_methods(args: argparse.Namespace) -> dict[tuple[str, float | None], obj
 
             pipeline = load_pipeline(source).to(args.device)
             pipeline.set_progress_bar_config(disable=True)
+            if args.fast:
+                pipeline.enable_fast_sampling()
+            options = {"scheduler": schedulers[name]} if name in schedulers else {}
             if isinstance(pipeline, MoMapVAEPipeline):  # no guidance: one row
-                methods[name, None] = pipeline_predictor(pipeline, use_text=True)
+                methods[name, None] = pipeline_predictor(pipeline, use_text=True, **options)
                 continue
             own = float(getattr(pipeline.config, "guidance_scale", DEFAULT_GUIDANCE))
             for scale in args.guidance_scales if name in args.sweep else [own]:
                 methods[name, float(scale)] = pipeline_predictor(
-                    pipeline, use_text=True, num_inference_steps=args.steps, guidance_scale=float(scale)
+                    pipeline,
+                    use_text=True,
+                    num_inference_steps=args.steps,
+                    guidance_scale=float(scale),
+                    **options,
                 )
     return methods
 
@@ -173,6 +192,12 @@ def main() -> None:
     parser.add_argument("--reference-guidance", type=float, default=DEFAULT_GUIDANCE,
                         help="the 'ours' row the intervals pair against")  # fmt: skip
     parser.add_argument("--steps", type=int, default=25, help="denoising steps")
+    parser.add_argument(
+        "--scheduler", action="append", metavar="NAME=SAMPLER",
+        help="a method's sampler (momaplib.diffusion.batching.SCHEDULERS), e.g. ours-ddpm=ddpm beside "
+        "--method ours-ddpm=momap-diffusion; default: the pipeline's",
+    )  # fmt: skip
+    parser.add_argument("--fast", action="store_true", help="sample through pipe.enable_fast_sampling()")
     parser.add_argument("--tau", type=float, default=TAU_MATCH, help="matching threshold (scene scales)")
     parser.add_argument("--size", type=int, default=128, help="image height and width of the scenes")
     parser.add_argument("--frames", type=int, default=32, help="frames T of the scenes")

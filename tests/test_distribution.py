@@ -294,3 +294,48 @@ def test_distribution_figures_draw(evaluated):
     assert len(viz.plot_coverage_curve(per_scene).axes[0].lines) == 2 * 3 + 1
     with pytest.raises(ValueError, match="gt_futures"):
         viz.plot_futures_3d(futures[0], np.zeros((2, 3, 4, 4, 3)), samples)
+
+
+def _eval_distribution_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_distribution.py"
+    spec = importlib.util.spec_from_file_location("eval_distribution", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_eval_distribution_gives_a_method_its_own_sampler(monkeypatch):
+    import argparse
+
+    import momaplib.diffusion.objectives as objectives
+    import momaplib.diffusion.pipeline as pipeline
+
+    script = _eval_distribution_script()
+
+    class Pipe:  # stands in for a loaded MoMapPipeline: only what make_methods touches
+        config = type("Config", (), {"guidance_scale": 2.0})()
+
+        def to(self, device):
+            return self
+
+        def set_progress_bar_config(self, **options):
+            pass
+
+    calls = []
+    monkeypatch.setattr(pipeline, "load_pipeline", lambda source: Pipe())
+    monkeypatch.setattr(objectives, "pipeline_predictor", lambda pipe, **options: calls.append(options))
+    args = argparse.Namespace(
+        method=["ours=p", "ours-ddpm=p"], scheduler=["ours-ddpm=ddpm"], sweep=["ours"], fast=False,
+        guidance_scales=[1.0, 3.0], steps=7, device="cpu",
+    )  # fmt: skip
+    methods = script.make_methods(args)
+    assert sorted(methods) == [("ours", 1.0), ("ours", 3.0), ("ours-ddpm", 2.0)]
+    # the swept method keeps the pipeline's sampler, the other gets ancestral DDPM at its own guidance
+    assert [call.get("scheduler") for call in calls] == [None, None, "ddpm"]
+    assert calls[-1]["guidance_scale"] == 2.0 and calls[-1]["num_inference_steps"] == 7
+    for bad in (["nobody=ddpm"], ["ours-ddpm=heun"]):
+        with pytest.raises(SystemExit, match="--scheduler: expected NAME=SAMPLER"):
+            script.make_methods(argparse.Namespace(**{**vars(args), "scheduler": bad}))

@@ -36,16 +36,20 @@ SCHEDULERS = {
 }
 
 
+#: samplers that draw fresh noise at every step (``sampler_for`` seeds it per call)
+STOCHASTIC = (LCMScheduler, DDPMScheduler)
+
+
 def sampler_for(pipe, scheduler: str | None, generator: torch.Generator | None):
     """Returns the sampler of one call: ``SCHEDULERS[scheduler]`` from the pipeline's config, or the
-    pipeline's own. A sampler that draws noise at its steps (LCM) is a copy per call that draws it
-    from a generator seeded by ``generator``'s seed (reproducible calls, the initial noise
-    unchanged); ``sampler_step_options`` hands it to ``step``."""
+    pipeline's own. A sampler that draws noise at its steps (LCM, and DDPM's ancestral sampling) is
+    a copy per call that draws it from a generator seeded by ``generator``'s seed (reproducible
+    calls, the initial noise unchanged); ``sampler_step_options`` hands it to ``step``."""
     if scheduler is not None and scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler: expected one of {sorted(SCHEDULERS)}, got {scheduler!r}")
     sampler = SCHEDULERS[scheduler].from_config(pipe.scheduler.config) if scheduler else pipe.scheduler
-    if isinstance(sampler, LCMScheduler):
-        sampler = LCMScheduler.from_config(sampler.config) if sampler is pipe.scheduler else sampler
+    if isinstance(sampler, STOCHASTIC):
+        sampler = type(sampler).from_config(sampler.config) if sampler is pipe.scheduler else sampler
         if generator is not None:
             seed = (generator.initial_seed() + 1) % 2**63
             sampler.step_generator = torch.Generator(generator.device).manual_seed(seed)
