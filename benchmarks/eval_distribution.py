@@ -25,6 +25,9 @@ energy_distance`` then the other metrics and ``precision@tau`` / ``recall@tau`` 
 ``--reference-guidance``, the guidance curve), ``guidance_curve.png``, ``coverage_curve.png`` and
 ``distribution.json`` (settings, device, torch version, seconds). The shards' folders hold the
 same files for their scenes; ``--merge`` concatenates them and checks they were run alike.
+``--chunks C`` evaluates each family in C parts and saves each part's rows under ``--out/parts``
+when it is done (``momaplib.eval.parts``): a run stopped midway keeps them, and the same command
+run again resumes with the parts still missing.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from momaplib.eval.distribution import (
     simulate_future_sets,
     table_markdown,
 )
+from momaplib.eval.parts import evaluate_in_parts, sub_shard
 from momaplib.metrics.distribution import DISTRIBUTION_METRICS, TAU_MATCH
 from momaplib.sim import SimConfig
 from momaplib.storage import atomic_write_text
@@ -127,20 +131,28 @@ def make_methods(args: argparse.Namespace) -> dict[tuple[str, float | None], obj
     return methods
 
 
-def evaluate(args: argparse.Namespace) -> pd.DataFrame:
-    """Simulates the (sharded) scenes of every family and scores every method on them."""
+def evaluate(args: argparse.Namespace, settings: dict) -> pd.DataFrame:
+    """Simulates the (sharded) scenes of every family and scores every method on them, in
+    ``--chunks`` parts per family saved under ``--out`` as they finish (a rerun resumes)."""
     methods = make_methods(args)
     config = SimConfig(height=args.size, width=args.size, num_frames=args.frames, device=args.sim_device)
-    frames = []
-    for family in args.families:
+
+    def compute(part: str) -> tuple[pd.DataFrame, None]:
+        family, chunk = part.rsplit("-", 1)
         scenes = simulate_future_sets(
-            family, args.scenes, args.futures, config=config, shard=args.shard, workers=args.workers
-        )
+            family, args.scenes, args.futures, config=config, workers=args.workers,
+            shard=sub_shard(args.shard, int(chunk), args.chunks),
+        )  # fmt: skip
+        if not scenes:
+            return pd.DataFrame(), None
         rows = evaluate_distribution(
             scenes, methods, num_samples=args.num_samples, tau=args.tau, device=args.device
         )
-        frames.append(rows.assign(dataset=family))
-    per_scene = pd.concat(frames, ignore_index=True)
+        return rows.assign(dataset=family), None
+
+    parts = [f"{family}-{chunk:03d}" for family in args.families for chunk in range(args.chunks)]
+    frames, _ = evaluate_in_parts(args.out, parts, compute, settings)
+    per_scene = pd.concat([frame for frame in frames if not frame.empty], ignore_index=True)
     return per_scene[list(FIRST_COLUMNS) + [c for c in per_scene.columns if c not in FIRST_COLUMNS]]
 
 
@@ -204,6 +216,8 @@ def main() -> None:
     parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
     parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="K/N",
                         help="every N-th scene from the K-th on (merge the shards with --merge)")  # fmt: skip
+    parser.add_argument("--chunks", type=int, default=1,
+                        help="parts per family, saved in --out/parts when done; a rerun resumes")  # fmt: skip
     parser.add_argument("--workers", type=int, default=0, help="simulation processes")
     parser.add_argument("--sim-device", default="cpu", help="ray casting device of the simulator")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -225,8 +239,8 @@ def main() -> None:
         settings["merged"] = [str(folder) for folder in args.merge]
     else:
         torch.manual_seed(0)
-        per_scene = evaluate(args)
         settings["shard"] = list(args.shard)
+        per_scene = evaluate(args, {**settings, "chunks": args.chunks, "families": args.families})
     markdown = report(per_scene, ("ours", args.reference_guidance))
     print(markdown)
     args.out.mkdir(parents=True, exist_ok=True)

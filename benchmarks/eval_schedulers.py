@@ -18,6 +18,9 @@ DDIM at 25 steps, and ms per sample; ``momaplib.eval.samplers``) and ``eval_sche
 ``--student`` adds the rows ``lcm-student N`` (``--student-steps``) of a ``momap distill`` student,
 sampled with its own LCM scheduler and no guidance, on the same clips and seeds.
 
+``--chunks C`` evaluates each family in C parts and saves each part's rows under ``--out/parts``
+when it is done (``momaplib.eval.parts``): a stopped run keeps them, and the same command resumes.
+
 Use ``--split val`` to choose a default from the table; ``--split test`` for the table of record.
 """
 
@@ -35,12 +38,14 @@ from eval_models import parse_shard  # benchmarks/ is on sys.path when this scri
 from momaplib.data import simulate_split_clips
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.eval import format_table, table_to_markdown, write_table
+from momaplib.eval.parts import evaluate_in_parts, sub_shard
 from momaplib.eval.samplers import compare_samplers, sampler_methods, steps_table
 from momaplib.storage import atomic_write_text
 
 
-def evaluate(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
-    """Returns the per-clip rows (``dataset``, ``method`` columns) and ms per sample per method."""
+def evaluate(args: argparse.Namespace, settings: dict) -> tuple[pd.DataFrame, dict]:
+    """Returns the per-clip rows (``dataset``, ``method`` columns) and ms per sample per method,
+    computed in ``--chunks`` parts per family saved under ``--out`` as they finish (a rerun resumes)."""
     pipe = load_pipeline(args.diffusion).to(args.device)
     student = load_pipeline(args.student).to(args.device) if args.student else None
     for pipeline in (pipe, student) if student is not None else (pipe,):
@@ -50,13 +55,27 @@ def evaluate(args: argparse.Namespace) -> tuple[pd.DataFrame, dict]:
     methods, times = sampler_methods(
         pipe, args.schedulers, args.steps, args.guidance, student=student, student_steps=args.student_steps
     )
-    clips = {
-        family: simulate_split_clips(family, args.clips, split=args.split, shard=args.shard)
-        for family in args.families
-    }
-    per_clip, ms = compare_samplers(clips, methods, times, args.num_samples, args.device)
-    counts = {name: len(values) for name, values in times.items()}
-    return per_clip, {"ms_per_sample": ms, "timed_calls": counts}
+
+    def compute(part: str) -> tuple[pd.DataFrame, dict]:
+        family, chunk = part.rsplit("-", 1)
+        shard = sub_shard(args.shard, int(chunk), args.chunks)
+        clips = simulate_split_clips(family, args.clips, split=args.split, shard=shard)
+        if not clips:
+            return pd.DataFrame(), {"ms_sum": {}, "calls": {}}
+        per_clip, ms = compare_samplers({family: clips}, methods, times, args.num_samples, args.device)
+        calls = {name: len(values) for name, values in times.items()}
+        return per_clip, {"ms_sum": {name: ms[name] * calls[name] for name in ms}, "calls": calls}
+
+    parts = [f"{family}-{chunk:03d}" for family in args.families for chunk in range(args.chunks)]
+    frames, extras = evaluate_in_parts(args.out, parts, compute, settings)
+    ms_sum, calls = {}, {}
+    for extra in extras:
+        for name, value in extra["ms_sum"].items():
+            ms_sum[name] = ms_sum.get(name, 0.0) + value
+            calls[name] = calls.get(name, 0) + extra["calls"][name]
+    per_clip = pd.concat([frame for frame in frames if not frame.empty], ignore_index=True)
+    ms = {name: value / max(calls[name], 1) for name, value in ms_sum.items()}
+    return per_clip, {"ms_per_sample": ms, "timed_calls": calls}
 
 
 def merge(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
@@ -105,6 +124,8 @@ def main() -> None:
     parser.add_argument("--split", default="test", choices=("val", "test"))
     parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
     parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="K/N")
+    parser.add_argument("--chunks", type=int, default=1,
+                        help="parts per family, saved in --out/parts when done; a rerun resumes")  # fmt: skip
     parser.add_argument(
         "--merge", type=Path, nargs="+", metavar="DIR", help="build the table from shard folders"
     )
@@ -115,11 +136,17 @@ def main() -> None:
     if args.merge:
         per_clip, summary = merge(args.merge)
     else:
-        per_clip, summary = evaluate(args)
-        settings = {
-            k: getattr(args, k) for k in ("clips", "split", "num_samples", "guidance", "device", "fast")
+        names = ("clips", "split", "num_samples", "guidance", "device", "fast", "schedulers", "steps")
+        settings = {k: getattr(args, k) for k in names}
+        settings.update(shard=list(args.shard), torch=torch.__version__)
+        parts = {
+            **settings,
+            "student": args.student,
+            "student_steps": args.student_steps,
+            "chunks": args.chunks,
         }
-        summary["settings"] = {**settings, "shard": list(args.shard), "torch": torch.__version__}
+        per_clip, summary = evaluate(args, {**parts, "families": args.families, "diffusion": args.diffusion})
+        summary["settings"] = settings
     table = format_table(
         {
             family: {method: rows for method, rows in group.groupby("method", sort=False)}

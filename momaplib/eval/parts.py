@@ -1,0 +1,81 @@
+"""Long evaluations in parts: each part's rows are saved as soon as it is done, and a rerun resumes.
+
+An evaluation of hundreds of clips on a machine lent for a few minutes may be stopped at any point;
+a script that writes only at the end then keeps nothing. ``evaluate_in_parts`` runs one
+``compute(part)`` at a time, writes its rows (and an optional JSON-able dict, e.g. timings) under
+``<folder>/parts/`` atomically, and on a rerun with the same folder skips the parts already there.
+The settings the rows depend on are written beside them: a rerun with other settings stops with
+an error instead of mixing rows of two configurations.
+
+``sub_shard`` splits a shard ``(k, n)`` (every n-th item from the k-th) into ``chunks`` shards of
+the same form whose union is the shard, so any shard-aware simulator can be asked for one part.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from momaplib.storage import atomic_write_bytes, atomic_write_text
+
+PARTS = "parts"
+
+
+def sub_shard(shard: tuple[int, int], chunk: int, chunks: int) -> tuple[int, int]:
+    """Returns part ``chunk`` of ``chunks`` of ``shard = (k, n)``: every ``n * chunks``-th item from
+    ``k + n * chunk``; the parts ``0 .. chunks - 1`` partition the shard's items."""
+    k, n = shard
+    if not (0 <= k < n and 0 <= chunk < chunks):
+        raise ValueError(
+            f"sub_shard: expected 0 <= k < n and 0 <= chunk < chunks, got {shard}, {chunk}/{chunks}"
+        )
+    return k + n * chunk, n * chunks
+
+
+def evaluate_in_parts(
+    folder: str | os.PathLike,
+    parts: Sequence[str],
+    compute: Callable[[str], tuple[pd.DataFrame, dict[str, Any] | None]],
+    settings: dict[str, Any],
+) -> tuple[list[pd.DataFrame], list[dict[str, Any] | None]]:
+    """Returns the rows and extras of every part in the order of ``parts``, computing only those
+    not yet saved under ``<folder>/parts`` and saving each as soon as it is done.
+
+    ``parts`` are file-name-safe names; ``compute(name)`` returns ``(rows, extra)``. ``settings``
+    (JSON-able) must equal those of the saved parts, or this raises ``ValueError``.
+    """
+    store = Path(folder) / PARTS
+    for name in parts:
+        if not name or any(c in name for c in "/\\") or name.startswith("."):
+            raise ValueError(f"parts: expected file-name-safe names, got {name!r}")
+    store.mkdir(parents=True, exist_ok=True)
+    recorded = store / "settings.json"
+    wanted = json.loads(json.dumps(settings, default=str))
+    if recorded.is_file():
+        saved = json.loads(recorded.read_text())
+        if saved != wanted:
+            raise ValueError(
+                f"{store}: its parts were computed with other settings; use another output folder "
+                f"or remove it (saved {saved}, now {wanted})"
+            )
+    else:
+        atomic_write_text(recorded, json.dumps(wanted, indent=2))
+    frames, extras = [], []
+    for name in parts:
+        rows_path, extra_path = store / f"{name}.csv", store / f"{name}.json"
+        if not rows_path.is_file():
+            rows, extra = compute(name)
+            atomic_write_text(extra_path, json.dumps(extra))  # first: a part with rows is complete
+            buffer = io.StringIO()
+            rows.to_csv(buffer, index=False)
+            atomic_write_bytes(rows_path, buffer.getvalue().encode())
+        text = rows_path.read_text()
+        frames.append(pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame())
+        extras.append(json.loads(extra_path.read_text()))
+    return frames, extras

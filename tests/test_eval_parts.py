@@ -1,0 +1,52 @@
+"""``momaplib.eval.parts``: long evaluations saved part by part, resumed, never mixed across settings."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from momaplib.eval.parts import evaluate_in_parts, sub_shard
+
+
+@pytest.mark.parametrize(("shard", "chunks"), [((0, 1), 1), ((0, 1), 3), ((2, 4), 3), ((7, 8), 5)])
+def test_sub_shards_partition_the_shard(shard, chunks):
+    k, n = shard
+    items = range(200)
+    parts = [sub_shard(shard, c, chunks) for c in range(chunks)]
+    chosen = [i for kc, nc in parts for i in items if i % nc == kc]
+    assert sorted(chosen) == [i for i in items if i % n == k]  # each item once, none added
+
+
+def test_sub_shard_rejects_bad_parts():
+    with pytest.raises(ValueError, match="sub_shard"):
+        sub_shard((0, 2), 3, 3)
+
+
+def test_parts_are_saved_as_they_finish_and_a_rerun_resumes(tmp_path):
+    calls = []
+
+    def compute(name):
+        calls.append(name)
+        if name == "c" and len(calls) == 3:  # the first run stops at its third part
+            raise KeyboardInterrupt
+        return pd.DataFrame({"part": [name], "value": [0.1 * len(name) + 1 / 3]}), {"n": len(calls)}
+
+    settings = {"clips": 4, "steps": [4, 8]}
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_in_parts(tmp_path, ["a", "b", "c"], compute, settings)
+    assert sorted(p.name for p in (tmp_path / "parts").glob("*.csv")) == ["a.csv", "b.csv"]
+    frames, extras = evaluate_in_parts(tmp_path, ["a", "b", "c"], compute, settings)
+    assert calls == ["a", "b", "c", "c"]  # only the missing part ran again
+    assert [f["part"].item() for f in frames] == ["a", "b", "c"]
+    assert frames[0]["value"].item() == 0.1 + 1 / 3  # floats come back exactly
+    assert extras == [{"n": 1}, {"n": 2}, {"n": 4}]
+    # other settings: an error, not a table mixing two configurations
+    with pytest.raises(ValueError, match="other settings"):
+        evaluate_in_parts(tmp_path, ["a"], compute, {**settings, "steps": [4]})
+
+
+def test_an_empty_part_and_unsafe_names(tmp_path):
+    frames, _ = evaluate_in_parts(tmp_path, ["empty"], lambda name: (pd.DataFrame(), None), {})
+    assert frames[0].empty
+    with pytest.raises(ValueError, match="file-name-safe"):
+        evaluate_in_parts(tmp_path, ["../x"], lambda name: (pd.DataFrame(), None), {})
