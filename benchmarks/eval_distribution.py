@@ -1,8 +1,10 @@
 """Is the model a distribution? Samples against 10 GT futures per unseen test scene (issue 27).
 
-    # sample: 8 shards side by side (one per GPU), 200 test scenes per family, 10 futures each
+    # sample: 8 shards side by side (one per GPU), 200 test scenes per family, 10 futures each,
+    # ray-cast on the GPU (on a 16-core host the CPU simulator is the bottleneck), saved in parts
     for k in 0 1 2 3 4 5 6 7; do CUDA_VISIBLE_DEVICES=$k python benchmarks/eval_distribution.py \\
-        --scenes 200 --shard $k/8 --device cuda --out runs/distribution/s$k & done; wait
+        --scenes 200 --shard $k/8 --device cuda --sim-device cuda --fast --chunks 5 \\
+        --out runs/distribution/s$k & done; wait
     python benchmarks/eval_distribution.py --merge runs/distribution/s* --out runs/distribution/all
     # the card's tables and curves from the per-scene CSV (no sampling)
     python benchmarks/eval_distribution.py --from-csv checkpoints/logs/distribution_per_scene.csv.gz
@@ -26,8 +28,9 @@ energy_distance`` then the other metrics and ``precision@tau`` / ``recall@tau`` 
 ``distribution.json`` (settings, device, torch version, seconds). The shards' folders hold the
 same files for their scenes; ``--merge`` concatenates them and checks they were run alike.
 ``--chunks C`` evaluates each family in C parts and saves each part's rows under ``--out/parts``
-when it is done (``momaplib.eval.parts``): a run stopped midway keeps them, and the same command
-run again resumes with the parts still missing.
+when it is done (``momaplib.eval.parts``): a run stopped midway keeps them, the same command run
+again resumes with the parts still missing, and ``--merge`` takes the finished parts of a folder
+whose run did not end.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from momaplib.eval.distribution import (
     simulate_future_sets,
     table_markdown,
 )
-from momaplib.eval.parts import evaluate_in_parts, sub_shard
+from momaplib.eval.parts import PARTS, evaluate_in_parts, sub_shard
 from momaplib.metrics.distribution import DISTRIBUTION_METRICS, TAU_MATCH
 from momaplib.sim import SimConfig
 from momaplib.storage import atomic_write_text
@@ -160,6 +163,13 @@ def merge_runs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
     """Returns the per-scene rows of several shard folders and their shared settings."""
     frames, settings = [], []
     for folder in folders:
+        parts = folder / PARTS
+        if not (folder / CSV_NAME).is_file() and (parts / "settings.json").is_file():
+            # a run stopped before its end: the parts it finished
+            frames += [pd.read_csv(path) for path in sorted(parts.glob("*.csv")) if path.read_text().strip()]
+            run = json.loads((parts / "settings.json").read_text())
+            settings.append({key: run.get(key) for key in SHARED_SETTINGS})
+            continue
         for name in (CSV_NAME, "distribution.json"):
             if not (folder / name).is_file():
                 raise SystemExit(f"--merge: {folder} has no {name} (not an eval_distribution --out folder)")
