@@ -71,7 +71,7 @@ DEFAULT_METHODS = ("static=static", "momap-vae=momap-vae-baseline", "ours=momap-
 #: settings that shards must share to be merged
 SHARED_SETTINGS = (
     "scenes", "futures", "num_samples", "steps", "tau", "size", "frames", "methods", "sweep",
-    "guidance_scales", "scheduler", "fast",
+    "guidance_scales", "scheduler", "fast", "split",
 )  # fmt: skip
 
 
@@ -143,7 +143,7 @@ def evaluate(args: argparse.Namespace, settings: dict) -> pd.DataFrame:
     def compute(part: str) -> tuple[pd.DataFrame, None]:
         family, chunk = part.rsplit("-", 1)
         scenes = simulate_future_sets(
-            family, args.scenes, args.futures, config=config, workers=args.workers,
+            family, args.scenes, args.futures, config=config, workers=args.workers, split=args.split,
             shard=sub_shard(args.shard, int(chunk), args.chunks),
         )  # fmt: skip
         if not scenes:
@@ -224,6 +224,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="image height and width of the scenes")
     parser.add_argument("--frames", type=int, default=32, help="frames T of the scenes")
     parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
+    parser.add_argument("--split", default="test", choices=("val", "test"),
+                        help="val to choose a sampler or a guidance scale, test for the card")  # fmt: skip
     parser.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="K/N",
                         help="every N-th scene from the K-th on (merge the shards with --merge)")  # fmt: skip
     parser.add_argument("--chunks", type=int, default=1,
