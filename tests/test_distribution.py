@@ -339,3 +339,26 @@ def test_eval_distribution_gives_a_method_its_own_sampler(monkeypatch):
     for bad in (["nobody=ddpm"], ["ours-ddpm=heun"]):
         with pytest.raises(SystemExit, match="--scheduler: expected NAME=SAMPLER"):
             script.make_methods(argparse.Namespace(**{**vars(args), "scheduler": bad}))
+
+
+def test_the_cards_coverage_table_is_the_committed_per_scene_csv():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    per_scene = pd.read_csv(root / "checkpoints/logs/distribution_per_scene.csv.gz")
+    means = distribution_table(per_scene)
+    card = (root / "checkpoints/README.md").read_text()
+    section = card.split("### Coverage of the true futures")[1].split("\n#")[0]
+    rows = re.findall(r"^\| (tabletop|egocentric) \| ([^|]+) \|((?: [0-9.]+ \|){4})$", section, re.M)
+    assert len(rows) == len(means) == 10
+    for family, label, numbers in rows:
+        method = "ours-ddpm" if "DDPM" in label else label.split(",")[0].strip()
+        guidance = re.search(r"guidance (\d+)", label)
+        match = means[(means["dataset"] == family) & (means["method"] == method)]
+        if guidance:
+            match = match[match["guidance_scale"] == float(guidance.group(1))]
+        assert len(match) == 1, (family, label)
+        shown = [float(x) for x in numbers.split("|") if x.strip()]
+        expected = match[["diversity_ratio", "precision", "recall", "energy_distance"]].iloc[0].to_numpy()
+        assert np.allclose(shown, expected, atol=5e-4), (family, label, shown, expected)
