@@ -155,7 +155,10 @@ def evaluate(args: argparse.Namespace, settings: dict) -> pd.DataFrame:
 
     parts = [f"{family}-{chunk:03d}" for family in args.families for chunk in range(args.chunks)]
     frames, _ = evaluate_in_parts(args.out, parts, compute, settings)
-    per_scene = pd.concat([frame for frame in frames if not frame.empty], ignore_index=True)
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        raise SystemExit(f"--shard {args.shard[0]}/{args.shard[1]}: no scenes in it; use fewer shards")
+    per_scene = pd.concat(frames, ignore_index=True)
     return per_scene[list(FIRST_COLUMNS) + [c for c in per_scene.columns if c not in FIRST_COLUMNS]]
 
 

@@ -73,7 +73,10 @@ def evaluate(args: argparse.Namespace, settings: dict) -> tuple[pd.DataFrame, di
         for name, value in extra["ms_sum"].items():
             ms_sum[name] = ms_sum.get(name, 0.0) + value
             calls[name] = calls.get(name, 0) + extra["calls"][name]
-    per_clip = pd.concat([frame for frame in frames if not frame.empty], ignore_index=True)
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        raise SystemExit(f"--shard {args.shard[0]}/{args.shard[1]}: no clips in it; use fewer shards")
+    per_clip = pd.concat(frames, ignore_index=True)
     ms = {name: value / max(calls[name], 1) for name, value in ms_sum.items()}
     return per_clip, {"ms_per_sample": ms, "timed_calls": calls}
 

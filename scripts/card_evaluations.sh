@@ -11,7 +11,7 @@
 #
 #   bash scripts/card_evaluations.sh [PIPELINE] [OUT] [SHARDS] [WHICH]
 #   bash scripts/card_evaluations.sh momap-diffusion outputs/card 8 distribution   # one of the two
-#   DEVICE=cpu CLIPS=1 SCENES=1 FUTURES=2 SAMPLES=2 bash scripts/card_evaluations.sh momap-diffusion /tmp/c 2
+#   DEVICE=cpu CLIPS=2 SCENES=2 FUTURES=2 SAMPLES=2 bash scripts/card_evaluations.sh momap-diffusion /tmp/c 2
 #                                                     # a check of the script itself on a CPU (minutes)
 #
 # Then, for the card: checkpoints/logs/sampler_steps.csv <- OUT/schedulers/all/sampler_steps.csv,
