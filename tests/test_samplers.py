@@ -6,6 +6,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -47,3 +48,26 @@ def test_compare_samplers_scores_paired_clips_and_times_every_call_but_the_warm_
     assert set(ms) == set(times) and all(value >= 0 for value in ms.values())
     gt = per_clip[per_clip["method"] == "gt 1"]
     assert (gt["ate_dtw"] == 0).all()  # the same clips for every method: gt is exact on each
+
+
+def test_the_cards_step_table_is_the_committed_sampler_csv():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    steps = pd.read_csv(root / "checkpoints/logs/sampler_steps.csv").set_index(["family", "method"])
+    card = (root / "checkpoints/README.md").read_text()
+    section = card.split("### Fewer denoising steps")[1].split("\n#")[0]
+    rows = re.findall(r"^\| ((?:ddim|dpm|unipc) \d+) \| (\d+) \|(.+)\|$", section, re.M)
+    assert len(rows) == len(steps) // 2 == 12
+    for method, ms, cells in rows:
+        shown = [float(cell.strip().rstrip("%")) for cell in cells.split("|")]
+        expected = [
+            steps.loc[(family, method), column]
+            for column in ("ate_dtw vs ddim 25 %", "fg_mask_iou vs ddim 25 %")
+            for family in ("tabletop", "egocentric")
+        ]
+        assert np.allclose(shown[:2], expected[:2], atol=0.051) and np.allclose(
+            shown[2:], expected[2:], atol=0.0051
+        )
+        assert abs(int(ms) - steps.loc[("tabletop", method), "ms_per_sample"]) <= 0.5
