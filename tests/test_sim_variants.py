@@ -13,37 +13,64 @@ from momaplib.sim import SimConfig, generate_clip, simulate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-#: sha256 of frames, depth, instances, xyz, visible and ref_from_cam of smoke clips (32x32, T = 8),
-#: recorded before the scene and motion variations existed: with those at their defaults every
-#: clip must stay bit-identical (dataset splits and per-clip results depend on it).
+#: Pinned smoke clips (32x32, T = 8) at the defaults of every scene and motion variation: the
+#: sha256 of frames, instances, visible and ref_from_cam (bit for bit), and a fingerprint of the
+#: ray-cast depth and XYZ (mean, a fixed random-sign projection's mean and the std of each, metres).
+#: The float arrays differ in their last bits between CPU instruction sets and library builds (up
+#: to 5e-7 m between this machine's AVX-512 and AVX2 paths), so they are compared within
+#: ``FLOAT_TOLERANCE``; moving any surface by a millimetre over a few pixels changes them more.
+#: Clips must stay the same: dataset splits and per-clip results depend on them.
 PINNED = {
-    ("tabletop", 0, 0): "6fe2ed30ef74effa6bc80bbdcaa17cb967e191695340de18ed65e5e646e7dd0e",
-    ("tabletop", 7, 0): "d3277c8273d750252883a879fd499426acf87e12fdd368fcfe726bbf99bac075",
-    ("egocentric", 0, 0): "f02ab0084581f00b6464f7dbf7f9bc203a320eb412a8dc39f33caa2332463a99",
-    ("egocentric", 7, 0): "001870aeb02aa03189829b849a153b9f4fa7e7cc93c6d7cd7f93f8bea4798768",
-    ("tabletop", 3, 1): "4d5c8649e3e65b798bc4aa090266e6f019a60e39a3e49ba29a23fbbded8d2ccc",
-    ("egocentric", 3, 1): "c2b125021dd3b38fa918382ba832764498caf2e3be30c4cc17f1f185c6e54e57",
+    ("tabletop", 0, 0): (
+        "4fbdae66ae79926dc276e28d89e98772a66c5823b6e04b8037fe3feccbbb899d",
+        (0.600746, -0.003917, 0.18952, 0.175607, -0.00324, 0.360992),
+    ),
+    ("tabletop", 7, 0): (
+        "d051bfb1c048d8ea118fe997c36eefe449bbe419f184d6cfd387a5669d9412e8",
+        (0.528641, -0.003315, 0.207998, 0.163311, -0.002777, 0.345184),
+    ),
+    ("egocentric", 0, 0): (
+        "319bc98e1142f6a203ee7234085187fffd945d411e17ef3f6c8b0cbf52548263",
+        (0.440211, -0.000892, 0.116188, 0.124504, -0.001412, 0.249737),
+    ),
+    ("egocentric", 7, 0): (
+        "6f28cfd259ae584561ea4c799856d83f038bd1192d0e3df5748cd8afa926ae8a",
+        (0.460752, -0.001956, 0.147268, 0.12945, -0.001533, 0.291016),
+    ),
+    ("tabletop", 3, 1): (
+        "74c76c7e97dcd7c2136b752b06f3920f993708c51d87a023fa04d59b66675a75",
+        (0.569577, -0.001905, 0.148241, 0.179193, -0.002632, 0.340259),
+    ),
+    ("egocentric", 3, 1): (
+        "6f211e3312560a9f31e83f6a9fb3299cbeda5438df597f30b5f420b26925a512",
+        (0.530431, -0.002144, 0.120871, 0.152171, -0.00202, 0.298823),
+    ),
 }
+FLOAT_TOLERANCE = 2e-6
 
 
 def _digest(clip) -> str:
     h = hashlib.sha256()
-    for array in (
-        clip.frames,
-        clip.depth,
-        clip.instances,
-        clip.momap.xyz,
-        clip.momap.visible,
-        clip.ref_from_cam,
-    ):
+    for array in (clip.frames, clip.instances, clip.momap.visible, clip.ref_from_cam):
         h.update(np.ascontiguousarray(array).tobytes())
     return h.hexdigest()
 
 
+def _float_prints(clip) -> list[float]:
+    prints = []
+    for array in (clip.depth, clip.momap.xyz):
+        array = np.nan_to_num(np.asarray(array, dtype=np.float64))
+        signs = np.random.default_rng(0).choice([-1.0, 1.0], size=array.shape)
+        prints += [array.mean(), (array * signs).mean(), array.std()]
+    return prints
+
+
 @pytest.mark.parametrize(("family", "seed", "task_variant"), list(PINNED))
-def test_default_clips_are_bit_identical_to_the_pinned_ones(family, seed, task_variant):
+def test_default_clips_are_the_pinned_ones(family, seed, task_variant):
     clip = generate_clip(seed, SimConfig(family=family, task_variant=task_variant).smoke())
-    assert _digest(clip) == PINNED[family, seed, task_variant]
+    digest, prints = PINNED[family, seed, task_variant]
+    assert _digest(clip) == digest
+    np.testing.assert_allclose(_float_prints(clip), prints, rtol=0, atol=FLOAT_TOLERANCE)
     assert not {"motion_variant", "camera_randomisation", "room", "clutter"} & set(clip.momap.meta)
 
 
