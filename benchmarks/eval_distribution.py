@@ -55,7 +55,7 @@ from momaplib.eval.distribution import (
     simulate_future_sets,
     table_markdown,
 )
-from momaplib.eval.parts import PARTS, evaluate_in_parts, sub_shard
+from momaplib.eval.parts import evaluate_families, read_parts
 from momaplib.metrics.distribution import DISTRIBUTION_METRICS, TAU_MATCH
 from momaplib.sim import SimConfig
 from momaplib.storage import atomic_write_text
@@ -140,11 +140,10 @@ def evaluate(args: argparse.Namespace, settings: dict) -> pd.DataFrame:
     methods = make_methods(args)
     config = SimConfig(height=args.size, width=args.size, num_frames=args.frames, device=args.sim_device)
 
-    def compute(part: str) -> tuple[pd.DataFrame, None]:
-        family, chunk = part.rsplit("-", 1)
+    def compute(family: str, shard: tuple[int, int]) -> tuple[pd.DataFrame, None]:
         scenes = simulate_future_sets(
             family, args.scenes, args.futures, config=config, workers=args.workers, split=args.split,
-            shard=sub_shard(args.shard, int(chunk), args.chunks),
+            shard=shard,
         )  # fmt: skip
         if not scenes:
             return pd.DataFrame(), None
@@ -153,12 +152,7 @@ def evaluate(args: argparse.Namespace, settings: dict) -> pd.DataFrame:
         )
         return rows.assign(dataset=family), None
 
-    parts = [f"{family}-{chunk:03d}" for family in args.families for chunk in range(args.chunks)]
-    frames, _ = evaluate_in_parts(args.out, parts, compute, settings)
-    frames = [frame for frame in frames if not frame.empty]
-    if not frames:
-        raise SystemExit(f"--shard {args.shard[0]}/{args.shard[1]}: no scenes in it; use fewer shards")
-    per_scene = pd.concat(frames, ignore_index=True)
+    per_scene, _ = evaluate_families(args.out, args.families, args.shard, args.chunks, compute, settings)
     return per_scene[list(FIRST_COLUMNS) + [c for c in per_scene.columns if c not in FIRST_COLUMNS]]
 
 
@@ -166,12 +160,10 @@ def merge_runs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
     """Returns the per-scene rows of several shard folders and their shared settings."""
     frames, settings = [], []
     for folder in folders:
-        parts = folder / PARTS
-        if not (folder / CSV_NAME).is_file() and (parts / "settings.json").is_file():
-            # a run stopped before its end: the parts it finished
-            frames += [pd.read_csv(path) for path in sorted(parts.glob("*.csv")) if path.read_text().strip()]
-            run = json.loads((parts / "settings.json").read_text())
-            settings.append({key: run.get(key) for key in SHARED_SETTINGS})
+        saved = None if (folder / CSV_NAME).is_file() else read_parts(folder)
+        if saved is not None:  # a run stopped before its end: the parts it finished
+            frames += saved[0]
+            settings.append({key: saved[1].get(key) for key in SHARED_SETTINGS})
             continue
         for name in (CSV_NAME, "distribution.json"):
             if not (folder / name).is_file():

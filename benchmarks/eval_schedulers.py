@@ -38,7 +38,7 @@ from eval_models import parse_shard  # benchmarks/ is on sys.path when this scri
 from momaplib.data import simulate_split_clips
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.eval import format_table, table_to_markdown, write_table
-from momaplib.eval.parts import evaluate_in_parts, sub_shard
+from momaplib.eval.parts import evaluate_families
 from momaplib.eval.samplers import compare_samplers, sampler_methods, steps_table
 from momaplib.storage import atomic_write_text
 
@@ -56,49 +56,43 @@ def evaluate(args: argparse.Namespace, settings: dict) -> tuple[pd.DataFrame, di
         pipe, args.schedulers, args.steps, args.guidance, student=student, student_steps=args.student_steps
     )
 
-    def compute(part: str) -> tuple[pd.DataFrame, dict]:
-        family, chunk = part.rsplit("-", 1)
-        shard = sub_shard(args.shard, int(chunk), args.chunks)
+    def compute(family: str, shard: tuple[int, int]) -> tuple[pd.DataFrame, dict]:
         clips = simulate_split_clips(family, args.clips, split=args.split, shard=shard)
         if not clips:
-            return pd.DataFrame(), {"ms_sum": {}, "calls": {}}
+            return pd.DataFrame(), {"ms_per_sample": {}, "timed_calls": {}}
         per_clip, ms = compare_samplers({family: clips}, methods, times, args.num_samples, args.device)
-        calls = {name: len(values) for name, values in times.items()}
-        return per_clip, {"ms_sum": {name: ms[name] * calls[name] for name in ms}, "calls": calls}
+        return per_clip, {"ms_per_sample": ms, "timed_calls": {name: len(v) for name, v in times.items()}}
 
-    parts = [f"{family}-{chunk:03d}" for family in args.families for chunk in range(args.chunks)]
-    frames, extras = evaluate_in_parts(args.out, parts, compute, settings)
-    ms_sum, calls = {}, {}
-    for extra in extras:
-        for name, value in extra["ms_sum"].items():
-            ms_sum[name] = ms_sum.get(name, 0.0) + value
-            calls[name] = calls.get(name, 0) + extra["calls"][name]
-    frames = [frame for frame in frames if not frame.empty]
-    if not frames:
-        raise SystemExit(f"--shard {args.shard[0]}/{args.shard[1]}: no clips in it; use fewer shards")
-    per_clip = pd.concat(frames, ignore_index=True)
-    ms = {name: value / max(calls[name], 1) for name, value in ms_sum.items()}
-    return per_clip, {"ms_per_sample": ms, "timed_calls": calls}
+    per_clip, extras = evaluate_families(args.out, args.families, args.shard, args.chunks, compute, settings)
+    return per_clip, pool_timings(extras)
+
+
+def pool_timings(timings: list[dict]) -> dict:
+    """Returns the call-weighted ms per sample and the total calls of several runs' or parts'
+    ``{"ms_per_sample": ..., "timed_calls": ...}``."""
+    ms, calls = {}, {}
+    for timing in timings:
+        for name, value in timing["ms_per_sample"].items():
+            n = timing["timed_calls"][name]
+            ms[name] = ms.get(name, 0.0) + value * n
+            calls[name] = calls.get(name, 0) + n
+    return {"ms_per_sample": {k: v / max(calls[k], 1) for k, v in ms.items()}, "timed_calls": calls}
 
 
 def merge(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
     """Returns the per-clip rows of shard folders and their call-weighted ms per sample."""
-    frames, ms, calls, settings = [], {}, {}, []
+    frames, runs, settings = [], [], []
     for folder in folders:
         run = json.loads((folder / "eval_schedulers.json").read_text())
         frames.append(pd.read_csv(folder / "per_clip.csv"))
         settings.append({k: run["settings"].get(k) for k in ("split", "num_samples", "guidance", "device")})
-        for name, value in run["ms_per_sample"].items():
-            n = run["timed_calls"][name]
-            ms[name] = ms.get(name, 0.0) + value * n
-            calls[name] = calls.get(name, 0) + n
+        runs.append(run)
     if any(entry != settings[0] for entry in settings):
         raise SystemExit(f"--merge: the folders were run with different settings: {settings}")
     per_clip = pd.concat(frames, ignore_index=True)
     if per_clip.duplicated(["dataset", "method", "clip_id"]).any():
         raise SystemExit("--merge: a clip appears in more than one folder")
-    timing = {"ms_per_sample": {k: v / max(calls[k], 1) for k, v in ms.items()}, "timed_calls": calls}
-    return per_clip, {**timing, "settings": {**settings[0], "merged": [str(f) for f in folders]}}
+    return per_clip, {**pool_timings(runs), "settings": {**settings[0], "merged": [str(f) for f in folders]}}
 
 
 def markdown(frame: pd.DataFrame) -> str:

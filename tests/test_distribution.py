@@ -33,6 +33,7 @@ from momaplib.metrics import (
 )
 from momaplib.momap import MoMap
 from momaplib.sim import SimConfig
+from tests.scripts import load_benchmark
 
 DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 T, H, W = 8, 16, 16
@@ -296,24 +297,13 @@ def test_distribution_figures_draw(evaluated):
         viz.plot_futures_3d(futures[0], np.zeros((2, 3, 4, 4, 3)), samples)
 
 
-def _eval_distribution_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_distribution.py"
-    spec = importlib.util.spec_from_file_location("eval_distribution", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_eval_distribution_gives_a_method_its_own_sampler(monkeypatch):
     import argparse
 
     import momaplib.diffusion.objectives as objectives
     import momaplib.diffusion.pipeline as pipeline
 
-    script = _eval_distribution_script()
+    script = load_benchmark("eval_distribution")
 
     class Pipe:  # stands in for a loaded MoMapPipeline: only what make_methods touches
         config = type("Config", (), {"guidance_scale": 2.0})()

@@ -50,3 +50,25 @@ def test_an_empty_part_and_unsafe_names(tmp_path):
     assert frames[0].empty
     with pytest.raises(ValueError, match="file-name-safe"):
         evaluate_in_parts(tmp_path, ["../x"], lambda name: (pd.DataFrame(), None), {})
+
+
+def test_families_are_run_shard_by_shard_and_read_back(tmp_path):
+    from momaplib.eval.parts import evaluate_families, read_parts
+
+    seen = []
+
+    def compute(family, shard):
+        seen.append((family, shard))
+        k, n = shard
+        items = [i for i in range(5) if i % n == k]  # 5 items per family, this shard's
+        return pd.DataFrame({"family": family, "item": items}), {"n": len(items)}
+
+    assert read_parts(tmp_path) is None
+    rows, extras = evaluate_families(tmp_path, ["a", "b"], (1, 2), 2, compute, {"x": 1})
+    assert seen == [("a", (1, 4)), ("a", (3, 4)), ("b", (1, 4)), ("b", (3, 4))]
+    assert sorted(rows.loc[rows["family"] == "a", "item"]) == [1, 3]  # shard 1/2 of the 5 items
+    assert extras == [{"n": 1}, {"n": 1}, {"n": 1}, {"n": 1}]
+    frames, settings = read_parts(tmp_path)
+    assert settings == {"x": 1} and pd.concat(frames, ignore_index=True).equals(rows)
+    with pytest.raises(ValueError, match="no item"):  # a shard beyond the items
+        evaluate_families(tmp_path / "empty", ["a"], (0, 1), 1, lambda f, s: (pd.DataFrame(), None), {})

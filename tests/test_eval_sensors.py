@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,12 +13,10 @@ from momaplib.diffusion.unet import build_unet
 from momaplib.eval import evaluate_methods
 from momaplib.sim import SimConfig
 from momaplib.sim.sensor import observed_xyz
+from tests.scripts import load_benchmark
 from tests.test_diffusion import TINY_UNET, randomize_, tiny_image_vae, tiny_momap_vae
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("eval_sensors", ROOT / "benchmarks" / "eval_sensors.py")
-eval_sensors = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(eval_sensors)
+eval_sensors = load_benchmark("eval_sensors")
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -41,6 +41,7 @@ from momaplib.metrics import METRIC_NAMES, sample_metrics
 from momaplib.momap import MoMap
 from momaplib.sim import SimConfig
 from momaplib.storage import DataFormatError
+from tests.scripts import load_benchmark
 from tests.test_metrics import toy_momap
 
 
@@ -309,21 +310,10 @@ def test_paired_differences_skips_missing_values_and_rejects_bad_input():
         paired_differences(a, b, confidence=95)
 
 
-def _eval_models_script():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "eval_models.py"
-    spec = importlib.util.spec_from_file_location("eval_models", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_eval_models_shards_merge_into_one_table(tmp_path):
     import json
 
-    script = _eval_models_script()
+    script = load_benchmark("eval_models")
     assert script.parse_shard("1/4") == (1, 4)
     for bad in ("4/4", "x", "1/0"):
         with pytest.raises(Exception, match="K"):
@@ -380,13 +370,7 @@ def test_simulate_split_clips_skip_leaves_out_the_clips_of_an_earlier_run():
 
 
 def test_text_grounding_probe_features_and_head_shapes():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parents[1] / "benchmarks" / "probe_text_grounding.py"
-    spec = importlib.util.spec_from_file_location("probe_text_grounding", path)
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = load_benchmark("probe_text_grounding")
     examples = probe.make_examples("tabletop", 4, 0, 0)
     assert examples
     for family, prompt, features, target in examples:

@@ -8,7 +8,9 @@ The settings the rows depend on are written beside them: a rerun with other sett
 an error instead of mixing rows of two configurations.
 
 ``sub_shard`` splits a shard ``(k, n)`` (every n-th item from the k-th) into ``chunks`` shards of
-the same form whose union is the shard, so any shard-aware simulator can be asked for one part.
+the same form whose union is the shard, so any shard-aware simulator can be asked for one part;
+``evaluate_families`` runs a shard of every family that way, one part per family and chunk.
+``read_parts`` returns what a folder holds, e.g. of a run that did not end.
 """
 
 from __future__ import annotations
@@ -75,7 +77,45 @@ def evaluate_in_parts(
             buffer = io.StringIO()
             rows.to_csv(buffer, index=False)
             atomic_write_bytes(rows_path, buffer.getvalue().encode())
-        text = rows_path.read_text()
-        frames.append(pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame())
+        frames.append(_read_rows(rows_path))
         extras.append(json.loads(extra_path.read_text()))
     return frames, extras
+
+
+def evaluate_families(
+    folder: str | os.PathLike,
+    families: Sequence[str],
+    shard: tuple[int, int],
+    chunks: int,
+    compute: Callable[[str, tuple[int, int]], tuple[pd.DataFrame, dict[str, Any] | None]],
+    settings: dict[str, Any],
+) -> tuple[pd.DataFrame, list[dict[str, Any] | None]]:
+    """Returns the rows of ``shard`` of every family, concatenated, and every part's extra:
+    ``evaluate_in_parts`` with the parts ``<family>-<chunk>``, ``compute(family, sub-shard)``
+    giving each (a part may be empty). Raises ``ValueError`` when the shard holds no item at all."""
+    parts = [f"{family}-{chunk:03d}" for family in families for chunk in range(chunks)]
+
+    def part(name: str):
+        family, chunk = name.rsplit("-", 1)
+        return compute(family, sub_shard(shard, int(chunk), chunks))
+
+    frames, extras = evaluate_in_parts(folder, parts, part, settings)
+    frames = [frame for frame in frames if not frame.empty]
+    if not frames:
+        raise ValueError(f"shard {shard[0]}/{shard[1]}: no item of {list(families)} in it; use fewer shards")
+    return pd.concat(frames, ignore_index=True), extras
+
+
+def read_parts(folder: str | os.PathLike) -> tuple[list[pd.DataFrame], dict[str, Any]] | None:
+    """Returns the non-empty rows saved under ``<folder>/parts`` and their settings, or None when
+    the folder has no parts."""
+    store = Path(folder) / PARTS
+    if not (store / "settings.json").is_file():
+        return None
+    frames = [_read_rows(path) for path in sorted(store.glob("*.csv"))]
+    return [frame for frame in frames if not frame.empty], json.loads((store / "settings.json").read_text())
+
+
+def _read_rows(path: Path) -> pd.DataFrame:
+    text = path.read_text()
+    return pd.read_csv(io.StringIO(text)) if text.strip() else pd.DataFrame()
