@@ -14,7 +14,10 @@ motion variants 0 .. ``--futures`` - 1 (``SimConfig.motion_variant``): the same 
 prompt, futures re-drawn. Every method samples ``--num-samples`` MoMaps from variant 0's start
 frame (seeded per scene, so rows are paired) and is scored against all futures with
 ``momaplib.metrics.distribution``. Methods are ``NAME=SOURCE`` as in ``eval_tables.py``: ``static``,
-``gflow:<folder>`` or a pipeline (folder, bundled name or hub id); the methods named by ``--sweep``
+``gflow:<folder>`` or a pipeline (folder, bundled name or hub id); two oracles see every future
+(``momaplib.eval.futures_oracle``): ``futures`` (the futures themselves) and
+``vae-futures:<pipeline>`` (each future encoded and decoded by the pipeline's MoMap VAE: the spread
+its latent space keeps); the methods named by ``--sweep``
 (default ``ours``) run at every ``--guidance-scales`` value (the diversity-fidelity curve).
 ``--scheduler NAME=SAMPLER`` samples a pipeline method with another sampler, e.g. ancestral DDPM
 (fresh noise at every step) beside the pipeline's deterministic DDIM; ``--fast`` samples through
@@ -101,10 +104,20 @@ def make_methods(args: argparse.Namespace) -> dict[tuple[str, float | None], obj
         name, _, source = spec.partition("=")
         if not name or not source:
             raise SystemExit(f"--method: expected NAME=SOURCE, got {spec!r}")
-        if source == "static":
+        if source in ("static", "futures"):  # futures: the GT futures themselves (an oracle)
             from momaplib.baselines import get_predictor
+            from momaplib.eval import futures_oracle
 
-            methods[name, None] = get_predictor("static")
+            methods[name, None] = (
+                get_predictor("static") if source == "static" else futures_oracle(get_predictor("gt"))
+            )
+        elif source.startswith("vae-futures:"):  # the GT futures as the pipeline's MoMap VAE keeps them
+            from momaplib.baselines.simple import vae_reconstruction
+            from momaplib.diffusion.pipeline import load_pipeline
+            from momaplib.eval import futures_oracle
+
+            vae = load_pipeline(source.removeprefix("vae-futures:")).vae.to(args.device).eval()
+            methods[name, None] = futures_oracle(vae_reconstruction(vae))
         elif source.startswith("gflow:"):
             from momaplib.baselines.gflow_train import gflow_predictor, load_gflow
 

@@ -5,9 +5,10 @@ the split (paired clips: the same clips, prompts and seeds for every row) throug
 harness of ``benchmarks/eval_models.py`` (``momaplib.eval.evaluate_methods``: best of N by
 ``ate_dtw``), and times every pipeline call (ms per sample, end to end: encoding, denoising and
 decoding). Writes ``table.md``/``table.csv`` (paper Table 1 layout, one column per row),
-``per_clip.csv``, ``steps.md`` and ``sampler_steps.csv`` (per family: each metric's mean relative to
-DDIM at 25 steps, and ms per sample; ``momaplib.eval.samplers``) and ``eval_schedulers.json`` to
-``--out``. ``checkpoints/logs/sampler_steps.csv`` is what notebook 04 plots.
+``per_clip.csv``, ``steps.md`` and ``sampler_steps.csv`` (per family: each metric's mean relative
+to DDIM at 25 steps with its paired 95 % interval, and ms per sample; ``momaplib.eval.samplers``),
+``card.md`` (the model card's table) and ``eval_schedulers.json`` to ``--out``.
+``checkpoints/logs/sampler_steps.csv`` is what notebook 04 plots.
 
     python benchmarks/eval_schedulers.py --clips 300 --device cuda            # one process
     for k in 0 1 2 3; do python benchmarks/eval_schedulers.py --clips 300 --shard $k/4 --out runs/s$k & done
@@ -16,7 +17,9 @@ DDIM at 25 steps, and ms per sample; ``momaplib.eval.samplers``) and ``eval_sche
     python benchmarks/eval_schedulers.py --clips 300 --student outputs/distill/pipeline   # + the LCM student
 
 ``--student`` adds the rows ``lcm-student N`` (``--student-steps``) of a ``momap distill`` student,
-sampled with its own LCM scheduler and no guidance, on the same clips and seeds.
+sampled with its own LCM scheduler and no guidance, on the same clips and seeds; with ``--steps``
+and no count the run has the student's rows alone, and ``--merge`` joins its folders to a sampler
+run's (the same clips: the table's reference row comes from there).
 
 ``--chunks C`` evaluates each family in C parts and saves each part's rows under ``--out/parts``
 when it is done (``momaplib.eval.parts``): a stopped run keeps them, and the same command resumes.
@@ -39,7 +42,7 @@ from momaplib.data import simulate_split_clips
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.eval import format_table, table_to_markdown, write_table
 from momaplib.eval.parts import evaluate_families
-from momaplib.eval.samplers import compare_samplers, sampler_methods, steps_table
+from momaplib.eval.samplers import REFERENCE, compare_samplers, sampler_methods, steps_markdown, steps_table
 from momaplib.storage import atomic_write_text
 
 
@@ -109,7 +112,10 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=50, help="clips per family (before sharding)")
     parser.add_argument("--num-samples", type=int, default=10)
     parser.add_argument("--schedulers", nargs="+", default=["ddim", "dpm", "unipc"])
-    parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 12, 25])
+    parser.add_argument(
+        "--steps", type=int, nargs="*", default=[4, 8, 12, 25],
+        help="step counts of every scheduler; none (with --student): the student's rows alone",
+    )  # fmt: skip
     parser.add_argument("--guidance", type=float, help="default: the pipeline's own (config.guidance_scale)")
     parser.add_argument("--diffusion", default="momap-diffusion")
     parser.add_argument(
@@ -128,6 +134,8 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_schedulers"))
     args = parser.parse_args()
+    if not args.merge and not args.steps and not args.student:
+        parser.error("--steps: give at least one step count, or --student")
 
     started = time.perf_counter()
     if args.merge:
@@ -152,13 +160,15 @@ def main() -> None:
     )
     print(table_to_markdown(table))
     steps = steps_table(per_clip, summary["ms_per_sample"])
-    steps_markdown = markdown(steps)
-    print(steps_markdown)
+    steps_md = markdown(steps)
+    print(steps_md)
     args.out.mkdir(parents=True, exist_ok=True)
     write_table(table, args.out / "table")
     atomic_write_text(args.out / "per_clip.csv", per_clip.to_csv(index=False))
-    atomic_write_text(args.out / "steps.md", steps_markdown + "\n")
+    atomic_write_text(args.out / "steps.md", steps_md + "\n")
     atomic_write_text(args.out / "sampler_steps.csv", steps.to_csv(index=False))  # notebook 04's table
+    if set(steps["family"]) >= {"tabletop", "egocentric"} and (steps["method"] == REFERENCE).any():
+        atomic_write_text(args.out / "card.md", steps_markdown(steps) + "\n")  # the model card's table
     summary.update(seconds=time.perf_counter() - started, steps=json.loads(steps.to_json(orient="records")))
     atomic_write_text(args.out / "eval_schedulers.json", json.dumps(summary, indent=2))
     print(f"wrote {args.out} in {summary['seconds']:.0f} s")

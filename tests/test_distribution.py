@@ -18,6 +18,7 @@ from momaplib.eval import (
     distribution_intervals,
     distribution_table,
     evaluate_distribution,
+    futures_oracle,
     guidance_curve,
     paired_differences,
     simulate_future_sets,
@@ -276,6 +277,24 @@ def test_evaluation_rows_tables_and_intervals(evaluated):
     assert len(coverage) == 3 * 7 and coverage["recall"].between(0, 1).all()
 
 
+def test_the_futures_oracle_scores_the_futures_against_themselves(evaluated):
+    scenes, _ = evaluated
+    seen = []
+
+    def recorded(gt, num_samples, generator):
+        seen.append(gt)
+        return get_predictor("gt")(gt, num_samples, generator)
+
+    row = evaluate_distribution(scenes[:1], {"oracle": futures_oracle(recorded)}, num_samples=5, progress=False)
+    row = row.iloc[0]
+    assert row["num_samples"] == 5 and [id(f) for f in seen] == [id(scenes[0][1][i % 3]) for i in range(5)]
+    assert row["precision"] == row["recall"] == 1.0  # 5 draws of 3 futures: repeats, so no exact spread
+    oracle = futures_oracle(get_predictor("gt"))
+    exact = evaluate_distribution(scenes[:1], {"oracle": oracle}, num_samples=3, progress=False).iloc[0]
+    assert exact["diversity_ratio"] == pytest.approx(1.0) and exact["energy_distance"] == pytest.approx(0, abs=1e-6)
+    assert exact["precision"] == exact["recall"] == 1.0
+
+
 def test_distribution_figures_draw(evaluated):
     from momaplib import viz
 
@@ -331,6 +350,30 @@ def test_eval_distribution_gives_a_method_its_own_sampler(monkeypatch):
             script.make_methods(argparse.Namespace(**{**vars(args), "scheduler": bad}))
 
 
+def test_eval_distribution_oracles_see_every_future_through_the_pipelines_vae(monkeypatch, evaluated):
+    import argparse
+
+    import momaplib.diffusion.pipeline as pipeline
+    from momaplib.baselines.simple import vae_reconstruction
+    from tests.test_diffusion import tiny_momap_vae
+
+    scenes, _ = evaluated
+    torch.manual_seed(0)
+    vae = tiny_momap_vae(scenes[0][1][0].num_frames).eval()
+    monkeypatch.setattr(pipeline, "load_pipeline", lambda source: type("Pipe", (), {"vae": vae})())
+    args = argparse.Namespace(
+        method=["futures=futures", "vae-futures=vae-futures:p"], scheduler=[], sweep=[], fast=False,
+        guidance_scales=[2.0], steps=7, device="cpu",
+    )  # fmt: skip
+    methods = load_benchmark("eval_distribution").make_methods(args)
+    assert sorted(methods) == [("futures", None), ("vae-futures", None)]
+    futures = scenes[0][1]
+    samples = methods["vae-futures", None](futures, 3, 0)
+    for i, future in enumerate(futures):  # sample i is future i encoded and decoded
+        assert torch.equal(samples[i], vae_reconstruction(vae)(future, 1, 0)[0])
+    assert torch.equal(methods["futures", None](futures, 3, 0)[2], torch.from_numpy(futures[2].xyz).float())
+
+
 def test_the_cards_coverage_table_is_the_committed_per_scene_csv():
     import re
     from pathlib import Path
@@ -341,7 +384,7 @@ def test_the_cards_coverage_table_is_the_committed_per_scene_csv():
     card = (root / "checkpoints/README.md").read_text()
     section = card.split("### Coverage of the true futures")[1].split("\n#")[0]
     rows = re.findall(r"^\| (tabletop|egocentric) \| ([^|]+) \|((?: [0-9.]+ \|){4})$", section, re.M)
-    assert len(rows) == len(means) == 10
+    assert len(rows) == len(means) == 12
     for family, label, numbers in rows:
         method = "ours-ddpm" if "DDPM" in label else label.split(",")[0].strip()
         guidance = re.search(r"guidance (\d+)", label)

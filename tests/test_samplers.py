@@ -37,6 +37,24 @@ def test_steps_table_is_relative_to_ddim_25_per_family():
         viz.plot_steps_tradeoff(table.reset_index().drop(columns="family"))
 
 
+def test_steps_table_gives_paired_intervals_in_percent_of_the_reference():
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0.1, 0.3, 40)
+    rows = []
+    for method, shift in (("ddim 25", 0.0), ("dpm 4", 0.02), ("unipc 4", 0.0)):
+        ate = reference + shift + (rng.normal(0, 0.01, 40) if method == "unipc 4" else 0)
+        rows.append(pd.DataFrame({"dataset": "tabletop", "method": method, "clip_id": range(40), "ate_dtw": ate,
+                                  "fg_mask_iou": 0.5, "quantize_acc_16": 0.5, "patch_nearest_acc": 0.5}))  # fmt: skip
+    table = steps_table(pd.concat(rows), {}).set_index("method")
+    column = "ate_dtw vs ddim 25 %"
+    exact = 100 * 0.02 / reference.mean()  # a constant shift: the interval is the shift itself
+    assert table.loc["dpm 4", [column, column + " low", column + " high"]].tolist() == pytest.approx([exact] * 3)
+    low, mid, high = table.loc["unipc 4", [column + " low", column, column + " high"]]
+    assert low < mid < high and low < 0 < high  # noise around the reference: the interval spans 0
+    assert table.loc["ddim 25", [column + " low", column + " high"]].tolist() == [0.0, 0.0]
+    assert column + " low" not in steps_table(pd.concat(rows).drop(columns="clip_id"), {}).columns
+
+
 def test_compare_samplers_scores_paired_clips_and_times_every_call_but_the_warm_up():
     config = SimConfig(height=16, width=16, num_frames=4)
     clips = {f: simulate_split_clips(f, 2, config=config) for f in ("tabletop", "egocentric")}

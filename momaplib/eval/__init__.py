@@ -15,6 +15,7 @@ from momaplib.eval.distribution import (
     distribution_intervals,
     distribution_table,
     evaluate_distribution,
+    futures_oracle,
     guidance_curve,
     simulate_future_sets,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "dsl_intervals",
     "dsl_table",
     "evaluate_distribution",
+    "futures_oracle",
     "evaluate_methods",
     "format_table",
     "guidance_curve",

@@ -105,6 +105,25 @@ def simulate_future_sets(
     return scenes
 
 
+def futures_oracle(per_future: Predictor) -> Predictor:
+    """Returns an oracle of ``evaluate_distribution`` whose N samples are the scene's own GT futures
+    (cycled when N exceeds them), each passed through ``per_future`` (a predictor of one clip, e.g.
+    ``momaplib.baselines.vae_reconstruction(vae)``: the futures as a MoMap VAE keeps them).
+
+    It is the one kind of method that sees every future, not only the start frame: with
+    ``ground_truth`` it scores the futures against themselves (diversity ratio 1, precision and
+    recall 1), with a VAE round trip it is the spread a generator in that latent space could at
+    best reach, so it tells an autoencoder that merges futures from a generator that collapses.
+    """
+
+    def predict(futures: Sequence[MoMap], num_samples: int, generator) -> torch.Tensor:
+        picks = [futures[i % len(futures)] for i in range(num_samples)]
+        return torch.stack([torch.as_tensor(per_future(future, 1, generator)[0]) for future in picks])
+
+    predict.sees_futures = True
+    return predict
+
+
 def evaluate_distribution(
     scenes: Sequence[FutureSet],
     methods: Mapping[str | tuple[str, float | None], Predictor],
@@ -124,7 +143,8 @@ def evaluate_distribution(
     ``methods`` maps a name, or a (name, guidance scale) pair for one method at several scales, to
     a predictor ``(reference MoMap, N, generator) -> (N, T, H, W, 3)`` (``momaplib.baselines``,
     ``momaplib.diffusion.objectives.pipeline_predictor``); it sees only variant 0 of a scene and is
-    seeded from ``(seed, scene_id)``, so methods are paired on the same draws. The GT futures'
+    seeded from ``(seed, scene_id)``, so methods are paired on the same draws (a ``futures_oracle``
+    is given all the scene's futures instead). The GT futures'
     distances are computed once per scene and reused for every method.
     """
     if not is_integer(num_samples) or not 1 <= num_samples <= MAX_SAMPLES:
@@ -138,7 +158,8 @@ def evaluate_distribution(
         gt_cache = None
         for key, predictor in methods.items():
             name, guidance = keys[key]
-            samples = predictor(reference, num_samples, clip_generator(seed, scene_id))
+            seen = futures if getattr(predictor, "sees_futures", False) else reference
+            samples = predictor(seen, num_samples, clip_generator(seed, scene_id))
             try:
                 distances = set_distances(
                     samples, futures, reference, config=config, device=device, reuse=gt_cache

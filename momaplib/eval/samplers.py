@@ -90,19 +90,59 @@ def compare_samplers(
     return pd.concat(rows, ignore_index=True), ms
 
 
-def steps_table(per_clip: pd.DataFrame, ms: Mapping[str, float]) -> pd.DataFrame:
-    """Returns per (family, method): key metric means, each relative to ``REFERENCE`` (%), and ms/sample."""
+def steps_table(per_clip: pd.DataFrame, ms: Mapping[str, float], intervals: bool = True) -> pd.DataFrame:
+    """Returns per (family, method): key metric means, each relative to ``REFERENCE`` (%), and ms/sample.
+
+    With ``intervals`` (and ``clip_id`` in ``per_clip``) each relative column gets ``... low`` and
+    ``... high``: the 95 % paired bootstrap interval of the mean per-clip difference from the
+    reference (``momaplib.eval.tables.paired_differences``), in % of the reference's mean.
+    """
+    from momaplib.eval.tables import paired_differences
+
     means = per_clip.groupby(["dataset", "method"], sort=False)[list(KEY_METRICS)].mean()
+    intervals = intervals and "clip_id" in per_clip.columns
     rows = []
     for (family, method), values in means.iterrows():
         row = {"family": family, "method": method, "ms_per_sample": ms.get(method, float("nan"))}
         reference = means.loc[(family, REFERENCE)] if (family, REFERENCE) in means.index else None
+        paired = None
+        if reference is not None and intervals and method != REFERENCE:
+            rows_of = per_clip[per_clip["dataset"] == family]
+            mine, reference_rows = (rows_of[rows_of["method"] == name] for name in (method, REFERENCE))
+            paired = paired_differences(mine, reference_rows, list(KEY_METRICS))
         for metric in KEY_METRICS:
             row[metric] = values[metric]
             if reference is not None:
-                row[f"{metric} vs {REFERENCE} %"] = 100 * (values[metric] / reference[metric] - 1)
+                column = f"{metric} vs {REFERENCE} %"
+                row[column] = 100 * (values[metric] / reference[metric] - 1)
+                if intervals:
+                    low, high = (0.0, 0.0) if paired is None else paired.loc[metric, ["low", "high"]]
+                    row[f"{column} low"] = 100 * low / reference[metric]
+                    row[f"{column} high"] = 100 * high / reference[metric]
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def steps_markdown(steps: pd.DataFrame, families: Sequence[str] = ("tabletop", "egocentric")) -> str:
+    """Returns the model card's sampler table of a ``steps_table``: one row per method, ms per sample
+    (the first family's), then ``ate_dtw`` and ``fg_mask_iou`` relative to ``REFERENCE`` per family,
+    each with its paired 95 % interval where the table has one."""
+    table = steps.set_index(["family", "method"])
+    header = ["sampler, steps", "ms per sample"] + [
+        f"`{metric}` {family}" for metric in ("ate_dtw", "fg_mask_iou") for family in families
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for method in dict.fromkeys(steps["method"]):
+        cells = [method, f"{table.loc[(families[0], method), 'ms_per_sample']:.0f}"]
+        for metric in ("ate_dtw", "fg_mask_iou"):
+            for family in families:
+                row, column = table.loc[(family, method)], f"{metric} vs {REFERENCE} %"
+                cell = f"{row[column]:+.2f} %"
+                if f"{column} low" in row.index and method != REFERENCE:
+                    cell += f" [{row[f'{column} low']:+.2f}, {row[f'{column} high']:+.2f}]"
+                cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 __all__ = [
@@ -110,6 +150,7 @@ __all__ = [
     "REFERENCE",
     "compare_samplers",
     "sampler_methods",
+    "steps_markdown",
     "steps_table",
     "timed_predictor",
 ]
