@@ -285,13 +285,15 @@ def test_the_futures_oracle_scores_the_futures_against_themselves(evaluated):
         seen.append(gt)
         return get_predictor("gt")(gt, num_samples, generator)
 
-    row = evaluate_distribution(scenes[:1], {"oracle": futures_oracle(recorded)}, num_samples=5, progress=False)
+    oracle = futures_oracle(recorded)
+    row = evaluate_distribution(scenes[:1], {"oracle": oracle}, num_samples=5, progress=False)
     row = row.iloc[0]
     assert row["num_samples"] == 5 and [id(f) for f in seen] == [id(scenes[0][1][i % 3]) for i in range(5)]
     assert row["precision"] == row["recall"] == 1.0  # 5 draws of 3 futures: repeats, so no exact spread
     oracle = futures_oracle(get_predictor("gt"))
     exact = evaluate_distribution(scenes[:1], {"oracle": oracle}, num_samples=3, progress=False).iloc[0]
-    assert exact["diversity_ratio"] == pytest.approx(1.0) and exact["energy_distance"] == pytest.approx(0, abs=1e-6)
+    assert exact["diversity_ratio"] == pytest.approx(1.0)
+    assert exact["energy_distance"] == pytest.approx(0, abs=1e-6)
     assert exact["precision"] == exact["recall"] == 1.0
 
 
