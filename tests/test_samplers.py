@@ -52,9 +52,9 @@ def test_steps_table_gives_paired_intervals_in_percent_of_the_reference():
     table = steps_table(pd.concat(rows), {}).set_index("method")
     column = "ate_dtw vs ddim 25 %"
     exact = 100 * 0.02 / reference.mean()  # a constant shift: the interval is the shift itself
-    low, mid, high = [column + " low", column, column + " high"]
-    assert table.loc["dpm 4", [low, mid, high]].tolist() == pytest.approx([exact] * 3)
-    low, mid, high = table.loc["unipc 4", [low, mid, high]]
+    columns = [column + " low", column, column + " high"]
+    assert table.loc["dpm 4", columns].tolist() == pytest.approx([exact] * 3)
+    low, mid, high = table.loc["unipc 4", columns]
     assert low < mid < high and low < 0 < high  # noise around the reference: the interval spans 0
     assert table.loc["ddim 25", [column + " low", column + " high"]].tolist() == [0.0, 0.0]
     assert column + " low" not in steps_table(pd.concat(rows).drop(columns="clip_id"), {}).columns
