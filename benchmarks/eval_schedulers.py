@@ -22,7 +22,8 @@ and no count the run has the student's rows alone, and ``--merge`` joins its fol
 run's (the same clips: the table's reference row comes from there).
 
 ``--chunks C`` evaluates each family in C parts and saves each part's rows under ``--out/parts``
-when it is done (``momaplib.eval.parts``): a stopped run keeps them, and the same command resumes.
+when it is done (``momaplib.eval.parts``): a stopped run keeps them, the same command resumes, and
+``--merge`` takes the finished parts of a folder whose run did not end (its timings too).
 
 Use ``--split val`` to choose a default from the table; ``--split test`` for the table of record.
 """
@@ -41,7 +42,7 @@ from eval_models import parse_shard  # benchmarks/ is on sys.path when this scri
 from momaplib.data import simulate_split_clips
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.eval import format_table, table_to_markdown, write_table
-from momaplib.eval.parts import evaluate_families
+from momaplib.eval.parts import evaluate_families, read_parts
 from momaplib.eval.samplers import REFERENCE, compare_samplers, sampler_methods, steps_markdown, steps_table
 from momaplib.storage import atomic_write_text
 
@@ -83,9 +84,19 @@ def pool_timings(timings: list[dict]) -> dict:
 
 
 def merge(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
-    """Returns the per-clip rows of shard folders and their call-weighted ms per sample."""
+    """Returns the per-clip rows of shard folders and their call-weighted ms per sample; a folder
+    whose run stopped before its end gives the parts it finished (``read_parts``)."""
     frames, runs, settings = [], [], []
     for folder in folders:
+        saved = None if (folder / "eval_schedulers.json").is_file() else read_parts(folder)
+        if saved is not None:
+            frames += saved[0]
+            extras = [json.loads(path.read_text()) for path in sorted((folder / "parts").glob("*.json"))]
+            runs.append(pool_timings([extra for extra in extras if extra and "ms_per_sample" in extra]))
+            settings.append({k: saved[1].get(k) for k in ("split", "num_samples", "guidance", "device")})
+            continue
+        if not (folder / "per_clip.csv").is_file():
+            raise SystemExit(f"--merge: {folder} has neither per_clip.csv nor parts (not an --out folder)")
         run = json.loads((folder / "eval_schedulers.json").read_text())
         frames.append(pd.read_csv(folder / "per_clip.csv"))
         settings.append({k: run["settings"].get(k) for k in ("split", "num_samples", "guidance", "device")})

@@ -85,3 +85,38 @@ def test_the_cards_step_table_is_the_committed_sampler_csv():
     table = "\n".join(line for line in section.splitlines() if line.startswith(("| ", "|---")))
     assert table == steps_markdown(steps)
     assert len(steps) == 2 * len(table.splitlines()[2:]) >= 24  # both families, every row shown
+
+
+def test_eval_schedulers_merges_finished_shards_with_the_parts_of_a_stopped_one(tmp_path, monkeypatch):
+    import json
+
+    from momaplib.eval.parts import evaluate_in_parts
+    from tests.scripts import BENCHMARKS, load_benchmark
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    script = load_benchmark("eval_schedulers")
+    settings = {"split": "test", "num_samples": 10, "guidance": None, "device": "cuda"}
+
+    def rows(clips):
+        return pd.DataFrame({"dataset": "tabletop", "method": "ddim 25", "clip_id": clips, "ate_dtw": 0.2})
+
+    done = tmp_path / "s0"
+    done.mkdir()
+    rows([0, 2]).to_csv(done / "per_clip.csv", index=False)
+    run = {"ms_per_sample": {"ddim 25": 10.0}, "timed_calls": {"ddim 25": 2}, "settings": settings}
+    (done / "eval_schedulers.json").write_text(json.dumps(run))
+    stopped = tmp_path / "s1"  # one part of two finished, then the run was stopped
+    evaluate_in_parts(stopped, ["tabletop-000"], lambda name: (rows([1]), {
+        "ms_per_sample": {"ddim 25": 40.0}, "timed_calls": {"ddim 25": 1}}), settings)  # fmt: skip
+    per_clip, summary = script.merge([done, stopped])
+    assert sorted(per_clip["clip_id"]) == [0, 1, 2]
+    assert summary["ms_per_sample"]["ddim 25"] == pytest.approx((2 * 10 + 40) / 3)  # call-weighted
+    assert summary["timed_calls"]["ddim 25"] == 3
+    with pytest.raises(SystemExit, match="different settings"):
+        other = tmp_path / "s2"
+        evaluate_in_parts(
+            other, ["tabletop-000"], lambda name: (rows([3]), None), {**settings, "device": "cpu"}
+        )
+        script.merge([done, other])
+    with pytest.raises(SystemExit, match="more than one folder"):
+        script.merge([done, done])
