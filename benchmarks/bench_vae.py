@@ -3,11 +3,15 @@
     python benchmarks/bench_vae.py                       # bundled momap-vae, 128x128, T = 32
     python benchmarks/bench_vae.py --batch 8 --repeats 5 --out outputs/benchmarks/bench_vae.json
     python benchmarks/bench_vae.py --quality-clips 8     # + median EPE of all / still / moving points
+    python benchmarks/bench_vae.py --futures-scenes 24   # + the spread of true futures the VAE keeps
 
 ``--quality-clips N`` round-trips the first N test clips per family (unseen by any kit model;
 posterior mean, ``momaplib.vae.analysis``) and reports the median end-point error over all, still
 and moving points, relative to the scene scale, per family: the moving points are the part of a
-MoMap that matters most and the part a plain L1 keeps worst.
+MoMap that matters most and the part a plain L1 keeps worst. ``--futures-scenes N`` round-trips
+the 10 true futures (``SimConfig.motion_variant``) of N test scenes per family and reports how much
+of their spread the VAE keeps (diversity ratio, precision and recall against the futures;
+``momaplib.metrics.distribution``): a generator decoded by this VAE spreads no further.
 
 Inputs are random MoMaps in model range of the VAE's size (throughput does not depend on the
 values). Times are medians over ``--repeats`` after one warm-up call; CUDA times are synchronised.
@@ -58,6 +62,27 @@ def reconstruction_quality(name: str, clips: int):
     return pd.DataFrame(rows).groupby("family")[columns].median()
 
 
+def futures_spread(name: str, scenes: int, futures: int = 10):
+    """Returns, per family, the mean diversity ratio, precision and recall of ``scenes`` test scenes'
+    ``futures`` GT futures (motion variants), each encoded and decoded by the VAE ``name``, against
+    the futures themselves (``momaplib.eval.futures_oracle``): how much of the spread of true
+    futures the latent space keeps (1 = all; a generator decoded by this VAE shows no more)."""
+    import pandas as pd
+
+    from momaplib.baselines.simple import vae_reconstruction
+    from momaplib.eval import evaluate_distribution, futures_oracle, simulate_future_sets
+
+    vae = MoMapVAE.from_pretrained(name).eval()
+    oracle = {"vae-futures": futures_oracle(vae_reconstruction(vae))}
+    frames = []
+    for family in ("tabletop", "egocentric"):
+        sets = simulate_future_sets(family, scenes, futures, progress=False)
+        frames.append(
+            evaluate_distribution(sets, oracle, num_samples=futures, progress=False).assign(family=family)
+        )
+    return pd.concat(frames).groupby("family")[["diversity_ratio", "precision", "recall"]].mean()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vae", default="momap-vae", help="folder, bundled name or hub id")
@@ -68,8 +93,13 @@ def main() -> None:
     parser.add_argument(
         "--quality-clips", type=int, default=0, help="test clips per family for the EPE table"
     )
+    parser.add_argument(
+        "--futures-scenes", type=int, default=0,
+        help="test scenes per family for the spread of 10 true futures the VAE keeps",
+    )  # fmt: skip
     args = parser.parse_args()
     quality = reconstruction_quality(args.vae, args.quality_clips) if args.quality_clips else None
+    spread = futures_spread(args.vae, args.futures_scenes) if args.futures_scenes else None
 
     rows = []
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -107,6 +137,9 @@ def main() -> None:
     report = {"info": info, "rows": rows}
     if quality is not None:
         report["quality"] = json.loads(quality.reset_index().to_json(orient="records"))
+    if spread is not None:
+        print(spread.round(3).to_string())
+        report["futures_spread"] = json.loads(spread.reset_index().to_json(orient="records"))
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")
 
