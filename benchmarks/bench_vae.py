@@ -11,7 +11,7 @@ and moving points, relative to the scene scale, per family: the moving points ar
 MoMap that matters most and the part a plain L1 keeps worst. ``--futures-scenes N`` round-trips
 the 10 true futures (``SimConfig.motion_variant``) of N test scenes per family and reports how much
 of their spread the VAE keeps (diversity ratio, precision and recall against the futures;
-``momaplib.metrics.distribution``): a generator decoded by this VAE spreads no further.
+``momaplib.metrics.distribution``): samples that are true futures spread no further through it.
 
 Inputs are random MoMaps in model range of the VAE's size (throughput does not depend on the
 values). Times are medians over ``--repeats`` after one warm-up call; CUDA times are synchronised.
@@ -66,7 +66,7 @@ def futures_spread(name: str, scenes: int, futures: int = 10):
     """Returns, per family, the mean diversity ratio, precision and recall of ``scenes`` test scenes'
     ``futures`` GT futures (motion variants), each encoded and decoded by the VAE ``name``, against
     the futures themselves (``momaplib.eval.futures_oracle``): how much of the spread of true
-    futures the latent space keeps (1 = all; a generator decoded by this VAE shows no more)."""
+    futures the latent space keeps (1 = all)."""
     import pandas as pd
 
     from momaplib.baselines.simple import vae_reconstruction

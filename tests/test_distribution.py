@@ -386,7 +386,7 @@ def test_the_cards_coverage_table_is_the_committed_per_scene_csv():
     card = (root / "checkpoints/README.md").read_text()
     section = card.split("### Coverage of the true futures")[1].split("\n#")[0]
     rows = re.findall(r"^\| (tabletop|egocentric) \| ([^|]+) \|((?: [0-9.]+ \|){4})$", section, re.M)
-    assert len(rows) == len(means) == 12
+    assert len(rows) == len(means) == 14
     for family, label, numbers in rows:
         method = "ours-ddpm" if "DDPM" in label else label.split(",")[0].strip()
         guidance = re.search(r"guidance (\d+)", label)

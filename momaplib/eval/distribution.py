@@ -112,8 +112,9 @@ def futures_oracle(per_future: Predictor) -> Predictor:
 
     It is the one kind of method that sees every future, not only the start frame: with
     ``ground_truth`` it scores the futures against themselves (diversity ratio 1, precision and
-    recall 1), with a VAE round trip it is the spread a generator in that latent space could at
-    best reach, so it tells an autoencoder that merges futures from a generator that collapses.
+    recall 1); with a VAE round trip it is the spread a generator shows whose samples are the
+    futures' own latents (more spread through that decoder means samples away from the futures),
+    so it tells an autoencoder that merges futures from a generator that collapses.
     """
 
     def predict(futures: Sequence[MoMap], num_samples: int, generator) -> torch.Tensor:
