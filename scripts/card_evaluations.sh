@@ -3,7 +3,8 @@
 #   - the sampler table (DDIM, DPM-Solver++, UniPC at 4/8/12/25 steps; benchmarks/eval_schedulers.py)
 #     on 300 test clips per family;
 #   - the distribution evaluation (benchmarks/eval_distribution.py) on 200 test scenes per family with
-#     10 GT futures each: static, the MoMap-VAE baseline, the pipeline across guidance scales and
+#     10 GT futures each: static, the MoMap-VAE baseline, the futures through the pipeline's VAE (an
+#     oracle: the spread its latent space keeps), the pipeline across guidance scales and
 #     with ancestral DDPM sampling.
 # Each runs in SHARDS processes side by side on the one GPU; each shard saves its rows in parts as
 # they finish, so a run stopped by a time limit keeps them and the same command resumes it. The
@@ -34,13 +35,22 @@ FAST=()
 [[ $DEVICE == cuda* ]] && FAST=(--fast)
 mkdir -p "$OUT/logs"
 
+wait_all() {  # waits for every shard; fails (naming the logs) if one of them failed
+  local failed=0
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  pids=()
+  if ((failed)); then echo "a shard failed; see $OUT/logs/$1.*.log" >&2; exit 1; fi
+}
+pids=()
+
 if [[ $WHICH == all || $WHICH == schedulers ]]; then
   for k in $(seq 0 $last); do
     "$PYTHON" "$HERE/benchmarks/eval_schedulers.py" --diffusion "$PIPELINE" --clips "$CLIPS" --shard "$k/$SHARDS" \
       --num-samples "$SAMPLES" --chunks 5 "${FAST[@]}" --device "$DEVICE" --out "$OUT/schedulers/s$k" \
       > "$OUT/logs/schedulers.$k.log" 2>&1 &
+    pids+=($!)
   done
-  wait
+  wait_all schedulers
   "$PYTHON" "$HERE/benchmarks/eval_schedulers.py" --merge "$OUT"/schedulers/s* --out "$OUT/schedulers/all"
 fi
 
@@ -48,10 +58,12 @@ if [[ $WHICH == all || $WHICH == distribution ]]; then
   for k in $(seq 0 $last); do
     "$PYTHON" "$HERE/benchmarks/eval_distribution.py" --scenes "$SCENES" --futures "$FUTURES" --shard "$k/$SHARDS" \
       --num-samples "$SAMPLES" --chunks 5 "${FAST[@]}" --device "$DEVICE" --sim-device "$DEVICE" --workers 1 \
-      --method static=static --method momap-vae=momap-vae-baseline --method "ours=$PIPELINE" \
+      --method static=static --method momap-vae=momap-vae-baseline --method "vae-futures=vae-futures:$PIPELINE" \
+      --method "ours=$PIPELINE" \
       --method "ours-ddpm=$PIPELINE" --scheduler ours-ddpm=ddpm --sweep ours ours-ddpm \
       --guidance-scales 1 1.5 2 3 4 --out "$OUT/distribution/s$k" > "$OUT/logs/distribution.$k.log" 2>&1 &
+    pids+=($!)
   done
-  wait
+  wait_all distribution
   "$PYTHON" "$HERE/benchmarks/eval_distribution.py" --merge "$OUT"/distribution/s* --out "$OUT/distribution/all"
 fi

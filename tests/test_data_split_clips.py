@@ -40,3 +40,9 @@ def test_simulate_split_names_bad_arguments():
         simulate_split("tabletop", -1)
     with pytest.raises(ValueError, match="family: expected one of"):
         simulate_split("kitchen", 1)
+
+
+def test_an_empty_part_of_a_shard_gives_no_clips_with_worker_processes():
+    # a shard's part can hold no clip (more parts than clips); with workers it must not start a pool of 0
+    config = SimConfig().smoke()
+    assert simulate_split_clips("tabletop", 1, config=config, shard=(1, 5), workers=1, progress=False) == []

@@ -132,7 +132,7 @@ def parallel_map(
     """Yields ``function(task)`` of every task (e.g. the manifest entry of a written clip),
     in completion order, from ``workers`` spawned processes (0: in this process). Closing the
     iterator early terminates the workers."""
-    if workers == 0:  # in this process: for notebooks, debugging and tiny datasets
+    if workers == 0 or not tasks:  # in this process: for notebooks, debugging and tiny datasets
         yield from map(function, tasks)
         return
     # "spawn", not fork: forking a process that has initialised torch's thread pools can deadlock.
