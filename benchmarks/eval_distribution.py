@@ -104,13 +104,15 @@ def make_methods(args: argparse.Namespace) -> dict[tuple[str, float | None], obj
         name, _, source = spec.partition("=")
         if not name or not source:
             raise SystemExit(f"--method: expected NAME=SOURCE, got {spec!r}")
-        if source in ("static", "futures"):  # futures: the GT futures themselves (an oracle)
+        if source == "static":
+            from momaplib.baselines import get_predictor
+
+            methods[name, None] = get_predictor("static")
+        elif source == "futures":  # the GT futures themselves (an oracle)
             from momaplib.baselines import get_predictor
             from momaplib.eval import futures_oracle
 
-            methods[name, None] = (
-                get_predictor("static") if source == "static" else futures_oracle(get_predictor("gt"))
-            )
+            methods[name, None] = futures_oracle(get_predictor("gt"))
         elif source.startswith("vae-futures:"):  # the GT futures as the pipeline's MoMap VAE keeps them
             from momaplib.baselines.simple import vae_reconstruction
             from momaplib.diffusion.pipeline import load_pipeline
@@ -175,8 +177,9 @@ def merge_runs(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
     for folder in folders:
         saved = None if (folder / CSV_NAME).is_file() else read_parts(folder)
         if saved is not None:  # a run stopped before its end: the parts it finished
-            frames += saved[0]
-            settings.append({key: saved[1].get(key) for key in SHARED_SETTINGS})
+            rows, _, saved_settings = saved
+            frames += rows
+            settings.append({key: saved_settings.get(key) for key in SHARED_SETTINGS})
             continue
         for name in (CSV_NAME, "distribution.json"):
             if not (folder / name).is_file():

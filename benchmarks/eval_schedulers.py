@@ -46,6 +46,9 @@ from momaplib.eval.parts import evaluate_families, read_parts
 from momaplib.eval.samplers import REFERENCE, compare_samplers, sampler_methods, steps_markdown, steps_table
 from momaplib.storage import atomic_write_text
 
+#: settings that shard folders must share to be merged
+SHARED_SETTINGS = ("split", "num_samples", "guidance", "device")
+
 
 def evaluate(args: argparse.Namespace, settings: dict) -> tuple[pd.DataFrame, dict]:
     """Returns the per-clip rows (``dataset``, ``method`` columns) and ms per sample per method,
@@ -89,17 +92,17 @@ def merge(folders: list[Path]) -> tuple[pd.DataFrame, dict]:
     frames, runs, settings = [], [], []
     for folder in folders:
         saved = None if (folder / "eval_schedulers.json").is_file() else read_parts(folder)
-        if saved is not None:
-            frames += saved[0]
-            extras = [json.loads(path.read_text()) for path in sorted((folder / "parts").glob("*.json"))]
-            runs.append(pool_timings([extra for extra in extras if extra and "ms_per_sample" in extra]))
-            settings.append({k: saved[1].get(k) for k in ("split", "num_samples", "guidance", "device")})
+        if saved is not None:  # a run stopped before its end: the parts it finished
+            rows, extras, saved_settings = saved
+            frames += rows
+            runs.append(pool_timings([extra for extra in extras if extra]))
+            settings.append({k: saved_settings.get(k) for k in SHARED_SETTINGS})
             continue
         if not (folder / "per_clip.csv").is_file():
             raise SystemExit(f"--merge: {folder} has neither per_clip.csv nor parts (not an --out folder)")
         run = json.loads((folder / "eval_schedulers.json").read_text())
         frames.append(pd.read_csv(folder / "per_clip.csv"))
-        settings.append({k: run["settings"].get(k) for k in ("split", "num_samples", "guidance", "device")})
+        settings.append({k: run["settings"].get(k) for k in SHARED_SETTINGS})
         runs.append(run)
     if any(entry != settings[0] for entry in settings):
         raise SystemExit(f"--merge: the folders were run with different settings: {settings}")

@@ -68,7 +68,8 @@ def test_families_are_run_shard_by_shard_and_read_back(tmp_path):
     assert seen == [("a", (1, 4)), ("a", (3, 4)), ("b", (1, 4)), ("b", (3, 4))]
     assert sorted(rows.loc[rows["family"] == "a", "item"]) == [1, 3]  # shard 1/2 of the 5 items
     assert extras == [{"n": 1}, {"n": 1}, {"n": 1}, {"n": 1}]
-    frames, settings = read_parts(tmp_path)
+    frames, saved_extras, settings = read_parts(tmp_path)
     assert settings == {"x": 1} and pd.concat(frames, ignore_index=True).equals(rows)
+    assert saved_extras == extras
     with pytest.raises(ValueError, match="no item"):  # a shard beyond the items
         evaluate_families(tmp_path / "empty", ["a"], (0, 1), 1, lambda f, s: (pd.DataFrame(), None), {})

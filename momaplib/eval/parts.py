@@ -106,14 +106,19 @@ def evaluate_families(
     return pd.concat(frames, ignore_index=True), extras
 
 
-def read_parts(folder: str | os.PathLike) -> tuple[list[pd.DataFrame], dict[str, Any]] | None:
-    """Returns the non-empty rows saved under ``<folder>/parts`` and their settings, or None when
-    the folder has no parts."""
+def read_parts(
+    folder: str | os.PathLike,
+) -> tuple[list[pd.DataFrame], list[dict[str, Any] | None], dict[str, Any]] | None:
+    """Returns the non-empty rows saved under ``<folder>/parts``, every saved part's extra (as
+    ``evaluate_in_parts`` returns them) and their settings, or None when the folder has no parts."""
     store = Path(folder) / PARTS
     if not (store / "settings.json").is_file():
         return None
-    frames = [_read_rows(path) for path in sorted(store.glob("*.csv"))]
-    return [frame for frame in frames if not frame.empty], json.loads((store / "settings.json").read_text())
+    rows_paths = sorted(store.glob("*.csv"))
+    frames = [_read_rows(path) for path in rows_paths]
+    extras = [json.loads(path.with_suffix(".json").read_text()) for path in rows_paths]
+    settings = json.loads((store / "settings.json").read_text())
+    return [frame for frame in frames if not frame.empty], extras, settings
 
 
 def _read_rows(path: Path) -> pd.DataFrame:
