@@ -4,6 +4,7 @@ the analyses of notebook 02 (``momaplib.vae.analysis``) give known answers."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 from types import SimpleNamespace
 
@@ -427,6 +428,9 @@ def test_load_runs_and_init_summary_known_answers(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no records"):
         load_runs({"x": tmp_path / "empty.jsonl"})
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress((tmp_path / "a.jsonl").read_bytes()))
+    compressed = load_runs({"inflate": tmp_path / "a.jsonl.gz"})
+    assert compressed.equals(load_runs({"inflate": tmp_path / "a.jsonl"}))
 
 
 @pytest.fixture

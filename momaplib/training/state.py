@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -296,12 +297,14 @@ class MetricsLog:
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Returns the records of a ``metrics.jsonl`` (a torn last line from a kill is skipped)."""
+    """Returns the records of a ``metrics.jsonl``, or of a gzip-compressed one (``.gz``, e.g. the
+    logs kept beside the bundled checkpoints); a torn last line from a kill is skipped."""
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
     records = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
