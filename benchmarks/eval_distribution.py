@@ -61,7 +61,7 @@ from momaplib.eval.distribution import (
 from momaplib.eval.parts import evaluate_families, read_parts
 from momaplib.metrics.distribution import DISTRIBUTION_METRICS, TAU_MATCH
 from momaplib.sim import SimConfig
-from momaplib.storage import atomic_write_text
+from momaplib.storage import atomic_write_csv, atomic_write_text
 from momaplib.viz import plot_coverage_curve, plot_guidance_curve, save_figure
 
 CSV_NAME = "distribution_per_scene.csv.gz"
@@ -268,7 +268,8 @@ def main() -> None:
     print(markdown)
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.from_csv:
-        per_scene.to_csv(args.out / CSV_NAME, index=False, float_format="%.6g")
+        # 4 significant digits: the card prints 3 decimals, and the CSV is part of the bundle
+        atomic_write_csv(args.out / CSV_NAME, per_scene, "%.4g")
     atomic_write_text(args.out / "distribution.md", markdown)
     if (per_scene["method"] == "ours").any() and per_scene["guidance_scale"].notna().any():
         save_figure(plot_guidance_curve(per_scene, "ours"), args.out / "guidance_curve.png", close=True)

@@ -48,7 +48,7 @@ from momaplib.data import simulate_split_clips, split_indices
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.eval import dsl_intervals, dsl_table
 from momaplib.metrics import clip_generator, evaluate_predictor
-from momaplib.storage import atomic_write_text
+from momaplib.storage import atomic_write_csv, atomic_write_text
 
 METHODS = ("text", "dsl-oracle", "dsl-rule")
 PROMPT_SETS = ("sim", "paraphrase")
@@ -64,8 +64,8 @@ TABLE_METRICS = (
 INTERVAL_METRICS = ("quantize_acc_16", "fg_mask_iou", "ate_dtw", "dsl_acc_gt")
 
 
-#: metrics are written with 6 significant digits (the tables show 3-4 decimals)
-FLOAT_FORMAT = "%.6g"
+#: metrics are written with 5 significant digits (the tables show 3-4 decimals)
+FLOAT_FORMAT = "%.5g"
 
 
 def split_ids(family: str, count: int) -> list[str]:
@@ -272,15 +272,13 @@ def main() -> None:
             partial = args.out / f"per_clip.partial.{family}.csv.gz"
 
             def flush(rows, partial=partial, family=family):
-                pd.DataFrame(rows).assign(dataset=family).to_csv(
-                    partial, index=False, float_format=FLOAT_FORMAT
-                )
+                atomic_write_csv(partial, pd.DataFrame(rows).assign(dataset=family), FLOAT_FORMAT)
 
             args.out.mkdir(parents=True, exist_ok=True)
             frames.append(run_jobs(jobs, pipelines, args, flush).assign(dataset=family))
         per_clip = pd.concat(frames, ignore_index=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    per_clip.to_csv(args.out / "per_clip.csv.gz", index=False, float_format=FLOAT_FORMAT)
+    atomic_write_csv(args.out / "per_clip.csv.gz", per_clip, FLOAT_FORMAT)
     table, intervals = dsl_table(per_clip).reset_index(), dsl_intervals(per_clip)
     print(markdown(table))
     print(markdown(intervals, "+.4f"))

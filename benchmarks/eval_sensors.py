@@ -44,6 +44,7 @@ from momaplib.data import simulate_split_videos
 from momaplib.eval import evaluate_methods
 from momaplib.sim import SimConfig
 from momaplib.sim.sensor import SENSORS, observed_xyz
+from momaplib.storage import atomic_write_csv
 
 FAMILIES = ("tabletop", "egocentric")
 TABLE_METRICS = (
@@ -154,7 +155,7 @@ def main() -> None:
                 print(f"{sensor} {family}: {len(frame)} clips", flush=True)
         per_clip = pd.concat(rows, ignore_index=True)
         args.out.mkdir(parents=True, exist_ok=True)
-        per_clip.to_csv(args.out / "sensor_per_clip.csv.gz", index=False)
+        atomic_write_csv(args.out / "sensor_per_clip.csv.gz", per_clip, "%.5g")
     table = summary(per_clip)
     print(table.round(4).to_string())
     missed = table[table["t0_error"] > T0_TARGET]

@@ -30,6 +30,7 @@ from momaplib.baselines import get_predictor
 from momaplib.data import simulate_split_clips
 from momaplib.eval import evaluate_methods, table_to_markdown
 from momaplib.eval.paper import PAPER_ROWS, paper_intervals, paper_table
+from momaplib.storage import atomic_write_csv
 
 ROWS = PAPER_ROWS
 
@@ -111,7 +112,7 @@ def main() -> None:
             rows += [frame.assign(dataset=family, method=name) for name, frame in results.items()]
             per_clip = pd.concat(rows, ignore_index=True)  # written after each family: a run cut
             args.out.mkdir(parents=True, exist_ok=True)  # short keeps the families it finished
-            per_clip.to_csv(args.out / f"table{args.table}_per_clip.csv.gz", index=False)
+            atomic_write_csv(args.out / f"table{args.table}_per_clip.csv.gz", per_clip, "%.5g")
     means, intervals = tables(per_clip, args.table)
     print(means)
     print(intervals)

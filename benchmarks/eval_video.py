@@ -39,6 +39,7 @@ from momaplib.data import simulate_split_videos
 from momaplib.eval import VIDEO_METRICS, video_intervals, video_table
 from momaplib.render import render_momap
 from momaplib.sim import FAMILIES
+from momaplib.storage import atomic_write_csv
 from momaplib.training import TrainConfig
 from momaplib.video import CompletionUNet, complete_render, cv2_inpaint, video_dataset, video_metrics
 from momaplib.video.frames import composite
@@ -134,11 +135,11 @@ def evaluate(args) -> None:
                              **video_metrics(frames, truth, holes)})  # fmt: skip
             done = len(rows) // len(outputs)
             if done % 10 == 0:  # a run cut short keeps what it measured
-                pd.DataFrame(rows).to_csv(args.out / "video_per_clip.csv.gz", index=False)
+                atomic_write_csv(args.out / "video_per_clip.csv.gz", pd.DataFrame(rows), "%.7g")
                 print(f"{done} clips in {time.perf_counter() - started:.0f} s", flush=True)
     per_clip = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    per_clip.to_csv(args.out / "video_per_clip.csv.gz", index=False)
+    atomic_write_csv(args.out / "video_per_clip.csv.gz", per_clip, "%.7g")
     print(video_report(per_clip, args.out))
 
 

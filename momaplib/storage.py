@@ -96,6 +96,17 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def atomic_write_csv(path: str | os.PathLike, frame: Any, float_format: str | None = None) -> None:
+    """Writes a pandas ``frame`` as CSV (no index) atomically, gzip-compressed when ``path`` ends in
+    ``.gz``; the gzip header carries no time stamp, so the same rows give the same bytes."""
+    import gzip
+
+    data = frame.to_csv(index=False, float_format=float_format).encode("utf-8")
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    atomic_write_bytes(path, data)
+
+
 def save_npz(path: str | os.PathLike, arrays: dict[str, Any], compress: bool = True) -> str:
     """Writes ``arrays`` as an ``.npz`` atomically and returns the sha256 of the written bytes.
 

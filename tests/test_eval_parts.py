@@ -73,3 +73,26 @@ def test_families_are_run_shard_by_shard_and_read_back(tmp_path):
     assert saved_extras == extras
     with pytest.raises(ValueError, match="no item"):  # a shard beyond the items
         evaluate_families(tmp_path / "empty", ["a"], (0, 1), 1, lambda f, s: (pd.DataFrame(), None), {})
+
+
+def test_per_clip_csvs_are_written_whole_and_reproducibly(tmp_path):
+    from momaplib.storage import atomic_write_csv
+
+    frame = pd.DataFrame({"clip_id": ["a", "b"], "ate_dtw": [0.123456789, 2.0 / 3.0]})
+    path = tmp_path / "per_clip.csv.gz"
+    atomic_write_csv(path, frame, float_format="%.5g")
+    first = path.read_bytes()
+    assert first[:2] == b"\x1f\x8b"  # gzip, as the name says
+    assert pd.read_csv(path)["ate_dtw"].tolist() == [0.12346, 0.66667]
+    atomic_write_csv(path, frame, float_format="%.5g")
+    assert path.read_bytes() == first  # no time stamp in the header: the same rows, the same bytes
+
+    class Broken(pd.DataFrame):
+        def to_csv(self, *args, **kwargs):
+            raise RuntimeError("stopped while formatting")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        atomic_write_csv(path, Broken(frame))
+    assert path.read_bytes() == first and sorted(p.name for p in tmp_path.iterdir()) == ["per_clip.csv.gz"]
+    atomic_write_csv(tmp_path / "plain.csv", frame)
+    assert (tmp_path / "plain.csv").read_text().splitlines()[0] == "clip_id,ate_dtw"
