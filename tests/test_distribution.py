@@ -385,15 +385,30 @@ def test_the_cards_coverage_table_is_the_committed_per_scene_csv():
     means = distribution_table(per_scene)
     card = (root / "checkpoints/README.md").read_text()
     section = card.split("### Coverage of the true futures")[1].split("\n#")[0]
-    rows = re.findall(r"^\| (tabletop|egocentric) \| ([^|]+) \|((?: [0-9.]+ \|){4})$", section, re.M)
+    # family, label, scenes, then 4 metrics
+    row = r"^\| (tabletop|egocentric) \| ([^|]+) \| (\d+) \|((?: [0-9.]+ \|){4})$"
+    rows = re.findall(row, section, re.M)
     assert len(rows) == len(means) == 14
-    for family, label, numbers in rows:
+    for family, label, scenes, numbers in rows:
         method = "ours-ddpm" if "DDPM" in label else label.split(",")[0].strip()
         guidance = re.search(r"guidance (\d+)", label)
         match = means[(means["dataset"] == family) & (means["method"] == method)]
         if guidance:
             match = match[match["guidance_scale"] == float(guidance.group(1))]
         assert len(match) == 1, (family, label)
+        assert int(scenes) == match["scenes"].iloc[0], (family, label, scenes)
         shown = [float(x) for x in numbers.split("|") if x.strip()]
         expected = match[["diversity_ratio", "precision", "recall", "energy_distance"]].iloc[0].to_numpy()
         assert np.allclose(shown, expected, atol=5e-4), (family, label, shown, expected)
+
+
+def test_common_scenes_keeps_the_scenes_every_row_scored():
+    from momaplib.eval.distribution import common_scenes
+
+    rows = [("tabletop", "ours", 2.0, s) for s in "abcd"] + [("tabletop", "ours", 1.0, s) for s in "ab"]
+    rows += [("tabletop", "static", None, s) for s in "abc"] + [("egocentric", "ours", 2.0, s) for s in "xy"]
+    per_scene = pd.DataFrame(rows, columns=["dataset", "method", "guidance_scale", "scene_id"])
+    kept = common_scenes(per_scene)
+    assert sorted(set(kept["scene_id"])) == ["a", "b", "x", "y"]  # c lacks guidance 1, d lacks two rows
+    assert len(kept) == 2 * 3 + 2  # every row of a kept scene stays
+    assert len(common_scenes(kept)) == len(kept)  # already common: unchanged

@@ -189,6 +189,20 @@ def _groups(per_scene: pd.DataFrame) -> list[str]:
     return [c for c in ("dataset", "method", "guidance_scale") if c in per_scene.columns]
 
 
+def common_scenes(per_scene: pd.DataFrame) -> pd.DataFrame:
+    """Returns the rows of the scenes that every (method, guidance scale) row of their family
+    scored: a curve or comparison across rows run on different numbers of scenes (e.g. the default
+    on 200, other guidance scales on 24) is then made on the same scenes."""
+    keys = [c for c in ("method", "guidance_scale") if c in per_scene.columns]
+    family = per_scene["dataset"] if "dataset" in per_scene.columns else pd.Series("", index=per_scene.index)
+    columns = [per_scene[k] for k in keys]
+    rows = pd.Series([str(key) for key in zip(*columns, strict=True)], index=per_scene.index)
+    needed = rows.groupby(family).nunique()
+    has = rows.groupby([family, per_scene["scene_id"]]).nunique()
+    keep = {scene for (fam, scene), count in has.items() if count == needed[fam]}
+    return per_scene[per_scene["scene_id"].isin(keep)].reset_index(drop=True)
+
+
 def distribution_table(
     per_scene: pd.DataFrame, metrics: Sequence[str] = DISTRIBUTION_METRICS
 ) -> pd.DataFrame:
