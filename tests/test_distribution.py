@@ -313,6 +313,12 @@ def test_distribution_figures_draw(evaluated):
         "sample end points",
     ]
     assert viz.plot_guidance_curve(per_scene, "noisy").axes[0].get_xlabel().startswith("diversity ratio")
+    # a row run on one scene more (far off): the curve is drawn on the scenes every row scored
+    extra = per_scene[per_scene["guidance_scale"] == 2.0].iloc[:1].assign(scene_id="extra", sample_to_gt=9.0)
+    left = viz.plot_guidance_curve(pd.concat([per_scene, extra]), "noisy").axes[0]
+    drawn = left.lines[0].get_ydata()
+    assert list(drawn) == list(guidance_curve(per_scene, "noisy")["sample_to_gt"])
+    assert left.get_title().endswith("(2 scenes)")
     assert len(viz.plot_coverage_curve(per_scene).axes[0].lines) == 2 * 3 + 1
     with pytest.raises(ValueError, match="gt_futures"):
         viz.plot_futures_3d(futures[0], np.zeros((2, 3, 4, 4, 3)), samples)

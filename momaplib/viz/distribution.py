@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 import torch
 from matplotlib.figure import Figure
 
-from momaplib.eval.distribution import coverage_curve, distribution_table, guidance_curve
+from momaplib.eval.distribution import common_scenes, coverage_curve, distribution_table, guidance_curve
 from momaplib.metrics.distribution import TAU_MATCH
 from momaplib.momap import TAU_MOVE, MoMap, moving_mask
 from momaplib.viz.colors import _as_momap
@@ -117,9 +117,10 @@ def plot_guidance_curve(per_scene: pd.DataFrame, method: str = "ours") -> Figure
     Left, the diversity-fidelity curve: diversity ratio (1 = as spread as the GT futures, dashed)
     against ``sample_to_gt`` (how far a sample is from its nearest future, lower is better), one
     point per guidance scale, the other rows as labelled markers. Right: precision and recall
-    against the guidance scale.
+    against the guidance scale. Every point is a mean over the same scenes: those that every row of
+    their family scored (``common_scenes``; rows run on more scenes are cut to them).
     """
-    frame = per_scene if "dataset" in per_scene.columns else per_scene.assign(dataset="all")
+    frame = common_scenes(per_scene if "dataset" in per_scene.columns else per_scene.assign(dataset="all"))
     curve = guidance_curve(frame, method)
     others = distribution_table(frame[frame["method"] != method])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -143,7 +144,7 @@ def plot_guidance_curve(per_scene: pd.DataFrame, method: str = "ours") -> Figure
     left.axvline(1.0, color="0.5", ls="--", lw=1)
     left.set_xlabel("diversity ratio (samples' spread / GT futures' spread)")
     left.set_ylabel("sample_to_gt: ate_dtw to the nearest future ↓")
-    left.set_title("diversity against fidelity", fontsize=10)
+    left.set_title(f"diversity against fidelity ({frame['scene_id'].nunique()} scenes)", fontsize=10)
     left.legend(fontsize=8)
     right.set_xlabel("guidance scale")
     right.set_ylabel("share matched")
