@@ -418,3 +418,8 @@ def test_common_scenes_keeps_the_scenes_every_row_scored():
     assert sorted(set(kept["scene_id"])) == ["a", "b", "x", "y"]  # c lacks guidance 1, d lacks two rows
     assert len(kept) == 2 * 3 + 2  # every row of a kept scene stays
     assert len(common_scenes(kept)) == len(kept)  # already common: unchanged
+    # a scene id in two families is two scenes: "c" complete on egocentric keeps tabletop's "c" out
+    both = pd.concat([per_scene, per_scene.iloc[-1:].assign(scene_id="c")])
+    kept = common_scenes(both)
+    assert sorted(kept[kept["dataset"] == "tabletop"]["scene_id"].unique()) == ["a", "b"]
+    assert sorted(kept[kept["dataset"] == "egocentric"]["scene_id"].unique()) == ["c", "x", "y"]

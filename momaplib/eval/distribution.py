@@ -199,8 +199,9 @@ def common_scenes(per_scene: pd.DataFrame) -> pd.DataFrame:
     rows = pd.Series([str(key) for key in zip(*columns, strict=True)], index=per_scene.index)
     needed = rows.groupby(family).nunique()
     has = rows.groupby([family, per_scene["scene_id"]]).nunique()
-    keep = {scene for (fam, scene), count in has.items() if count == needed[fam]}
-    return per_scene[per_scene["scene_id"].isin(keep)].reset_index(drop=True)
+    keep = {(fam, scene) for (fam, scene), count in has.items() if count == needed[fam]}
+    kept = [pair in keep for pair in zip(family, per_scene["scene_id"], strict=True)]
+    return per_scene[kept].reset_index(drop=True)
 
 
 def distribution_table(
