@@ -72,17 +72,10 @@ ABLATIONS = {
 
 
 def wide_config(family: str):
-    """Returns the ``wide`` SimConfig of a family: what the default never draws."""
+    """Returns the ``wide`` SimConfig of a family: what the default never draws (``SimConfig.wide``)."""
     from momaplib.sim import SimConfig
 
-    return SimConfig(
-        family=family,
-        camera_randomisation=1.0,
-        room=True,
-        clutter=4,
-        appearance=1.0,
-        sensor="structured-light",
-    )
+    return SimConfig(family=family).wide()
 
 
 def main() -> None:

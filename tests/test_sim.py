@@ -323,3 +323,16 @@ def test_egocentric_probe_uses_the_moving_camera():
         depth, instance = sim.probe(t, uv)
         np.testing.assert_allclose(depth.reshape(H, W), sim.clip.depth[t], rtol=1e-5)
         np.testing.assert_array_equal(instance.reshape(H, W), sim.clip.instances[t])
+
+
+def test_the_wide_config_keeps_family_and_size_and_widens_the_rest():
+    from dataclasses import asdict
+
+    from momaplib.sim import SimConfig
+
+    base = SimConfig(family="egocentric", height=64, width=48, num_frames=16)
+    wide = base.wide()
+    changed = {k for k, v in asdict(wide).items() if asdict(base)[k] != v}
+    assert changed == {"camera_randomisation", "room", "clutter", "appearance", "sensor"}
+    assert (wide.family, wide.height, wide.width, wide.num_frames) == ("egocentric", 64, 48, 16)
+    assert wide.sensor == "structured-light" and wide.room and wide.clutter == 4

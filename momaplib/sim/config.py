@@ -174,3 +174,11 @@ class SimConfig:
     def smoke(self) -> SimConfig:
         """Returns the small version used by tests and notebook smoke runs (32x32, T = 8)."""
         return replace(self, height=32, width=32, num_frames=8)
+
+    def wide(self) -> SimConfig:
+        """Returns this config widened to what the default never draws (the retrain's ``wide_<family>``
+        data, ``scripts/train_paper.py``): full camera randomisation, a room, 4 clutter objects, full
+        appearance randomisation and a structured-light sensor; the family and size are kept."""
+        return replace(
+            self, camera_randomisation=1.0, room=True, clutter=4, appearance=1.0, sensor="structured-light"
+        )
