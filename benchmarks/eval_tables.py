@@ -26,30 +26,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from momaplib.baselines import get_predictor
 from momaplib.data import simulate_split_clips
 from momaplib.eval import evaluate_methods, table_to_markdown
-from momaplib.eval.paper import PAPER_ROWS, paper_intervals, paper_table
+from momaplib.eval.paper import PAPER_ROWS, method_predictor, paper_intervals, paper_table
 from momaplib.storage import atomic_write_csv
 
 ROWS = PAPER_ROWS
-
-
-def predictor_of(source: str, device: str, steps: int, guidance: float, text_encoder: str | None = None):
-    """Returns the predictor of a method source (see the module docstring); ``text_encoder``
-    overrides a pipeline's stored spec (e.g. ``minilm:/path`` on a host without the MiniLM package)."""
-    if source == "static":
-        return get_predictor("static")
-    if source.startswith("gflow:"):
-        from momaplib.baselines.gflow_train import gflow_predictor, load_gflow
-
-        return gflow_predictor(load_gflow(source.removeprefix("gflow:")).to(device))
-    from momaplib.diffusion.objectives import pipeline_predictor
-    from momaplib.diffusion.pipeline import load_pipeline
-
-    pipeline = load_pipeline(source, **({"text_encoder": text_encoder} if text_encoder else {})).to(device)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline_predictor(pipeline, use_text=True, num_inference_steps=steps, guidance_scale=guidance)
 
 
 def tables(per_clip: pd.DataFrame, table: int) -> tuple[str, str]:
@@ -97,7 +79,7 @@ def main() -> None:
                 f"--method: give NAME=SOURCE with NAME from {list(ROWS[args.table])}, got {unknown or 'none'}"
             )
         methods = {
-            name: predictor_of(source, args.device, args.steps, args.guidance, args.text_encoder)
+            name: method_predictor(source, args.device, args.steps, args.guidance, args.text_encoder)
             for name, source in sources.items()
         }
         k, n = (int(part) for part in args.shard.split("/"))

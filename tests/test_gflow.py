@@ -112,3 +112,34 @@ def test_one_batch_overfitting_drives_the_cvae_loss_down():
         optimizer.step()
         losses.append(float(logs["l1"]))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_train_gflow_on_clips_in_memory_and_the_tables_source_loads_it(tmp_path):
+    from momaplib.baselines.gflow_train import train_gflow_on_clips
+    from momaplib.eval.paper import method_predictor
+
+    sim = SimConfig().smoke()
+    clips = simulate_split_clips("tabletop", 2, config=sim, split="train", progress=False)
+    folder = train_gflow_on_clips(clips, "gflow-rollout", tmp_path / "g", smoke=True)
+    assert load_gflow(folder).config.horizon == 4  # the rollout variant's step
+    (_, gt), *_ = simulate_split_clips("tabletop", 1, config=sim, split="test", progress=False)
+    samples = method_predictor(f"gflow:{folder}")(gt, 2, 0)
+    assert samples.shape == (2, *gt.xyz.shape) and torch.isfinite(samples).all()
+    with pytest.raises(ValueError, match="clips: expected at least one"):
+        train_gflow_on_clips([], "gflow-original", tmp_path / "none")
+
+
+def test_reported_samples_are_each_methods_best_of_n_by_ate_dtw():
+    from momaplib.eval.paper import method_predictor, reported_samples
+
+    (_, gt), *_ = simulate_split_clips(
+        "tabletop", 1, config=SimConfig().smoke(), split="test", progress=False
+    )
+    static = torch.from_numpy(np.broadcast_to(gt.xyz[:1], gt.xyz.shape).copy())
+
+    def mixed(clip, num_samples, seed):  # the GT hidden among static copies
+        return torch.stack([static, torch.from_numpy(gt.xyz), static])
+
+    reported = reported_samples(gt, {"mixed": mixed, "static": method_predictor("static")}, num_samples=3)
+    np.testing.assert_array_equal(reported["mixed"], gt.xyz)
+    np.testing.assert_array_equal(reported["static"], static.numpy())

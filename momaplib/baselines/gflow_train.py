@@ -5,7 +5,8 @@
 RGB or semantic colours), a chunk of query pixels, and their next ``horizon`` displacements.
 ``gflow_predictor`` samples whole MoMaps for the best-of-N harness (every valid pixel is a query,
 in chunks; ``gflow-rollout`` rolls out from its own predictions). ``TrainGFlowJob`` trains a
-variant with ``momaplib.training.fit`` (accelerate, resume, progress) on the train split.
+variant with ``momaplib.training.fit`` (accelerate, resume, progress) on the train split;
+``train_gflow_on_clips`` trains one on MoMaps in memory (a notebook's few clips, no dataset folder).
 """
 
 from __future__ import annotations
@@ -174,9 +175,31 @@ class TrainGFlowJob:
         return path
 
 
+def train_gflow_on_clips(
+    clips, variant: str, output_dir: str | Path, max_steps: int = 1500, batch_size: int = 32,
+    smoke: bool = False,
+) -> Path:  # fmt: skip
+    """Trains ``variant`` on ``clips`` (MoMaps, or ``(id, MoMap)`` pairs) held in memory and returns
+    the model folder (``output_dir/model``); ``smoke``: the tiny settings of ``TrainGFlowJob``."""
+    from momaplib.data import model_inputs
+    from momaplib.metrics.best_of_n import as_clips
+    from momaplib.training import InMemoryDataset
+
+    items = [model_inputs(momap) for _, momap in as_clips(clips)]
+    if not items:
+        raise ValueError("clips: expected at least one MoMap to train on")
+    keys = ("momap", "rgb", "instance", "valid")
+    dataset = InMemoryDataset({key: torch.stack([item[key] for item in items]) for key in keys})
+    loop = TrainConfig(
+        Path(output_dir), max_steps=max_steps, batch_size=batch_size, progress=False, num_workers=0,
+        validate_every=0,
+    )  # fmt: skip
+    return TrainGFlowJob(train=loop, variant=variant, smoke=smoke).run(dataset)
+
+
 def load_gflow(path: str | Path) -> GFlowModel:
     """Returns a trained ``GFlowModel`` (a folder written by ``TrainGFlowJob``)."""
     return GFlowModel.from_pretrained(str(path)).eval()
 
 
-__all__ = ["TrainGFlowJob", "gflow_batch", "gflow_predictor", "load_gflow"]
+__all__ = ["TrainGFlowJob", "gflow_batch", "gflow_predictor", "load_gflow", "train_gflow_on_clips"]

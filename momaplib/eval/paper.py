@@ -5,10 +5,16 @@ The rows come from ``benchmarks/eval_tables.py`` (``checkpoints/logs/table1_per_
 columns ``dataset`` (the family) and ``method``). ``paper_table`` gives the means per family and
 method in the layout of ``format_table``; ``paper_intervals`` the paired 95 % bootstrap intervals
 of every method against the table's reference row (``ours`` in Table 1, ``full`` in Table 2).
+``method_predictor`` turns a row's source (``static``, ``gflow:<folder>`` or a pipeline) into a
+best-of-N predictor, and ``reported_samples`` gives each method's reported sample of one clip (the
+paper's Fig. 5 side by side, ``momaplib.viz.method_comparison_grid``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
+import numpy as np
 import pandas as pd
 
 from momaplib.eval.tables import format_table, paired_differences
@@ -75,4 +81,53 @@ def paper_intervals(per_clip: pd.DataFrame, table: int) -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)[columns] if rows else pd.DataFrame(columns=columns)
 
 
-__all__ = ["INTERVAL_METRICS", "PAPER_ROWS", "REFERENCE_ROW", "paper_intervals", "paper_table"]
+def method_predictor(
+    source: str, device: str = "cpu", steps: int = 25, guidance: float | None = None,
+    text_encoder: str | None = None,
+) -> Callable:  # fmt: skip
+    """Returns the predictor ``(gt, num_samples, seed) -> (N, T, H, W, 3)`` of a table row's source:
+    ``"static"`` (a reference predictor of ``momaplib.baselines``), ``"gflow:<folder>"`` (a
+    ``TrainGFlowJob`` model) or a pipeline (folder, bundled name or hub id: ``MoMapPipeline`` or
+    ``MoMapVAEPipeline``), sampled with ``steps`` denoising steps and ``guidance`` (None: the
+    pipeline's default); ``text_encoder`` overrides a pipeline's stored spec (e.g. ``minilm:/path``
+    on a host without the MiniLM package)."""
+    if source == "static":
+        from momaplib.baselines import get_predictor
+
+        return get_predictor("static")
+    if source.startswith("gflow:"):
+        from momaplib.baselines.gflow_train import gflow_predictor, load_gflow
+
+        return gflow_predictor(load_gflow(source.removeprefix("gflow:")).to(device))
+    from momaplib.diffusion.objectives import pipeline_predictor
+    from momaplib.diffusion.pipeline import load_pipeline
+
+    pipeline = load_pipeline(source, **({"text_encoder": text_encoder} if text_encoder else {})).to(device)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline_predictor(pipeline, use_text=True, num_inference_steps=steps, guidance_scale=guidance)
+
+
+def reported_samples(
+    gt, predictors: Mapping[str, Callable], num_samples: int = 10, seed: int = 0, device: str | None = None
+) -> dict[str, np.ndarray]:
+    """Returns ``{method: xyz (T, H, W, 3)}``: the sample each predictor reports on ``gt`` under the
+    tables' rule (best of ``num_samples`` by ``ate_dtw``, the same ``seed`` for every method)."""
+    from momaplib.metrics import sample_metrics, select_best
+
+    reported = {}
+    for name, predict in predictors.items():
+        samples = predict(gt, num_samples, seed)
+        _, index = select_best(sample_metrics(gt, samples, device=device))
+        reported[name] = np.asarray(samples[index])
+    return reported
+
+
+__all__ = [
+    "INTERVAL_METRICS",
+    "PAPER_ROWS",
+    "REFERENCE_ROW",
+    "method_predictor",
+    "paper_intervals",
+    "paper_table",
+    "reported_samples",
+]
