@@ -19,6 +19,7 @@ import json
 import time
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
 
 from momaplib.eval.generalisation import environment
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     args.figure.parent.mkdir(parents=True, exist_ok=True)
-    prior_samples_figure(test, samples).savefig(args.figure, dpi=110)
+    figure = prior_samples_figure(test, samples)
+    figure.savefig(args.figure, dpi=110)
+    plt.close(figure)
     print(f"wrote {args.out} and {args.figure} in {record['seconds']:.0f} s")
     return record
 

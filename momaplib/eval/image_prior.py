@@ -18,8 +18,9 @@ too, so that the prior's numbers have a reference:
   test frames' (``sharpness_ratio``): well below 1, the samples are blurred.
 
 ``reference_frames`` simulates the frames (``simulate_split_clips``: train and test splits are
-disjoint by construction), ``evaluate_image_prior`` samples the prior on the test captions and
-returns the table; ``prior_samples_figure`` draws samples beside real frames with their captions.
+disjoint by construction), ``sample_prior`` samples the prior for their captions,
+``evaluate_image_prior`` scores its samples for the test captions, and ``prior_samples_figure``
+draws samples beside real frames with their captions.
 """
 
 from __future__ import annotations
@@ -148,6 +149,23 @@ def sharpness(images: np.ndarray) -> np.ndarray:
     return F.conv2d(grey, kernel).abs().mean((1, 2, 3)).numpy()
 
 
+def sample_prior(
+    pipe, frames: Frames, num_inference_steps: int = 25, guidance_scale: float = 3.0, seed: int = 0,
+    batch_size: int = 16,
+) -> Frames:  # fmt: skip
+    """Returns the samples of ``pipe`` (an ``ImageDiffusionPipeline``) for the captions of ``frames``,
+    one per caption at the frames' size, labelled as the frames are (one generator seeded with
+    ``seed`` draws every batch's noise)."""
+    height, width = frames.images.shape[1:3]
+    generator = torch.Generator().manual_seed(seed)
+    images = np.concatenate([
+        pipe(frames.captions[i : i + batch_size], height, width, num_inference_steps, guidance_scale,
+             generator=generator, progress=False)
+        for i in range(0, len(frames.captions), batch_size)
+    ])  # fmt: skip
+    return Frames(images, list(frames.captions), frames.labels.copy())
+
+
 def evaluate_image_prior(
     pipe, train: Frames, test: Frames, num_inference_steps: int = 25, guidance_scale: float = 3.0,
     seed: int = 0, batch_size: int = 16, classifier_steps: int = 600,
@@ -156,14 +174,7 @@ def evaluate_image_prior(
     ``({"real test frames": row, "prior samples": row}, samples)``; each row holds
     ``family_accuracy`` (overall and per family), ``nearest_train_distance`` and ``sharpness``
     (medians) and their ratios to the real frames' (``distance_ratio``, ``sharpness_ratio``)."""
-    height, width = test.images.shape[1:3]
-    generator = torch.Generator().manual_seed(seed)
-    images = np.concatenate([
-        pipe(test.captions[i : i + batch_size], height, width, num_inference_steps, guidance_scale,
-             generator=generator, progress=False)
-        for i in range(0, len(test.captions), batch_size)
-    ])  # fmt: skip
-    samples = Frames(images, list(test.captions), test.labels.copy())
+    samples = sample_prior(pipe, test, num_inference_steps, guidance_scale, seed, batch_size)
     classifier = train_family_classifier(train, classifier_steps, seed)
     rows = {}
     for name, frames in (("real test frames", test), ("prior samples", samples)):
@@ -202,8 +213,10 @@ def prior_markdown(rows: dict) -> str:
 def prior_samples_figure(real: Frames, samples: Frames, columns: int = 4, panel: float = 1.6) -> Figure:
     """Returns a figure: per family a row of real test frames over a row of the prior's samples
     for the same captions (the first ``columns`` of each family), captions as titles."""
-    fig = Figure(figsize=(columns * panel, 2 * len(FAMILIES) * panel + 0.4), layout="constrained")
-    axes = fig.subplots(2 * len(FAMILIES), columns, squeeze=False)
+    import matplotlib.pyplot as plt  # pyplot: a notebook shows the figure the cell returns
+
+    size = (columns * panel, 2 * len(FAMILIES) * panel + 0.4)
+    fig, axes = plt.subplots(2 * len(FAMILIES), columns, figsize=size, squeeze=False, layout="constrained")
     for label, family in enumerate(FAMILIES):
         index = np.flatnonzero(real.labels == label)[:columns]
         for c in range(columns):
@@ -233,6 +246,7 @@ __all__: Sequence[str] = [
     "prior_markdown",
     "prior_samples_figure",
     "reference_frames",
+    "sample_prior",
     "sharpness",
     "train_family_classifier",
 ]
