@@ -71,13 +71,6 @@ ABLATIONS = {
 }
 
 
-def wide_config(family: str):
-    """Returns the ``wide`` SimConfig of a family: what the default never draws (``SimConfig.wide``)."""
-    from momaplib.sim import SimConfig
-
-    return SimConfig(family=family).wide()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=Path("outputs/paper"))
@@ -203,7 +196,8 @@ def main() -> None:
 
         for path in datasets:
             family = path.name.split("_", 1)[1]
-            sim = wide_config(family) if path.name.startswith("wide") else SimConfig(family=family)
+            sim = SimConfig(family=family)
+            sim = sim.wide() if path.name.startswith("wide") else sim
             sim = replace(sim, device=args.sim_device)
             stamp(f"sim {path.name}")
             SimJob(
@@ -392,7 +386,7 @@ def stream_latents(
     folder = runs / "latents"
     configs = []
     for family in FAMILIES:
-        configs += [SimConfig(family=family), wide_config(family)]
+        configs += [SimConfig(family=family), SimConfig(family=family).wide()]
     configs = [config.smoke() if args.smoke else replace(config, device=device) for config in configs]
     image = AutoencoderKL.from_pretrained(resolve_checkpoint(image_vae)).to(device).eval()
     text = load_text_encoder(args.text_encoder, device)

@@ -58,20 +58,11 @@ def test_each_variant_trains_and_samples_whole_momaps(variant, tmp_path):
     columns = {
         key: torch.stack([item[key] for item in items]) for key in ("momap", "rgb", "instance", "valid")
     }
-    dataset = torch.utils.data.TensorDataset(*columns.values())
-
-    class Items(torch.utils.data.Dataset):
-        def __len__(self):
-            return len(dataset)
-
-        def __getitem__(self, i):
-            return dict(zip(columns, dataset[i], strict=True))
-
-    from momaplib.training import TrainConfig
+    from momaplib.training import InMemoryDataset, TrainConfig
 
     folder = TrainGFlowJob(
         train=TrainConfig(tmp_path / variant, progress=False, num_workers=0), variant=variant, smoke=True
-    ).run(Items())
+    ).run(InMemoryDataset(columns))
     model = load_gflow(folder)
     batch = gflow_batch({k: v[:2] for k, v in columns.items()}, model, torch.Generator().manual_seed(0))
     horizon = model.config.horizon

@@ -104,10 +104,13 @@ class FamilyClassifier(nn.Module):
         return self.head(self.features(x * 2 - 1))
 
     @torch.no_grad()
+    def correct(self, frames: Frames) -> np.ndarray:
+        """(N,) bool: whether each frame's family is predicted right."""
+        return self(_tensor(frames.images, 64)).argmax(1).numpy() == frames.labels
+
     def accuracy(self, frames: Frames) -> float:
         """Fraction of ``frames`` whose family is predicted right."""
-        logits = self(_tensor(frames.images, 64))
-        return float((logits.argmax(1).numpy() == frames.labels).mean())
+        return float(self.correct(frames).mean())
 
 
 def train_family_classifier(train: Frames, steps: int = 600, seed: int = 0) -> FamilyClassifier:
@@ -178,12 +181,11 @@ def evaluate_image_prior(
     classifier = train_family_classifier(train, classifier_steps, seed)
     rows = {}
     for name, frames in (("real test frames", test), ("prior samples", samples)):
-        row = {"images": len(frames.labels), "family_accuracy": classifier.accuracy(frames)}
+        correct = classifier.correct(frames)
+        row = {"images": len(frames.labels), "family_accuracy": float(correct.mean())}
         for label, family in enumerate(FAMILIES):
             keep = frames.labels == label
-            captions = [c for c, k in zip(frames.captions, keep, strict=True) if k]
-            part = Frames(frames.images[keep], captions, frames.labels[keep])
-            row[f"family_accuracy_{family}"] = classifier.accuracy(part) if keep.any() else float("nan")
+            row[f"family_accuracy_{family}"] = float(correct[keep].mean()) if keep.any() else float("nan")
         row["nearest_train_distance"] = float(np.median(nearest_train_distance(frames.images, train.images)))
         row["sharpness"] = float(np.median(sharpness(frames.images)))
         rows[name] = row
