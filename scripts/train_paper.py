@@ -18,7 +18,8 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
 - ``momap-vae`` / ``momap-vae-scratch``: the MoMap VAE inflated from that image VAE (kept) and
   from scratch (Table 2's "no unet&vae init"), the same steps, both with the moving-point weight,
   procedural geometry and augmentation (a quarter of the items with a region without data,
-  ``--holes``); then each one's decoder with the displacement term.
+  ``--holes``) and the displacement term ``x_t - x_0`` (``--displacement-weight``); then each one's
+  decoder alone, with the displacement term.
 - ``image-prior``: the text-to-image UNet over the image VAE (the stand-in for Stable Diffusion).
 - ``latents``: streamed clips (both families, ``base`` and ``wide`` configs, ``--motion-variants``
   futures per scene) encoded once per codec: the VAE, the scratch VAE and the raw MoMap.
@@ -87,6 +88,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=1.0, help="scale of every stage's time limit")
     parser.add_argument("--procedural-fraction", type=float, default=0.25)
     parser.add_argument("--moving-weight", type=float, default=4.0, help="TrainVAEJob.moving_weight")
+    parser.add_argument(
+        "--displacement-weight", type=float, default=1.0,
+        help="TrainVAEJob.displacement_weight of the MoMap VAEs' first stage (their decoder stage: 1)",
+    )  # fmt: skip
     parser.add_argument("--holes", type=float, default=0.25, help="TrainVAEJob.holes (regions without data)")
     parser.add_argument("--vae-steps", type=int, default=3000)
     parser.add_argument("--decoder-steps", type=int, default=1000)
@@ -230,7 +235,7 @@ def main() -> None:
             TrainVAEJob(
                 datasets, config(name, args.vae_steps, 32, 4e-4 * lr_scale, 4.0, validate_every=1000),
                 init="pretrained" if args.warm else init, pretrained=warm(name), image_vae=image_vae,
-                **common, **small,
+                displacement_weight=args.displacement_weight, **common, **small,
             ).run()  # fmt: skip
         if args.decoder_steps and not done(f"{name}-decoder", "model"):
             stamp(f"MoMap VAE ({init}): decoder")
