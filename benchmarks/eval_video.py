@@ -75,7 +75,7 @@ def _steps_for(job: TrainVideoJob, dataset, minutes: float, device) -> int:
 
 def train(args) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint("image-vae")).to(device).eval()
+    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint(args.image_vae)).to(device).eval()
     scale = latent_scale(image_vae)
     clips = [
         c
@@ -113,7 +113,7 @@ def train(args) -> None:
 
 def evaluate(args) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint("image-vae")).to(device).eval()
+    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint(args.image_vae)).to(device).eval()
     models = {v: CompletionUNet.from_pretrained(args.models / v).to(device).eval() for v in VARIANTS}
     rows = []
     args.out.mkdir(parents=True, exist_ok=True)
@@ -175,11 +175,11 @@ def video_report(per_clip: pd.DataFrame, out: Path | None = None) -> str:
 
 def bundle(args) -> None:
     """Writes the ``MoMapVideoPipeline`` of a trained completion model (fp16 shards; the image VAE
-    is the bundled ``image-vae``, not copied)."""
+    is not copied: the pipeline loads the bundled ``image-vae``, so train with the one that is bundled)."""
     from momaplib.training import save_pipeline
     from momaplib.video import MoMapVideoPipeline, build_scheduler
 
-    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint("image-vae"))
+    image_vae = AutoencoderKL.from_pretrained(resolve_checkpoint(args.image_vae))
     completion = CompletionUNet.from_pretrained(args.model)
     pipe = MoMapVideoPipeline(completion, image_vae, build_scheduler())
     save_pipeline(pipe, args.out, bundle=True)
@@ -209,6 +209,11 @@ def main() -> None:
         "--model", type=Path, default=Path("outputs/video/flattened"), help="trained CompletionUNet"
     )
     b.add_argument("--out", type=Path, default=Path("checkpoints/momap-video"))
+    for command in (t, e, b):
+        command.add_argument(
+            "--image-vae", default="image-vae",
+            help="the image VAE whose latent space the completion works in (folder, bundled name or hub id)",
+        )  # fmt: skip
     args = parser.parse_args()
     {"train": train, "eval": evaluate, "bundle": bundle}[args.command](args)
 

@@ -92,6 +92,10 @@ def main() -> None:
         "--displacement-weight", type=float, default=1.0,
         help="TrainVAEJob.displacement_weight of the MoMap VAEs' first stage (their decoder stage: 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--camera-turns", type=float, default=0.3,
+        help="TrainVAEJob/TrainImageVAEJob.camera_turns: items seen by a turned camera (roll, pitch, yaw)",
+    )  # fmt: skip
     parser.add_argument("--holes", type=float, default=0.25, help="TrainVAEJob.holes (regions without data)")
     parser.add_argument("--vae-steps", type=int, default=3000)
     parser.add_argument("--decoder-steps", type=int, default=1000)
@@ -216,7 +220,8 @@ def main() -> None:
         stamp("image VAE" + (f" from {warm('image-vae')}" if args.warm else ""))
         TrainImageVAEJob(
             datasets, config("image-vae", args.image_vae_steps, 64, 4e-4 * lr_scale, 3.5),
-            procedural_fraction=args.procedural_fraction, augment=True, bundle_dir=bundles / "image-vae",
+            procedural_fraction=args.procedural_fraction, augment=True, camera_turns=args.camera_turns,
+            bundle_dir=bundles / "image-vae",
             pretrained=warm("image-vae"), **small,
         ).run()  # fmt: skip
     image_vae = str(runs / "image-vae/model")
@@ -228,7 +233,7 @@ def main() -> None:
 
         common = dict(
             procedural_fraction=args.procedural_fraction, augment=True, moving_weight=args.moving_weight,
-            holes=args.holes,
+            holes=args.holes, camera_turns=args.camera_turns,
         )  # fmt: skip
         if not done(name, "model"):
             stamp(f"MoMap VAE ({init})" + (f" from {warm(name)}" if args.warm else ""))

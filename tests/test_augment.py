@@ -11,7 +11,7 @@ from scipy.ndimage import binary_erosion
 
 from momaplib.data import collate, model_inputs
 from momaplib.data.procedural import procedural_momap
-from momaplib.data.views import mirror, roll_quarter_turns
+from momaplib.data.views import mirror, roll_quarter_turns, rotate_camera
 from momaplib.geometry import pixel_grid, project
 from momaplib.momap import channels_to_xyz, denormalize_xyz
 from momaplib.training import ITEM_POSITION, InMemoryDataset, TrainConfig
@@ -114,6 +114,37 @@ def test_crops_keep_reprojection_exact_update_K_and_keep_a_rigid_part_rigid():
     assert min(zooms) < 0.9  # real crops happened
 
 
+def test_camera_turns_equal_the_rotated_views_and_keep_reprojection_exact():
+    records = momaps(48, 4)
+    batch = batch_of(records)
+    for seed in range(3):
+        out = augment_batch(
+            batch, torch.Generator().manual_seed(seed), rotate=False, flip=False, crop_probability=0.0,
+            turn_probability=1.0, turn_degrees=(45.0, 20.0),
+        )  # fmt: skip
+        assert max(reprojection_errors(out)) < 1e-3
+        # the same draws as augment_batch (6 for crops, turns and flips, then 4 for the camera turn)
+        generator = torch.Generator().manual_seed(seed)
+        torch.rand(len(records), 6, generator=generator, dtype=torch.float64)
+        draws = torch.rand(len(records), 4, generator=generator, dtype=torch.float64)
+        for b, record in enumerate(records):
+            roll, pitch, yaw = ((draws[b, 1:] * 2 - 1) * torch.tensor([45.0, 20.0, 20.0])).tolist()
+            expected = model_inputs(rotate_camera(record, roll_deg=roll, pitch_deg=pitch, yaw_deg=yaw))
+            assert torch.equal(out["valid"][b], expected["valid"])
+            assert 0.3 < float(expected["valid"].float().mean()) < 1.0  # some pixels now see outside
+            assert torch.equal(out["instance"][b], expected["instance"])
+            assert torch.equal(out["visible"][b], expected["visible"])
+            torch.testing.assert_close(out["momap"][b], expected["momap"], atol=1e-5, rtol=0)
+            torch.testing.assert_close(out["ref_from_cam"][b], expected["ref_from_cam"], atol=1e-6, rtol=0)
+            torch.testing.assert_close(out["K"][b], batch["K"][b])
+            # the colours (cv2.remap of 8-bit frames there) agree to about one grey level inside
+            inside = expected["valid"] & torch.from_numpy(
+                binary_erosion(expected["valid"].numpy(), np.ones((3, 3)))
+            )
+            colours = (out["rgb"][b] - expected["rgb"]).abs()[:, inside]
+            assert float(colours.median()) < 0.02
+
+
 def test_augmentation_is_seeded_per_item():
     batch = batch_of(momaps())
     first, again = augment_batch(batch, seed=5), augment_batch(batch, seed=5)
@@ -159,6 +190,10 @@ def test_bad_batches_and_settings_are_named():
         augment_batch({**batch, "depth": torch.zeros(2, H, W)}, seed=0)
     with pytest.raises(ValueError, match="crop_scale"):
         augment_batch(batch, seed=0, crop_scale=(0.0, 1.0))
+    with pytest.raises(ValueError, match="turn_probability"):
+        augment_batch(batch, seed=0, turn_probability=-0.1)
+    with pytest.raises(ValueError, match="turn_degrees"):
+        augment_batch(batch, seed=0, turn_probability=0.5, turn_degrees=(120.0, 20.0))
     with pytest.raises(ValueError, match="item_position"):
         augment_batch({k: v for k, v in batch.items() if k != ITEM_POSITION})
     with pytest.raises(ValueError, match="procedural_fraction"):
@@ -205,7 +240,8 @@ def test_vae_training_mixes_procedural_momaps_and_augments(tmp_path, monkeypatch
     def spy(batch, *args, **kwargs):
         out = original(batch, *args, **kwargs)
         seen.append({"ids": list(batch["id"]), "changed": not torch.equal(out["momap"], batch["momap"]),
-                     "holes": kwargs.get("holes_probability")})  # fmt: skip
+                     "holes": kwargs.get("holes_probability"),
+                     "turns": kwargs.get("turn_probability")})  # fmt: skip
         return out
 
     monkeypatch.setattr(augment, "augment_batch", spy)
@@ -213,7 +249,7 @@ def test_vae_training_mixes_procedural_momaps_and_augments(tmp_path, monkeypatch
     config = TrainConfig(tmp_path / "vae", max_steps=6, batch_size=2, progress=False)
     job = TrainVAEJob(
         (tmp_path / "data",), config, init="scratch", smoke=True, procedural_fraction=0.5, augment=True,
-        holes=0.5,
+        holes=0.5, camera_turns=0.25,
     )  # fmt: skip
     job.run()
     ids = [i for step in seen for i in step["ids"]]
@@ -223,6 +259,7 @@ def test_vae_training_mixes_procedural_momaps_and_augments(tmp_path, monkeypatch
         and any(i.startswith("tabletop") for i in ids)
     )
     assert any(step["changed"] for step in seen) and all(step["holes"] == 0.5 for step in seen)
+    assert all(step["turns"] == 0.25 for step in seen)
     records = [json.loads(line) for line in open(tmp_path / "vae" / "metrics.jsonl")]
     assert len(records) == 6 and all(np.isfinite(r["loss"]) for r in records)
     saved = json.loads((tmp_path / "vae" / "train_config.json").read_text())
@@ -231,6 +268,8 @@ def test_vae_training_mixes_procedural_momaps_and_augments(tmp_path, monkeypatch
         TrainVAEJob(procedural_fraction=1.5)
     with pytest.raises(ValueError, match="holes"):
         TrainVAEJob(holes=1.5)
+    with pytest.raises(ValueError, match="camera_turns"):
+        TrainVAEJob(camera_turns=2.0)
 
 
 def test_an_augmented_batch_shares_no_memory_with_its_input():

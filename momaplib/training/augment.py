@@ -8,6 +8,12 @@
     back to the training size (``momaplib.data.views.resample_trajectories``: each new pixel's
     ``xyz`` at t = 0 lies on its own ray, interpolated within surfaces, nearest across edges), with
     ``K`` updated (focal lengths scaled by the zoom, principal point shifted);
+  * with probability ``turn_probability`` (default 0: off), the reference camera turned about its
+    centre (``momaplib.data.views.camera_rotation``): roll uniform within +-``turn_degrees[0]``
+    (45: with the quarter turns below, every roll angle), pitch and yaw within
+    +-``turn_degrees[1]``; the image is warped by the homography ``K R^T K^-1`` with ``K`` kept,
+    trajectories resampled and rotated into the new frame, and pixels that now see outside the
+    original image invalid, as ``momaplib.data.views.rotate_camera`` does for one MoMap;
   * an in-plane rotation by 0, 90, 180 or 270 degrees (uniform; 0 or 180 for non-square images),
     with ``(x, y)`` rotated to match and ``K`` permuted (``momaplib.data.views.roll_quarter_turns``);
   * a left-right flip with probability 1/2, ``x`` negated and ``cx -> W - 1 - cx`` (with the
@@ -34,12 +40,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from momaplib.data.procedural_dataset import ProceduralDataset
-from momaplib.data.views import resample_trajectories
+from momaplib.data.views import camera_rotation, resample_trajectories
 from momaplib.momap import (
     channels_to_xyz,
     denormalize_xyz,
@@ -62,6 +69,8 @@ AUGMENT_STREAM = 29
 MIN_CROP_VALID = 0.05
 #: ``item_seed`` stream of the holes' draws (apart, so turning holes on changes no other draw).
 HOLES_STREAM = 31
+#: ``item_seed`` stream of the camera turns' draws (apart, likewise).
+TURN_STREAM = 37
 
 
 def _quarter_turn(xyz: Tensor, K: Tensor, width: int) -> tuple[Tensor, Tensor]:
@@ -122,6 +131,51 @@ def _crop(item: dict[str, Tensor], zoom: Tensor, corner: Tensor) -> dict[str, Te
     return {
         key: torch.where(keep.view(-1, *[1] * (value.dim() - 1)), value, item[key])
         for key, value in cropped.items()
+    }
+
+
+def _turn_camera(item: dict[str, Tensor], new_from_old: Tensor) -> dict[str, Tensor]:
+    """Returns the items (batched, B leading) seen by their cameras turned by ``new_from_old``
+    (B, 3, 3) about their centres, ``K`` kept; an item left with too few valid pixels stays."""
+    xyz, K = item["xyz"], item["K"].double()
+    _, _, H, W, _ = xyz.shape
+    v, u = torch.meshgrid(
+        torch.arange(H, dtype=torch.float64, device=xyz.device),
+        torch.arange(W, dtype=torch.float64, device=xyz.device),
+        indexing="ij",
+    )
+    rotation = new_from_old.to(xyz.device, torch.float64)
+    fx, fy, cx, cy = (K[:, i, j, None, None] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+    rays = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u - cx)], -1)  # (B, H, W, 3), new
+    old_rays = rays @ rotation[:, None]  # R^T r for every row r
+    depth = old_rays[..., 2]
+    source = torch.stack([fx * old_rays[..., 0] / depth + cx, fy * old_rays[..., 1] / depth + cy], -1)
+    source = torch.where((depth > 1e-6)[..., None], source, torch.nan)  # behind the old camera: unseen
+    new_xyz, valid, visible, instance = resample_trajectories(
+        xyz, item["valid"], item["visible"], item["instance"], source, rays, rotation
+    )
+    turned = {**item, "xyz": new_xyz, "valid": valid, "visible": visible, "instance": instance}
+    if "seen_xyz" in item:  # the observed reference XYZ, resampled with its own validity
+        observed = item["observed"]
+        seen = resample_trajectories(
+            item["seen_xyz"], observed, observed[:, None], item["instance"], source, rays, rotation
+        )
+        turned["seen_xyz"], turned["observed"] = seen[0], seen[1]
+    if "rgb" in item:
+        uv = torch.nan_to_num(source, nan=-10.0)
+        grid = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], -1)
+        rgb = F.grid_sample(
+            item["rgb"].double(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )
+        turned["rgb"] = rgb.to(item["rgb"].dtype)
+    if "ref_from_cam" in item:
+        turned["ref_from_cam"] = torch.stack(
+            [_conjugate(poses, r) for poses, r in zip(item["ref_from_cam"], rotation, strict=True)]
+        )
+    keep = valid.flatten(1).float().mean(1) >= MIN_CROP_VALID
+    return {
+        key: torch.where(keep.view(-1, *[1] * (value.dim() - 1)), value, item[key])
+        for key, value in turned.items()
     }
 
 
@@ -204,6 +258,8 @@ def augment_batch(
     crop_probability: float = 0.5,
     crop_scale: tuple[float, float] = (0.6, 1.0),
     holes_probability: float = 0.0,
+    turn_probability: float = 0.0,
+    turn_degrees: tuple[float, float] = (45.0, 20.0),
 ) -> dict[str, Any]:
     """Returns an augmented copy of ``batch`` (see the module docstring); ``batch`` is not changed.
 
@@ -235,7 +291,12 @@ def augment_batch(
     low, high = crop_scale
     if not 0 < low <= high <= 1:
         raise ValueError(f"crop_scale: expected 0 < low <= high <= 1, got {crop_scale}")
-    for name, value in (("crop_probability", crop_probability), ("holes_probability", holes_probability)):
+    if not all(0 <= d <= 90 for d in turn_degrees) or len(turn_degrees) != 2:
+        raise ValueError(f"turn_degrees: expected (roll, tilt) in [0, 90] degrees, got {turn_degrees}")
+    for name, value in (
+        ("crop_probability", crop_probability), ("holes_probability", holes_probability),
+        ("turn_probability", turn_probability),
+    ):  # fmt: skip
         if not 0 <= value <= 1:
             raise ValueError(f"{name}: expected a probability in [0, 1], got {value}")
     T = C // 3
@@ -265,6 +326,16 @@ def augment_batch(
             [-0.5 + x_draw[cropped] * (1 - zoom) * W, -0.5 + y_draw[cropped] * (1 - zoom) * H], -1
         )
         _put_rows(item, cropped.to(item["xyz"].device), _crop(_rows(item, cropped), zoom, corner))
+    if turn_probability:
+        apply, roll, pitch, yaw = _draws(batch, generator, seed, TURN_STREAM, 4).unbind(1)
+        tilted = torch.nonzero(apply < turn_probability).flatten()
+        if len(tilted):
+            degrees = (torch.stack([roll, pitch, yaw], 1)[tilted] * 2 - 1) * roll.new_tensor(
+                [turn_degrees[0], turn_degrees[1], turn_degrees[1]]
+            )
+            rotation = torch.from_numpy(np.stack([camera_rotation(*angles) for angles in degrees.tolist()]))
+            rows = tilted.to(item["xyz"].device)
+            _put_rows(item, rows, _turn_camera(_rows(item, rows), rotation))
     turns = (turn_draw * 4).long().clamp(max=3) if rotate else torch.zeros(B, dtype=torch.long)
     turns = turns if H == W else 2 * (turns % 2)  # a quarter turn would change the image size
     flips = flip_draw < 0.5 if flip else torch.zeros(B, dtype=torch.bool)

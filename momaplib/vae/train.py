@@ -55,8 +55,8 @@ from momaplib.training import (
     to_device,
 )
 from momaplib.training.augment import AUGMENT_KEYS, augmented_loss, procedural_count, with_procedural
+from momaplib.vae.losses import image_vae_errors, momap_vae_loss, object_color_error
 from momaplib.vae.losses import kl_loss as _kl
-from momaplib.vae.losses import momap_vae_loss
 from momaplib.vae.model import (
     BLOCK_OUT_CHANNELS,
     LATENT_CHANNELS,
@@ -192,6 +192,10 @@ class TrainImageVAEJob:
     """Augment every batch geometrically (``momaplib.training.augment``): random crops (60-100 %,
     half of the items) with ``K`` updated, rotations by multiples of 90 degrees and left-right
     flips with x, y transformed to match."""
+    camera_turns: float = 0.0
+    """With ``augment``: the fraction of items seen by their camera turned about its centre (roll
+    within +-45 degrees, pitch and yaw within +-20; ``augment_batch(turn_probability=...)``), so
+    tilted and rolled views of every layout are met, not only the simulator's camera ranges."""
     bundle_dir: Path | None = None
     """Also write fp16 shards (<= 15 MiB) here, e.g. checkpoints/image-vae."""
     smoke: bool = False
@@ -200,6 +204,8 @@ class TrainImageVAEJob:
     def __post_init__(self) -> None:
         check_job_fields(self)
         procedural_count(0, self.procedural_fraction)  # ValueError naming the field when out of range
+        if not 0 <= self.camera_turns <= 1:
+            raise ValueError(f"camera_turns: expected a fraction in [0, 1], got {self.camera_turns}")
 
     def resolved(self) -> TrainImageVAEJob:
         """Returns the job with smoke overrides applied."""
@@ -271,7 +277,7 @@ class TrainImageVAEJob:
             return l1.mean() + job.kl_weight * kl, logs
 
         if job.augment:
-            loss_fn = augmented_loss(loss_fn, config.seed)
+            loss_fn = augmented_loss(loss_fn, config.seed, turn_probability=job.camera_turns)
         val = open_datasets(job.datasets, "val")
 
         def validate(model: AutoencoderKL, step: int) -> dict[str, float]:
@@ -285,47 +291,6 @@ class TrainImageVAEJob:
         if job.bundle_dir is not None and accelerator.is_main_process:
             save_bundle(model, job.bundle_dir)
         return folder
-
-
-@torch.no_grad()
-def image_vae_errors(model: AutoencoderKL, dataset: torch.utils.data.Dataset, max_clips: int) -> dict:
-    """Returns mean L1 (model range) of RGB and valid-XYZ reconstructions of reference frames."""
-    from momaplib.data import collate
-
-    subset = torch.utils.data.Subset(dataset, range(min(max_clips, len(dataset))))
-    sums = {"val/l1_rgb": 0.0, "val/l1_xyz": 0.0, "val/object_color_rgb": 0.0}
-    for batch in torch.utils.data.DataLoader(subset, batch_size=16, collate_fn=collate):
-        batch = to_device(batch, model.device)
-        for key, name in (("rgb", "val/l1_rgb"), ("xyz0", "val/l1_xyz")):
-            decoded = model.decode(model.encode(batch[key].to(model.dtype)).latent_dist.mean).sample.float()
-            error = (decoded - batch[key]).abs().mean(1).flatten(1)  # (B, H*W)
-            if key == "xyz0":
-                valid = batch["valid"].flatten(1)
-                error = (error * valid).sum(1) / valid.sum(1).clamp(min=1)
-            else:
-                error = error.mean(1)
-                color = object_color_error(decoded, batch[key], batch["instance"])
-                sums["val/object_color_rgb"] += float(color.sum())
-            sums[name] += float(error.sum())
-    return {key: value / max(len(subset), 1) for key, value in sums.items()}
-
-
-def object_color_error(decoded: Tensor, rgb: Tensor, instance: Tensor) -> Tensor:
-    """Returns (B,) the mean over objects (instance ids > 0) of the L1 between each object's mean
-    colour in ``decoded`` and in ``rgb`` (both (B, 3, H, W), model range); 0 for a clip without objects.
-
-    The pixel L1 is dominated by the background; this catches an image VAE that keeps shapes but
-    washes out the colours of small objects, which the prompts name ("the green block").
-    """
-    errors = []
-    for b in range(rgb.shape[0]):
-        ids = [int(i) for i in torch.unique(instance[b]) if i > 0]
-        per_object = [
-            (decoded[b][:, instance[b] == i].mean(1) - rgb[b][:, instance[b] == i].mean(1)).abs().mean()
-            for i in ids
-        ]
-        errors.append(torch.stack(per_object).mean() if per_object else rgb.new_zeros(()))
-    return torch.stack(errors)
 
 
 @dataclass
@@ -391,6 +356,10 @@ class TrainVAEJob:
     holes: float = 0.0
     """With ``augment``: the fraction of items given a region without data (an edge band or a disc
     of invalid pixels, ``augment_batch(holes_probability=...)``), so the encoder meets missing data."""
+    camera_turns: float = 0.0
+    """With ``augment``: the fraction of items seen by their camera turned about its centre (roll
+    within +-45 degrees, pitch and yaw within +-20; ``augment_batch(turn_probability=...)``), so
+    tilted and rolled views of every layout are met, not only the simulator's camera ranges."""
     bundle_dir: Path | None = None
     """Also write fp16 shards (<= 15 MiB) here, e.g. checkpoints/momap-vae."""
     smoke: bool = False
@@ -399,6 +368,8 @@ class TrainVAEJob:
     def __post_init__(self) -> None:
         check_job_fields(self)
         procedural_count(0, self.procedural_fraction)  # ValueError naming the field when out of range
+        if not 0 <= self.camera_turns <= 1:
+            raise ValueError(f"camera_turns: expected a fraction in [0, 1], got {self.camera_turns}")
         if not 0 <= self.holes <= 1:
             raise ValueError(f"holes: expected a fraction in [0, 1], got {self.holes}")
         if self.init == "pretrained" and not self.pretrained:
@@ -467,7 +438,9 @@ class TrainVAEJob:
             job.visible_weight, job.velocity_weight, job.kl_weight, job.displacement_weight, job.moving_weight
         )
         if job.augment:
-            loss_fn = augmented_loss(loss_fn, config.seed, holes_probability=job.holes)
+            loss_fn = augmented_loss(
+                loss_fn, config.seed, holes_probability=job.holes, turn_probability=job.camera_turns
+            )
         val = open_datasets(job.datasets, "val")
 
         def validate(model: MoMapVAE, step: int) -> dict[str, float]:
