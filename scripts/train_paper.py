@@ -15,6 +15,10 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
   sensors the default never draws).
 - ``image-vae``: the condition encoder on the frames and XYZ maps of all four, plus procedural
   geometry (``momaplib.data.procedural``) and geometric augmentation.
+- ``image-vae-decoder``: that image VAE's decoder alone, with a patch-adversarial term
+  (``--adversarial-weight``, ``momaplib.vae.adversarial``) so decodes (and the prior's samples)
+  are not blurred; the latent space stays, so it may run at any time after ``image-vae``. Writes
+  ``image-vae-decoder-<weight>/`` and ``bundles/image-vae-gan-<weight>``.
 - ``momap-vae`` / ``momap-vae-scratch``: the MoMap VAE inflated from that image VAE (kept) and
   from scratch (Table 2's "no unet&vae init"), the same steps, both with the moving-point weight,
   procedural geometry and augmentation (a quarter of the items with a region without data,
@@ -59,7 +63,16 @@ from pathlib import Path
 import torch
 
 FAMILIES = ("tabletop", "egocentric")
-STAGES = ("data", "image-vae", "momap-vae", "momap-vae-scratch", "image-prior", "latents", "ablations")
+STAGES = (
+    "data",
+    "image-vae",
+    "image-vae-decoder",
+    "momap-vae",
+    "momap-vae-scratch",
+    "image-prior",
+    "latents",
+)
+STAGES += ("ablations",)
 STAGES += ("bundle", "distill", "baseline", "dsl", "gflow")
 #: Table 2's rows: (conditions, codec, init) — codec "vae" / "scratch" / "raw", init "prior" / "scratch"
 ABLATIONS = {
@@ -100,6 +113,10 @@ def main() -> None:
     parser.add_argument("--vae-steps", type=int, default=3000)
     parser.add_argument("--decoder-steps", type=int, default=1000)
     parser.add_argument("--image-vae-steps", type=int, default=3000)
+    parser.add_argument("--image-vae-decoder-steps", type=int, default=1500)
+    parser.add_argument(
+        "--adversarial-weight", type=float, default=0.05, help="TrainImageVAEJob.adversarial_weight"
+    )  # fmt: skip
     parser.add_argument("--prior-steps", type=int, default=4000)
     parser.add_argument("--stream-clips", type=int, default=2000, help="scenes per family and config")
     parser.add_argument(
@@ -225,6 +242,17 @@ def main() -> None:
             pretrained=warm("image-vae"), **small,
         ).run()  # fmt: skip
     image_vae = str(runs / "image-vae/model")
+    gan = f"image-vae-decoder-{args.adversarial_weight:g}"
+    if "image-vae-decoder" in stages and not done(gan, "model"):
+        from momaplib.vae.train import TrainImageVAEJob
+
+        stamp(f"image VAE decoder, adversarial weight {args.adversarial_weight:g}")
+        TrainImageVAEJob(
+            datasets, config(gan, args.image_vae_decoder_steps, 64, 1e-4, 2.5),
+            procedural_fraction=args.procedural_fraction, augment=True, camera_turns=args.camera_turns,
+            pretrained=image_vae, trainable="decoder", adversarial_weight=args.adversarial_weight,
+            bundle_dir=bundles / f"image-vae-gan-{args.adversarial_weight:g}",
+        ).run()  # fmt: skip
 
     for name, init in (("momap-vae", "inflate"), ("momap-vae-scratch", "scratch")):
         if name not in stages:

@@ -55,6 +55,7 @@ from momaplib.training import (
     to_device,
 )
 from momaplib.training.augment import AUGMENT_KEYS, augmented_loss, procedural_count, with_procedural
+from momaplib.vae.adversarial import PatchDiscriminator, WithDiscriminator, adversarial_losses
 from momaplib.vae.losses import image_vae_errors, momap_vae_loss, object_color_error
 from momaplib.vae.losses import kl_loss as _kl
 from momaplib.vae.model import (
@@ -68,9 +69,8 @@ from momaplib.vae.model import (
 #: Where a training run writes its final model (inside ``output_dir``).
 MODEL_DIR = "model"
 
-#: ``TrainVAEJob.trainable`` -> the parameter-name fragments that train (``select_trainable``):
-#: the decoder side is ``post_quant_conv`` + ``decoder``; the encoder and ``quant_conv`` define
-#: the latent space.
+#: ``trainable`` of both jobs -> the parameter-name fragments that train (``select_trainable``): the
+#: decoder side is ``post_quant_conv`` + ``decoder``; the encoder and ``quant_conv`` set the latents.
 TRAINABLE_PARTS = {"all": "", "decoder": "decoder.,post_quant_conv."}
 
 
@@ -196,6 +196,12 @@ class TrainImageVAEJob:
     """With ``augment``: the fraction of items seen by their camera turned about its centre (roll
     within +-45 degrees, pitch and yaw within +-20; ``augment_batch(turn_probability=...)``), so
     tilted and rolled views of every layout are met, not only the simulator's camera ranges."""
+    adversarial_weight: float = 0.0
+    """Weight of a patch-adversarial hinge term on the RGB decodes, against a ``PatchDiscriminator``
+    trained alongside (``momaplib.vae.adversarial``; 0: off). L1 alone decodes blurred."""
+    trainable: Literal["all", "decoder"] = "all"
+    """``decoder``: only ``post_quant_conv`` and the decoder train (needs ``pretrained``), so the latent
+    space, and what was trained on it (the image prior, the conditions' encodings), stays valid."""
     bundle_dir: Path | None = None
     """Also write fp16 shards (<= 15 MiB) here, e.g. checkpoints/image-vae."""
     smoke: bool = False
@@ -206,6 +212,10 @@ class TrainImageVAEJob:
         procedural_count(0, self.procedural_fraction)  # ValueError naming the field when out of range
         if not 0 <= self.camera_turns <= 1:
             raise ValueError(f"camera_turns: expected a fraction in [0, 1], got {self.camera_turns}")
+        if self.adversarial_weight < 0:
+            raise ValueError(f"adversarial_weight: expected >= 0, got {self.adversarial_weight}")
+        if self.trainable == "decoder" and self.pretrained is None:
+            raise ValueError("trainable: 'decoder' keeps a trained encoder; it needs pretrained")
 
     def resolved(self) -> TrainImageVAEJob:
         """Returns the job with smoke overrides applied."""
@@ -251,42 +261,57 @@ class TrainImageVAEJob:
         if dataset is None:
             dataset = load_training_data(job.datasets, config, keys=keys)
         dataset = with_procedural(dataset, job.procedural_fraction, (T, H, W), config, keys)
-        model = job.build_model(H)
-        optimizer = build_optimizer(model.parameters(), config)
+        vae = job.build_model(H)
+        parameters = select_trainable(vae, TRAINABLE_PARTS[job.trainable])
+        adversarial = job.adversarial_weight > 0
+        critic = PatchDiscriminator(num_layers=3 if min(H, W) >= 32 else 1)  # 1: tiny smoke images
+        model = WithDiscriminator(vae, critic) if adversarial else vae
+        if adversarial:
+            parameters += list(model.discriminator.parameters())
+        optimizer = build_optimizer(parameters, config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)
         save_job_settings(job, config)
 
-        def loss_fn(model: AutoencoderKL, batch: dict[str, Any], step: int):
+        def loss_fn(model: torch.nn.Module, batch: dict[str, Any], step: int):
             images = torch.cat([batch["rgb"], batch["xyz0"]])
+            n = batch["rgb"].shape[0]
 
-            def autoencode(vae: AutoencoderKL):
+            def autoencode(inner: torch.nn.Module):
+                vae = inner.vae if adversarial else inner
                 posterior = vae.encode(images).latent_dist
                 # The posterior sample's noise is drawn per item (its RGB and XYZ latents), so N
                 # processes train what one process with the same global batch trains.
                 mean = posterior.mean
                 noise = item_noise(batch, (2, *mean.shape[1:]), config.seed, dtype=mean.dtype)
-                return posterior, vae.decode(mean + posterior.std * noise.transpose(0, 1).flatten(0, 1))
+                decoded = vae.decode(mean + posterior.std * noise.transpose(0, 1).flatten(0, 1)).sample
+                terms = (
+                    adversarial_losses(inner.discriminator, batch["rgb"], decoded[:n]) if adversarial else ()
+                )
+                return posterior, decoded, terms
 
-            posterior, decoded = call_through_forward(model, autoencode)  # DDP syncs only its forward
-            decoded = decoded.sample.float()
-            l1 = (decoded - images).abs()
-            n = batch["rgb"].shape[0]
+            posterior, decoded, terms = call_through_forward(model, autoencode)  # DDP syncs only its forward
+            l1 = (decoded.float() - images).abs()
             kl = _kl(posterior)
             logs = {"l1_rgb": l1[:n].mean(), "l1_xyz": l1[n:].mean(), "kl": kl}
-            return l1.mean() + job.kl_weight * kl, logs
+            loss = l1.mean() + job.kl_weight * kl
+            if adversarial:  # the RGB decodes only: an XYZ map has no texture to invent
+                logs["adversarial"], logs["critic"] = terms
+                loss = loss + job.adversarial_weight * terms[0] + terms[1]
+            return loss, logs
 
         if job.augment:
             loss_fn = augmented_loss(loss_fn, config.seed, turn_probability=job.camera_turns)
         val = open_datasets(job.datasets, "val")
 
-        def validate(model: AutoencoderKL, step: int) -> dict[str, float]:
+        def validate(model: torch.nn.Module, step: int) -> dict[str, float]:
             model = accelerator.unwrap_model(model)
-            return image_vae_errors(model, val, job.num_val_clips)
+            return image_vae_errors(model.vae if adversarial else model, val, job.num_val_clips)
 
         validate_fn = validate if len(val) else None
         fit(accelerator, config, model, optimizer, scheduler, dataset, loss_fn, validate_fn)
         model = accelerator.unwrap_model(model)
+        model = model.vae if adversarial else model
         folder = save_model(model, config.output_dir / MODEL_DIR)
         if job.bundle_dir is not None and accelerator.is_main_process:
             save_bundle(model, job.bundle_dir)
