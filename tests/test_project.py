@@ -58,3 +58,15 @@ def test_bundled_weights_are_fp16_shards_within_the_size_limits():
         assert dtypes <= {"F16", "I64"}, (path.name, dtypes)
     for config in (ROOT / "checkpoints").rglob("config.json"):
         assert "_name_or_path" not in config.read_text(), f"{config}: a training machine's path"
+
+
+def test_the_card_carries_the_readmes_deviations_table():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.index("## Deviations from the paper")
+    start = readme.index("| | paper |", section)
+    table = readme[start : readme.index("\n\n", start)]
+    card = (ROOT / "checkpoints" / "README.md").read_text()
+    between = card.split("<!-- deviations start -->\n", 1)[1].split("\n<!-- deviations end -->", 1)[0]
+    assert table.count("\n") > 10 and between == table, (
+        "copy README's 'Deviations from the paper' table into the card"
+    )
