@@ -7,9 +7,10 @@
 Simulates the reference frames of ``--train-clips`` train clips and ``--test-clips`` test clips per
 family (``--wide``: each also with the retrain's ``wide`` config: camera randomisation, a room,
 clutter, appearance and a structured-light sensor), samples the prior once per test caption, and
-reports family accuracy and the nearest-train distance of real test frames and of samples
-(``momaplib.eval.image_prior``). Prints a markdown table, writes JSON (settings, device name,
-torch version) and a figure of samples beside real frames.
+reports family accuracy, the nearest-train distance and sharpness of real test frames, of samples
+and of the test frames through the image VAE alone (``momaplib.eval.image_prior``); ``--vae``
+decodes with another image VAE (a fine-tuned decoder of the same latent space). Prints a markdown
+table, writes JSON (settings, device name, torch version) and a figure of samples beside real frames.
 """
 
 from __future__ import annotations
@@ -39,6 +40,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train-clips", type=int, default=150, help="train clips per family (and config)")
     parser.add_argument("--test-clips", type=int, default=24, help="test clips per family (and config)")
     parser.add_argument("--wide", action="store_true", help="mix in the retrain's wide config")
+    parser.add_argument(
+        "--vae", help="decode with this AutoencoderKL instead of the pipeline's (e.g. a fine-tuned decoder)"
+    )
+    parser.add_argument(
+        "--split", choices=("test", "val"), default="test",
+        help="frames to score: test for reports, val to choose between models (e.g. decoders)",
+    )  # fmt: skip
     parser.add_argument("--steps", type=int, default=25, help="denoising steps")
     parser.add_argument("--guidance", type=float, default=3.0)
     parser.add_argument("--seed", type=int, default=0)
@@ -56,8 +64,17 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     configs = [SimConfig(), SimConfig().wide()] if args.wide else [SimConfig()]
     train = reference_frames(args.train_clips, "train", args.seed, configs, progress=True)
-    test = reference_frames(args.test_clips, "test", args.seed, configs, progress=True)
-    pipe = ImageDiffusionPipeline.from_pretrained(args.prior, torch_dtype=torch.float32).to(args.device)
+    test = reference_frames(args.test_clips, args.split, args.seed, configs, progress=True)
+    extra = {}
+    if args.vae:
+        from diffusers import AutoencoderKL
+
+        from momaplib.checkpoints import resolve_checkpoint
+
+        extra["vae"] = AutoencoderKL.from_pretrained(resolve_checkpoint(args.vae), torch_dtype=torch.float32)
+    pipe = ImageDiffusionPipeline.from_pretrained(args.prior, torch_dtype=torch.float32, **extra).to(
+        args.device
+    )
     rows, samples = evaluate_image_prior(pipe, train, test, args.steps, args.guidance, args.seed)
     print(prior_markdown(rows))
     record = {

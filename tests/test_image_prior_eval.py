@@ -1,5 +1,7 @@
 """The image prior's evaluation (momaplib.eval.image_prior): the classifier, the distances, the table."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +14,7 @@ from momaplib.eval.image_prior import (
     prior_samples_figure,
     reference_frames,
     train_family_classifier,
+    vae_round_trip,
 )
 
 
@@ -82,6 +85,30 @@ def test_a_perfect_prior_matches_the_real_row_and_noise_does_not():
     assert "| prior samples | 20 |" in prior_markdown(rows)
     fig = prior_samples_figure(test, samples, columns=3)
     assert len(fig.axes) == 4 * 3
+
+
+class _Identity:
+    """An 'autoencoder' whose latents are the images: its round trip returns every frame."""
+
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def encode(self, x):
+        return SimpleNamespace(latent_dist=SimpleNamespace(mean=x))
+
+    def decode(self, z):
+        return SimpleNamespace(sample=z)
+
+
+def test_the_vae_round_trip_row_of_a_lossless_decoder_equals_the_real_frames():
+    train, test = _synthetic(40, 0), _synthetic(10, 1)
+    pipe = _CopyPipe(test, True)
+    pipe.vae = _Identity()
+    assert np.array_equal(vae_round_trip(pipe.vae, test, batch_size=3).images, test.images)
+    rows, _ = evaluate_image_prior(pipe, train, test, classifier_steps=150)
+    real, trip = rows["real test frames"], rows["image VAE round trip"]
+    assert trip["sharpness_ratio"] == pytest.approx(1.0) and trip["distance_ratio"] == pytest.approx(1.0)
+    assert trip["family_accuracy"] == real["family_accuracy"]
+    assert "| image VAE round trip | 20 |" in prior_markdown(rows)
 
 
 def test_reference_frames_of_both_families_and_disjoint_splits():

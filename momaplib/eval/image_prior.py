@@ -169,6 +169,21 @@ def sample_prior(
     return Frames(images, list(frames.captions), frames.labels.copy())
 
 
+@torch.no_grad()
+def vae_round_trip(vae, frames: Frames, batch_size: int = 16) -> Frames:
+    """Returns ``frames`` encoded (posterior mean) and decoded by ``vae`` (a diffusers
+    ``AutoencoderKL``), labelled as they are: the sharpest a prior that decodes through ``vae``
+    can be."""
+    device, dtype = vae.device, vae.dtype
+    decoded = []
+    for i in range(0, len(frames.images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(frames.images[i : i + batch_size])).permute(0, 3, 1, 2)
+        x = (x.to(device, dtype) / 127.5 - 1).contiguous()
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample.float().clamp(-1, 1)
+        decoded.append(((y.permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).round().astype(np.uint8))
+    return Frames(np.concatenate(decoded), list(frames.captions), frames.labels.copy())
+
+
 def evaluate_image_prior(
     pipe, train: Frames, test: Frames, num_inference_steps: int = 25, guidance_scale: float = 3.0,
     seed: int = 0, batch_size: int = 16, classifier_steps: int = 600,
@@ -176,11 +191,16 @@ def evaluate_image_prior(
     """Samples ``pipe`` (an ``ImageDiffusionPipeline``) once per caption of ``test`` and returns
     ``({"real test frames": row, "prior samples": row}, samples)``; each row holds
     ``family_accuracy`` (overall and per family), ``nearest_train_distance`` and ``sharpness``
-    (medians) and their ratios to the real frames' (``distance_ratio``, ``sharpness_ratio``)."""
+    (medians) and their ratios to the real frames' (``distance_ratio``, ``sharpness_ratio``). A
+    ``pipe`` with a ``vae`` also gets the row ``"image VAE round trip"`` (``vae_round_trip`` of the
+    test frames): what its decoder alone keeps, the ceiling of the samples' sharpness."""
     samples = sample_prior(pipe, test, num_inference_steps, guidance_scale, seed, batch_size)
     classifier = train_family_classifier(train, classifier_steps, seed)
     rows = {}
-    for name, frames in (("real test frames", test), ("prior samples", samples)):
+    sets = [("real test frames", test), ("prior samples", samples)]
+    if getattr(pipe, "vae", None) is not None:
+        sets.append(("image VAE round trip", vae_round_trip(pipe.vae, test, batch_size)))
+    for name, frames in sets:
         correct = classifier.correct(frames)
         row = {"images": len(frames.labels), "family_accuracy": float(correct.mean())}
         for label, family in enumerate(FAMILIES):
@@ -251,4 +271,5 @@ __all__: Sequence[str] = [
     "sample_prior",
     "sharpness",
     "train_family_classifier",
+    "vae_round_trip",
 ]
