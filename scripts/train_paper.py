@@ -251,6 +251,7 @@ def main() -> None:
             datasets, config(gan, args.image_vae_decoder_steps, 64, 1e-4, 2.5),
             procedural_fraction=args.procedural_fraction, augment=True, camera_turns=args.camera_turns,
             pretrained=image_vae, trainable="decoder", adversarial_weight=args.adversarial_weight,
+            adversarial_start=0 if args.smoke else 200,
             bundle_dir=bundles / f"image-vae-gan-{args.adversarial_weight:g}",
         ).run()  # fmt: skip
 

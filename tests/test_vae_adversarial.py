@@ -47,7 +47,7 @@ def test_decoder_only_adversarial_fine_tune_keeps_the_latent_space(tmp_path):
     first = TrainImageVAEJob(sets, TrainConfig(tmp_path / "img", progress=False), smoke=True).run()
     tuned = TrainImageVAEJob(
         sets, TrainConfig(tmp_path / "gan", progress=False), pretrained=str(first), trainable="decoder",
-        adversarial_weight=0.1, smoke=True,
+        adversarial_weight=0.1, adversarial_start=2, smoke=True,
     ).run()  # fmt: skip
     before = AutoencoderKL.from_pretrained(first).state_dict()
     after = AutoencoderKL.from_pretrained(tuned).state_dict()  # the VAE alone: no critic weights

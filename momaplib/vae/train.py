@@ -12,7 +12,8 @@
   only the decoder of a trained MoMap VAE, as Stable Diffusion's ``sd-vae-ft-mse`` did: the
   encoder, the latent space and its scaling factor stay as they were, so the generators trained
   on them keep working with the new decoder.
-- ``reconstruction_epe`` / ``evaluate_reconstruction``: the MoMap VAE's end-point error / scene scale.
+- ``reconstruction_epe`` / ``evaluate_reconstruction`` (from ``momaplib.vae.losses``): the MoMap VAE's
+  end-point error / scene scale.
 
 Both jobs use ``momaplib.training.fit`` (accelerate; mixed precision; checkpoints with exact
 resume; progress bar; ``metrics.jsonl``), so ``accelerate launch -m momaplib.cli train-vae ...``
@@ -23,15 +24,12 @@ runs them on several GPUs unchanged. Losses are in model range (metres / scene s
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from diffusers import AutoencoderKL
-from torch import Tensor
-from tqdm.auto import tqdm
 
 from momaplib.training import (
     TrainConfig,
@@ -52,11 +50,16 @@ from momaplib.training import (
     save_model,
     select_trainable,
     smoke_train,
-    to_device,
 )
 from momaplib.training.augment import AUGMENT_KEYS, augmented_loss, procedural_count, with_procedural
 from momaplib.vae.adversarial import PatchDiscriminator, WithDiscriminator, adversarial_losses
-from momaplib.vae.losses import image_vae_errors, momap_vae_loss, object_color_error
+from momaplib.vae.losses import (
+    evaluate_reconstruction,
+    image_vae_errors,
+    momap_vae_loss,
+    object_color_error,
+    reconstruction_epe,
+)
 from momaplib.vae.losses import kl_loss as _kl
 from momaplib.vae.model import (
     BLOCK_OUT_CHANNELS,
@@ -72,67 +75,6 @@ MODEL_DIR = "model"
 #: ``trainable`` of both jobs -> the parameter-name fragments that train (``select_trainable``): the
 #: decoder side is ``post_quant_conv`` + ``decoder``; the encoder and ``quant_conv`` set the latents.
 TRAINABLE_PARTS = {"all": "", "decoder": "decoder.,post_quant_conv."}
-
-
-# ----------------------------------------------------------------------------- metrics
-@torch.no_grad()
-def reconstruction_epe(vae: MoMapVAE, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Returns per-clip reconstruction errors of a batch of ``MoMapDataset`` items (posterior mean).
-
-    ``epe_median`` / ``epe_mean`` (B,): median / mean over valid points (every frame) of
-    ``||decoded - gt|| / scale`` (metres relative to the scene scale); ``epe_visible`` (B,):
-    the mean over visible points only.
-    """
-    x = batch["momap"].to(vae.device, vae.dtype)
-    decoded = vae.decode_channels(vae.encode_channels(x)).float()
-    T = x.shape[1] // 3
-    B, _, H, W = x.shape
-    error = (decoded - x.float()).view(B, T, 3, H, W).norm(dim=2)  # model range = metres / scale
-    valid = batch["valid"].to(error.device)[:, None].expand(B, T, H, W)
-    visible = batch["visible"].to(error.device) & valid
-    median = torch.stack(
-        [e[m].median() if m.any() else e.new_tensor(math.nan) for e, m in zip(error, valid, strict=True)]
-    )
-    mean = (error * valid).flatten(1).sum(1) / valid.flatten(1).sum(1).clamp(min=1)
-    mean_visible = (error * visible).flatten(1).sum(1) / visible.flatten(1).sum(1).clamp(min=1)
-    return {"epe_median": median, "epe_mean": mean, "epe_visible": mean_visible}
-
-
-@torch.no_grad()
-def evaluate_reconstruction(
-    vae: MoMapVAE,
-    dataset: torch.utils.data.Dataset,
-    batch_size: int = 16,
-    max_clips: int | None = None,
-    progress: bool = False,
-) -> dict[str, float]:
-    """Returns reconstruction errors of ``vae`` over a dataset (``MoMapDataset`` items).
-
-    ``epe_median``: the median over clips of the per-clip median point error relative to the
-    scene scale (the number of the VAE issue, target <= 1 %); ``epe_mean`` and ``epe_visible``:
-    means over clips of per-clip means; ``num_clips``.
-    """
-    from momaplib.data import collate
-
-    count = len(dataset) if max_clips is None else min(max_clips, len(dataset))
-    if count == 0:
-        raise ValueError("evaluate_reconstruction: the dataset is empty")
-    subset = torch.utils.data.Subset(dataset, range(count))
-    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, collate_fn=collate)
-    rows: dict[str, list[Tensor]] = {}
-    was_training = vae.training
-    vae.eval()
-    for batch in tqdm(loader, desc="reconstruct", disable=not progress, leave=False):
-        for key, value in reconstruction_epe(vae, to_device(batch, vae.device)).items():
-            rows.setdefault(key, []).append(value.cpu())
-    vae.train(was_training)
-    values = {key: torch.cat(value) for key, value in rows.items()}
-    return {
-        "epe_median": float(values["epe_median"].nanmedian()),
-        "epe_mean": float(values["epe_mean"].mean()),
-        "epe_visible": float(values["epe_visible"].mean()),
-        "num_clips": float(count),
-    }
 
 
 @torch.no_grad()
@@ -199,6 +141,9 @@ class TrainImageVAEJob:
     adversarial_weight: float = 0.0
     """Weight of a patch-adversarial hinge term on the RGB decodes, against a ``PatchDiscriminator``
     trained alongside (``momaplib.vae.adversarial``; 0: off). L1 alone decodes blurred."""
+    adversarial_start: int = 0
+    """Steps the critic trains alone before its verdict reaches the decoder (a critic at chance
+    only adds noise to the decoder's gradient)."""
     trainable: Literal["all", "decoder"] = "all"
     """``decoder``: only ``post_quant_conv`` and the decoder train (needs ``pretrained``), so the latent
     space, and what was trained on it (the image prior, the conditions' encodings), stays valid."""
@@ -297,7 +242,8 @@ class TrainImageVAEJob:
             loss = l1.mean() + job.kl_weight * kl
             if adversarial:  # the RGB decodes only: an XYZ map has no texture to invent
                 logs["adversarial"], logs["critic"] = terms
-                loss = loss + job.adversarial_weight * terms[0] + terms[1]
+                weight = job.adversarial_weight if step >= job.adversarial_start else 0.0
+                loss = loss + weight * terms[0] + terms[1]
             return loss, logs
 
         if job.augment:
