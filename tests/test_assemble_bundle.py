@@ -65,10 +65,10 @@ def test_the_bundle_is_assembled_loadable_by_name_and_within_budget(tmp_path, mo
     for name in ("momap-vae-baseline", "momap-diffusion-dsl"):
         shared = load_pipeline(name)
         assert all(torch.equal(v, pipe.vae.state_dict()[k]) for k, v in shared.vae.state_dict().items())
-    video = MoMapVideoPipeline.from_pretrained("momap-video")
+    video_pipe = MoMapVideoPipeline.from_pretrained("momap-video")
     assert json.loads((out / "momap-video/model_index.json").read_text())["image_vae"] == [None, None]
     assert all(
-        torch.equal(v, pipe.image_vae.state_dict()[k]) for k, v in video.image_vae.state_dict().items()
+        torch.equal(v, pipe.image_vae.state_dict()[k]) for k, v in video_pipe.image_vae.state_dict().items()
     )
 
     # an image VAE with another encoder would change every condition the UNet learnt: refused
