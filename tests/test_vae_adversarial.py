@@ -10,7 +10,7 @@ import torch
 from momaplib.data import write_dataset
 from momaplib.sim import SimConfig
 from momaplib.training import TrainConfig
-from momaplib.vae.adversarial import PatchDiscriminator, adversarial_losses
+from momaplib.vae.adversarial import PatchDiscriminator, adversarial_losses, balance_weight
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -37,6 +37,15 @@ def test_each_hinge_loss_reaches_only_its_own_side():
     assert float(generator.detach()) == 0.0 and float(critic_loss.detach()) == pytest.approx(2.0)
 
 
+def test_the_balance_weight_is_the_ratio_of_the_two_gradients_at_the_last_layer():
+    last = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    reconstruction = (3 * last).sum()  # gradient (3, 3): norm 3 sqrt 2
+    generator = (last**2).sum()  # gradient 2 W = (2, 4): norm 2 sqrt 5
+    weight = balance_weight(reconstruction, generator, last)
+    assert float(weight) == pytest.approx(3 * 2**0.5 / (2 * 5**0.5 + 1e-4)) and not weight.requires_grad
+    assert float(balance_weight(1e6 * last.sum(), 0 * last.sum(), last)) == 1e4  # a silent critic: capped
+
+
 def test_decoder_only_adversarial_fine_tune_keeps_the_latent_space(tmp_path):
     from diffusers import AutoencoderKL
 
@@ -60,6 +69,9 @@ def test_decoder_only_adversarial_fine_tune_keeps_the_latent_space(tmp_path):
     assert any(not torch.equal(after[key], before[key]) for key in decoder)
     records = [json.loads(line) for line in open(tmp_path / "gan" / "metrics.jsonl")]
     assert all("adversarial" in r and "critic" in r for r in records)
+    assert (
+        "balance" not in records[0] and records[-1]["balance"] > 0
+    )  # the decoder hears the critic from step 2
     with pytest.raises(ValueError, match="needs pretrained"):
         TrainImageVAEJob(trainable="decoder")
     with pytest.raises(ValueError, match="adversarial_weight"):

@@ -52,7 +52,7 @@ from momaplib.training import (
     smoke_train,
 )
 from momaplib.training.augment import AUGMENT_KEYS, augmented_loss, procedural_count, with_procedural
-from momaplib.vae.adversarial import PatchDiscriminator, WithDiscriminator, adversarial_losses
+from momaplib.vae.adversarial import PatchDiscriminator, WithDiscriminator, adversarial_losses, balance_weight
 from momaplib.vae.losses import (
     evaluate_reconstruction,
     image_vae_errors,
@@ -140,7 +140,7 @@ class TrainImageVAEJob:
     tilted and rolled views of every layout are met, not only the simulator's camera ranges."""
     adversarial_weight: float = 0.0
     """Weight of a patch-adversarial hinge term on the RGB decodes, against a ``PatchDiscriminator``
-    trained alongside (``momaplib.vae.adversarial``; 0: off). L1 alone decodes blurred."""
+    trained alongside, times ``balance_weight`` (``momaplib.vae.adversarial``; SD: 0.5; 0: off)."""
     adversarial_start: int = 0
     """Steps the critic trains alone before its verdict reaches the decoder (a critic at chance
     only adds noise to the decoder's gradient)."""
@@ -242,8 +242,17 @@ class TrainImageVAEJob:
             loss = l1.mean() + job.kl_weight * kl
             if adversarial:  # the RGB decodes only: an XYZ map has no texture to invent
                 logs["adversarial"], logs["critic"] = terms
-                weight = job.adversarial_weight if step >= job.adversarial_start else 0.0
-                loss = loss + weight * terms[0] + terms[1]
+                loss = loss + terms[1]
+                if step >= job.adversarial_start:  # scaled to the L1 term's gradient at the last layer
+                    inner = (
+                        model.module
+                        if isinstance(model, torch.nn.parallel.DistributedDataParallel)
+                        else model
+                    )
+                    last = inner.vae.decoder.conv_out.weight
+                    balance = balance_weight(l1[:n].mean(), terms[0], last)
+                    logs["balance"] = balance
+                    loss = loss + job.adversarial_weight * balance * terms[0]
             return loss, logs
 
         if job.augment:
