@@ -115,7 +115,7 @@ def main() -> None:
     parser.add_argument("--image-vae-steps", type=int, default=3000)
     parser.add_argument("--image-vae-decoder-steps", type=int, default=1500)
     parser.add_argument(
-        "--adversarial-weight", type=float, default=0.05, help="TrainImageVAEJob.adversarial_weight"
+        "--adversarial-weight", type=float, default=0.5, help="TrainImageVAEJob.adversarial_weight (SD: 0.5)"
     )  # fmt: skip
     parser.add_argument("--prior-steps", type=int, default=4000)
     parser.add_argument("--stream-clips", type=int, default=2000, help="scenes per family and config")

@@ -42,7 +42,7 @@ def test_the_bundle_is_assembled_loadable_by_name_and_within_budget(tmp_path, mo
         tmp_path / "video"
     )
     out = tmp_path / "checkpoints"
-    gan = bundles / "image-vae-gan-0.05"
+    gan = bundles / "image-vae-gan-0.5"
     video = str(tmp_path / "video")
     sizes = _script().main(
         ["--bundles", str(bundles), "--image-vae", str(gan), "--video", video, "--out", str(out)]

@@ -39,8 +39,8 @@ def test_a_second_run_continues_every_codec_and_the_prior_from_the_first(tmp_pat
     stages = ("data", "image-vae", "image-vae-decoder", "momap-vae", "momap-vae-scratch", "image-prior")
     out = driver(first, "--stages", *stages)  # the codecs' bundles are written after their decoder stage
     # the image VAE's adversarial decoder: its own folder and bundle, the encoder (latent space) kept
-    assert "image VAE decoder, adversarial weight 0.05" in out
-    gan = AutoencoderKL.from_pretrained(first / "bundles/image-vae-gan-0.05", torch_dtype=torch.float32)
+    assert "image VAE decoder, adversarial weight 0.5" in out
+    gan = AutoencoderKL.from_pretrained(first / "bundles/image-vae-gan-0.5", torch_dtype=torch.float32)
     image = AutoencoderKL.from_pretrained(first / "bundles/image-vae", torch_dtype=torch.float32).state_dict()
     assert all(torch.equal(v, image[k]) for k, v in gan.state_dict().items() if k.startswith("encoder."))
     second = tmp_path / "second"
