@@ -90,93 +90,92 @@ def _conjugate(ref_from_cam: Tensor, new_from_old: Tensor) -> Tensor:
     return P @ ref_from_cam @ P.T
 
 
-def _crop(item: dict[str, Tensor], zoom: Tensor, corner: Tensor) -> dict[str, Tensor]:
-    """Returns the items (batched, B leading) cropped to windows of ``zoom`` (B,) x their size at
-    left/top edges ``corner`` (B, 2) (continuous pixel coordinates, pixel ``u`` covering
-    ``[u - 0.5, u + 0.5)``), resampled back; an item whose crop keeps too few valid pixels stays."""
-    xyz, K = item["xyz"], item["K"].double()
-    _, _, H, W, _ = xyz.shape
+def _pixels_and_rays(K: Tensor, H: int, W: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns the pixel coordinates ``v, u`` (H, W) and every pixel's ray (B, H, W, 3) of the
+    cameras ``K`` (B, 3, 3), float64."""
+    K = K.double()
     v, u = torch.meshgrid(
-        torch.arange(H, dtype=torch.float64, device=xyz.device),
-        torch.arange(W, dtype=torch.float64, device=xyz.device),
+        torch.arange(H, dtype=torch.float64, device=K.device),
+        torch.arange(W, dtype=torch.float64, device=K.device),
         indexing="ij",
     )
-    zoom, corner = zoom.to(xyz.device, torch.float64), corner.to(xyz.device, torch.float64)
-    z, x, y = zoom[:, None, None], corner[:, 0, None, None], corner[:, 1, None, None]
-    source = torch.stack([x + (u + 0.5) * z, y + (v + 0.5) * z], -1)  # (B, H, W, 2)
-    new_K = K.clone()
-    new_K[:, 0, 0], new_K[:, 1, 1] = K[:, 0, 0] / zoom, K[:, 1, 1] / zoom
-    new_K[:, 0, 2] = (K[:, 0, 2] - corner[:, 0]) / zoom - 0.5
-    new_K[:, 1, 2] = (K[:, 1, 2] - corner[:, 1]) / zoom - 0.5
-    fx, fy, cx, cy = (new_K[:, i, j, None, None] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
-    rays = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u).expand_as(u - cx)], -1)
-    new_xyz, valid, visible, instance = resample_trajectories(
-        xyz, item["valid"], item["visible"], item["instance"], source, rays
-    )
-    cropped = {**item, "xyz": new_xyz, "valid": valid, "visible": visible, "instance": instance}
-    cropped["K"] = new_K.to(item["K"].dtype)
-    if "seen_xyz" in item:  # the observed reference XYZ, resampled with its own validity
-        observed = item["observed"]
-        seen = resample_trajectories(
-            item["seen_xyz"], observed, observed[:, None], item["instance"], source, rays
-        )
-        cropped["seen_xyz"], cropped["observed"] = seen[0], seen[1]
-    if "rgb" in item:
-        grid = torch.stack([2 * source[..., 0] / (W - 1) - 1, 2 * source[..., 1] / (H - 1) - 1], -1)
-        rgb = F.grid_sample(
-            item["rgb"].double(), grid, mode="bilinear", padding_mode="border", align_corners=True
-        )
-        cropped["rgb"] = rgb.to(item["rgb"].dtype)
-    keep = valid.flatten(1).float().mean(1) >= MIN_CROP_VALID
-    return {
-        key: torch.where(keep.view(-1, *[1] * (value.dim() - 1)), value, item[key])
-        for key, value in cropped.items()
-    }
-
-
-def _turn_camera(item: dict[str, Tensor], new_from_old: Tensor) -> dict[str, Tensor]:
-    """Returns the items (batched, B leading) seen by their cameras turned by ``new_from_old``
-    (B, 3, 3) about their centres, ``K`` kept; an item left with too few valid pixels stays."""
-    xyz, K = item["xyz"], item["K"].double()
-    _, _, H, W, _ = xyz.shape
-    v, u = torch.meshgrid(
-        torch.arange(H, dtype=torch.float64, device=xyz.device),
-        torch.arange(W, dtype=torch.float64, device=xyz.device),
-        indexing="ij",
-    )
-    rotation = new_from_old.to(xyz.device, torch.float64)
     fx, fy, cx, cy = (K[:, i, j, None, None] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
-    rays = torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u - cx)], -1)  # (B, H, W, 3), new
-    old_rays = rays @ rotation[:, None]  # R^T r for every row r
-    depth = old_rays[..., 2]
-    source = torch.stack([fx * old_rays[..., 0] / depth + cx, fy * old_rays[..., 1] / depth + cy], -1)
-    source = torch.where((depth > 1e-6)[..., None], source, torch.nan)  # behind the old camera: unseen
+    return v, u, torch.stack([(u - cx) / fx, (v - cy) / fy, torch.ones_like(u - cx)], -1)
+
+
+def _resampled(
+    item: dict[str, Tensor],
+    source: Tensor,
+    rays: Tensor,
+    rotation: Tensor | None,
+    rgb_padding: str,
+    new_K: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Returns the items (batched, B leading) resampled at ``source`` (B, H, W, 2) pixel positions
+    (NaN: unseen) of their images, the new pixels looking along ``rays`` (B, H, W, 3) of a camera
+    turned by ``rotation`` (B, 3, 3; None: not turned) with intrinsics ``new_K`` (None: kept),
+    colours padded by ``rgb_padding`` outside; an item left with too few valid pixels stays as it was."""
+    _, _, H, W, _ = item["xyz"].shape
     new_xyz, valid, visible, instance = resample_trajectories(
-        xyz, item["valid"], item["visible"], item["instance"], source, rays, rotation
+        item["xyz"], item["valid"], item["visible"], item["instance"], source, rays, rotation
     )
-    turned = {**item, "xyz": new_xyz, "valid": valid, "visible": visible, "instance": instance}
+    out = {**item, "xyz": new_xyz, "valid": valid, "visible": visible, "instance": instance}
+    if new_K is not None:
+        out["K"] = new_K.to(item["K"].dtype)
     if "seen_xyz" in item:  # the observed reference XYZ, resampled with its own validity
         observed = item["observed"]
         seen = resample_trajectories(
             item["seen_xyz"], observed, observed[:, None], item["instance"], source, rays, rotation
         )
-        turned["seen_xyz"], turned["observed"] = seen[0], seen[1]
+        out["seen_xyz"], out["observed"] = seen[0], seen[1]
     if "rgb" in item:
         uv = torch.nan_to_num(source, nan=-10.0)
         grid = torch.stack([2 * uv[..., 0] / (W - 1) - 1, 2 * uv[..., 1] / (H - 1) - 1], -1)
         rgb = F.grid_sample(
-            item["rgb"].double(), grid, mode="bilinear", padding_mode="zeros", align_corners=True
+            item["rgb"].double(), grid, mode="bilinear", padding_mode=rgb_padding, align_corners=True
         )
-        turned["rgb"] = rgb.to(item["rgb"].dtype)
-    if "ref_from_cam" in item:
-        turned["ref_from_cam"] = torch.stack(
+        out["rgb"] = rgb.to(item["rgb"].dtype)
+    if "ref_from_cam" in item and rotation is not None:
+        out["ref_from_cam"] = torch.stack(
             [_conjugate(poses, r) for poses, r in zip(item["ref_from_cam"], rotation, strict=True)]
         )
     keep = valid.flatten(1).float().mean(1) >= MIN_CROP_VALID
     return {
         key: torch.where(keep.view(-1, *[1] * (value.dim() - 1)), value, item[key])
-        for key, value in turned.items()
+        for key, value in out.items()
     }
+
+
+def _crop(item: dict[str, Tensor], zoom: Tensor, corner: Tensor) -> dict[str, Tensor]:
+    """Returns the items (batched, B leading) cropped to windows of ``zoom`` (B,) x their size at
+    left/top edges ``corner`` (B, 2) (continuous pixel coordinates, pixel ``u`` covering
+    ``[u - 0.5, u + 0.5)``), resampled back; an item whose crop keeps too few valid pixels stays."""
+    K = item["K"].double()
+    zoom, corner = zoom.to(K.device, torch.float64), corner.to(K.device, torch.float64)
+    new_K = K.clone()
+    new_K[:, 0, 0], new_K[:, 1, 1] = K[:, 0, 0] / zoom, K[:, 1, 1] / zoom
+    new_K[:, 0, 2] = (K[:, 0, 2] - corner[:, 0]) / zoom - 0.5
+    new_K[:, 1, 2] = (K[:, 1, 2] - corner[:, 1]) / zoom - 0.5
+    _, _, H, W, _ = item["xyz"].shape
+    v, u, rays = _pixels_and_rays(new_K, H, W)
+    z, x, y = zoom[:, None, None], corner[:, 0, None, None], corner[:, 1, None, None]
+    source = torch.stack([x + (u + 0.5) * z, y + (v + 0.5) * z], -1)  # (B, H, W, 2)
+    return _resampled(item, source, rays, None, "border", new_K)
+
+
+def _turn_camera(item: dict[str, Tensor], new_from_old: Tensor) -> dict[str, Tensor]:
+    """Returns the items (batched, B leading) seen by their cameras turned by ``new_from_old``
+    (B, 3, 3) about their centres, ``K`` kept; an item left with too few valid pixels stays."""
+    K = item["K"].double()
+    _, _, H, W, _ = item["xyz"].shape
+    _, _, rays = _pixels_and_rays(K, H, W)  # the new pixels' rays
+    rotation = new_from_old.to(K.device, torch.float64)
+    old_rays = rays @ rotation[:, None]  # R^T r for every row r
+    fx, fy, cx, cy = (K[:, i, j, None, None] for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+    depth = old_rays[..., 2]
+    source = torch.stack([fx * old_rays[..., 0] / depth + cx, fy * old_rays[..., 1] / depth + cy], -1)
+    source = torch.where((depth > 1e-6)[..., None], source, torch.nan)  # behind the old camera: unseen
+    return _resampled(item, source, rays, rotation, "zeros")
 
 
 def _turn_and_flip(item: dict[str, Tensor], quarter_turns: int, flip: bool) -> dict[str, Tensor]:
