@@ -63,17 +63,8 @@ from pathlib import Path
 import torch
 
 FAMILIES = ("tabletop", "egocentric")
-STAGES = (
-    "data",
-    "image-vae",
-    "image-vae-decoder",
-    "momap-vae",
-    "momap-vae-scratch",
-    "image-prior",
-    "latents",
-)
-STAGES += ("ablations",)
-STAGES += ("bundle", "distill", "baseline", "dsl", "gflow")
+STAGES = ("data", "image-vae", "image-vae-decoder", "momap-vae", "momap-vae-scratch", "image-prior")
+STAGES += ("latents", "ablations", "bundle", "distill", "baseline", "dsl", "gflow")
 #: Table 2's rows: (conditions, codec, init) — codec "vae" / "scratch" / "raw", init "prior" / "scratch"
 ABLATIONS = {
     "full": (("rgb", "instance", "xyz", "text"), "vae", "prior"),

@@ -174,13 +174,13 @@ def vae_round_trip(vae, frames: Frames, batch_size: int = 16) -> Frames:
     """Returns ``frames`` encoded (posterior mean) and decoded by ``vae`` (a diffusers
     ``AutoencoderKL``), labelled as they are: the sharpest a prior that decodes through ``vae``
     can be."""
-    device, dtype = vae.device, vae.dtype
+    from momaplib.video.frames import images_to_model, model_to_images
+
     decoded = []
     for i in range(0, len(frames.images), batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(frames.images[i : i + batch_size])).permute(0, 3, 1, 2)
-        x = (x.to(device, dtype) / 127.5 - 1).contiguous()
-        y = vae.decode(vae.encode(x).latent_dist.mean).sample.float().clamp(-1, 1)
-        decoded.append(((y.permute(0, 2, 3, 1).cpu().numpy() + 1) * 127.5).round().astype(np.uint8))
+        x = images_to_model(frames.images[i : i + batch_size]).to(vae.device, vae.dtype).contiguous()
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+        decoded.append((model_to_images(y) * 255).round().astype(np.uint8))
     return Frames(np.concatenate(decoded), list(frames.captions), frames.labels.copy())
 
 

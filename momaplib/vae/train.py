@@ -209,10 +209,11 @@ class TrainImageVAEJob:
         vae = job.build_model(H)
         parameters = select_trainable(vae, TRAINABLE_PARTS[job.trainable])
         adversarial = job.adversarial_weight > 0
-        critic = PatchDiscriminator(num_layers=3 if min(H, W) >= 32 else 1)  # 1: tiny smoke images
-        model = WithDiscriminator(vae, critic) if adversarial else vae
+        model = vae
         if adversarial:
-            parameters += list(model.discriminator.parameters())
+            critic = PatchDiscriminator(num_layers=3 if min(H, W) >= 32 else 1)  # 1: tiny smoke images
+            model = WithDiscriminator(vae, critic)
+            parameters += list(critic.parameters())
         optimizer = build_optimizer(parameters, config)
         model, optimizer = accelerator.prepare(model, optimizer)
         scheduler = build_scheduler(optimizer, config)
@@ -244,13 +245,7 @@ class TrainImageVAEJob:
                 logs["adversarial"], logs["critic"] = terms
                 loss = loss + terms[1]
                 if step >= job.adversarial_start:  # scaled to the L1 term's gradient at the last layer
-                    inner = (
-                        model.module
-                        if isinstance(model, torch.nn.parallel.DistributedDataParallel)
-                        else model
-                    )
-                    last = inner.vae.decoder.conv_out.weight
-                    balance = balance_weight(l1[:n].mean(), terms[0], last)
+                    balance = balance_weight(l1[:n].mean(), terms[0], vae.decoder.conv_out.weight)
                     logs["balance"] = balance
                     loss = loss + job.adversarial_weight * balance * terms[0]
             return loss, logs
