@@ -63,17 +63,11 @@ def check_same_latent_space(first: Path, second: Path) -> None:
         )
 
 
-def _clean_configs(folder: Path) -> None:
-    for config in folder.rglob("config.json"):
-        settings = json.loads(config.read_text())
-        if settings.pop("_name_or_path", None) is not None:
-            config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-
-
 def place(source: Path, out: Path, name: str, drop: tuple[str, ...] = (), edit=None) -> Path:
     """Copies the pipeline folder ``source`` to ``out/name`` without the subfolders ``drop``,
     applies ``edit(partial_folder)``, writes the weight manifest and renames it into place."""
     from momaplib.checkpoints import write_weight_manifest
+    from momaplib.training.bundle import strip_machine_paths
 
     if not (source / "model_index.json").is_file():
         raise ValueError(f"{name}: {source} is not a pipeline folder (no model_index.json)")
@@ -85,7 +79,7 @@ def place(source: Path, out: Path, name: str, drop: tuple[str, ...] = (), edit=N
     (partial / "weights.sha256.json").unlink(missing_ok=True)
     if edit is not None:
         edit(partial)
-    _clean_configs(partial)
+    strip_machine_paths(partial)
     write_weight_manifest(partial)
     final = out / name
     shutil.rmtree(final, ignore_errors=True)

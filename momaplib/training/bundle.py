@@ -109,6 +109,15 @@ def ema_weights(model: torch.nn.Module, ema: EMAModel | None) -> Iterator[torch.
         ema.restore(model.parameters())
 
 
+def strip_machine_paths(folder: str | os.PathLike) -> None:
+    """Drops ``_name_or_path`` from every ``config.json`` under ``folder``: a bundle names no
+    training machine's folders."""
+    for config in Path(folder).rglob("config.json"):
+        settings = json.loads(config.read_text())
+        if settings.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
 def save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
     """Writes a diffusers pipeline with ``save_pretrained`` atomically (a ``.partial`` folder renamed
     into place); ``bundle``: fp16 shards of at most ``BUNDLE_SHARD_BYTES``, no machine paths in configs."""
@@ -129,10 +138,7 @@ def save_pipeline(pipeline, folder: Path, bundle: bool = False) -> None:
                 if name in dtypes:
                     module.to(dtypes[name])
         check_shard_sizes(partial, BUNDLE_SHARD_BYTES)
-        for config in partial.glob("*/config.json"):  # a bundle names no training machine's folders
-            settings = json.loads(config.read_text())
-            if settings.pop("_name_or_path", None) is not None:
-                config.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+        strip_machine_paths(partial)
     else:
         pipeline.save_pretrained(partial, safe_serialization=True)
     write_weight_manifest(partial)
