@@ -6,9 +6,12 @@ scenes unlike MoMap-Sim's table, as errors over the scene scale, one row per cas
         --pipeline outputs/momap-diffusion/pipeline --device cuda
     python benchmarks/bench_generalisation.py --compare benchmarks/results/generalisation_old.json \\
         benchmarks/results/generalisation_new.json                          # old -> new, side by side
+    python benchmarks/bench_generalisation.py --split val --label round7 --vae runs/momap-vae/model \\
+        --pipeline ''                   # choosing between models: the val suite, never the test one
 
 Cases, metrics and the seed ranges (unseen by construction) are documented in
-``momaplib.eval.generalisation``. Each case is averaged over ``--seeds``; the pipeline draws
+``momaplib.eval.generalisation`` (``--split val``: the suite for choosing between models, on
+val-split clips and seeds of its own). Each case is averaged over ``--seeds``; the pipeline draws
 ``--num-samples`` futures with ``--steps`` denoising steps per seed. Prints a markdown table (and
 the targets a case misses) and writes JSON with every row, the per-case means, the settings, the
 device name and the torch version.
@@ -25,12 +28,14 @@ import torch
 
 from momaplib.eval.generalisation import (
     CASES,
+    SPLITS,
     environment,
     run_suite,
     suite_markdown,
     summarize_suite,
     target_failures,
 )
+from momaplib.storage import atomic_write_text
 
 
 def main(argv: list[str] | None = None) -> dict | None:
@@ -44,6 +49,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     parser.add_argument("--label", default="old", help="name of this run in tables and the output file")
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES), metavar="CASE")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="suite seeds per case")
+    parser.add_argument(
+        "--split", default="test", choices=SPLITS, help="test (reported) or val (for choosing between models)"
+    )
     parser.add_argument("--num-samples", type=int, default=4, help="pipeline samples per case and seed")
     parser.add_argument("--steps", type=int, default=25, help="denoising steps")
     parser.add_argument("--size", type=int, nargs=3, default=[128, 128, 32], metavar=("H", "W", "T"))
@@ -53,8 +61,9 @@ def main(argv: list[str] | None = None) -> dict | None:
         "faster on one thread of a shared CPU)",
     )  # fmt: skip
     parser.add_argument(
-        "--out", type=Path, default=None, help="default benchmarks/results/generalisation_<label>.json"
-    )
+        "--out", type=Path, default=None,
+        help="default benchmarks/results/generalisation_<label>.json (_<label>_val.json with --split val)",
+    )  # fmt: skip
     parser.add_argument(
         "--compare", type=Path, nargs=2, metavar=("OLD", "NEW"), help="print two result files side by side"
     )
@@ -79,16 +88,17 @@ def main(argv: list[str] | None = None) -> dict | None:
     if pipeline is not None:
         pipeline.set_progress_bar_config(disable=True)
     rows = run_suite(
-        vae, pipeline, args.cases, args.seeds, args.num_samples, args.steps, tuple(args.size), progress=True
-    )
+        vae, pipeline, args.cases, args.seeds, args.num_samples, args.steps, tuple(args.size), progress=True,
+        split=args.split,
+    )  # fmt: skip
     summary = summarize_suite(rows)
     results = {
         "label": args.label,
         "vae": args.vae,
         "pipeline": args.pipeline,
         "settings": {
-            "seeds": args.seeds, "num_samples": args.num_samples, "steps": args.steps, "size_hwt": args.size,
-            "device": args.device, "threads": threads,
+            "split": args.split, "seeds": args.seeds, "num_samples": args.num_samples, "steps": args.steps,
+            "size_hwt": args.size, "device": args.device, "threads": threads,
         },
         **environment(),
         "seconds": round(time.perf_counter() - started, 1),
@@ -100,9 +110,10 @@ def main(argv: list[str] | None = None) -> dict | None:
     print("\ntargets missed:" if results["failures"] else "\nall targets met")
     for failure in results["failures"]:
         print(f"  {failure}")
-    out = args.out or Path("benchmarks/results") / f"generalisation_{args.label}.json"
+    suffix = "" if args.split == "test" else f"_{args.split}"
+    out = args.out or Path("benchmarks/results") / f"generalisation_{args.label}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1, allow_nan=True) + "\n")
+    atomic_write_text(out, json.dumps(results, indent=1, allow_nan=True) + "\n")
     print(f"wrote {out} ({results['seconds']} s on {results['device_name']}, torch {torch.__version__})")
     return results
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from momaplib.data.procedural import TRAIN_SEED_START
 from momaplib.eval.generalisation import (
     CASES,
+    VAL_SEED_START,
     build_case,
     pipeline_errors,
     run_suite,
@@ -35,8 +37,9 @@ def test_every_case_builds_a_valid_momap_of_the_requested_size():
         assert momap.moving_mask().any() == (name.startswith("sim") or name.endswith("_moving")), name
     flipped = build_case("sim_roll180", 0, 32, 32, 8)
     np.testing.assert_array_equal(flipped.xyz, sim.xyz[:, ::-1, ::-1] * np.float32([-1, -1, 1]))
-    with pytest.raises(ValueError, match="training seeds start"):
-        build_case("room", TRAIN_SEED_START)
+    for seed in (VAL_SEED_START, TRAIN_SEED_START):
+        with pytest.raises(ValueError, match="seed: expected 0 <= seed < "):
+            build_case("room", seed)
     with pytest.raises(ValueError, match="case: expected one of"):
         build_case("beach", 0)
 
@@ -101,3 +104,43 @@ def test_the_suite_scores_the_models_own_t0_and_leaves_the_pipeline_as_it_was():
         rows[0]["pipe_t0"] > 0.01
     )  # a random model's own t = 0, not the anchored output (0 by construction)
     assert pipeline.config.anchor_t0 is True
+
+
+def test_the_val_suite_is_disjoint_from_the_test_suite_and_from_training_seeds():
+    from momaplib.data.procedural import procedural_momap
+    from momaplib.data.splits import split_indices
+    from momaplib.sim import SimConfig, clip_seed, generate_clip
+
+    for seed in (0, 1):
+        test, val = build_case("sim", seed, 32, 32, 4), build_case("sim", seed, 32, 32, 4, split="val")
+        assert val.meta["suite_split"] == "val" and test.meta["suite_split"] == "test"
+        index = split_indices("tabletop", seed + 1, "val")[seed]
+        assert index not in split_indices("tabletop", 50, "test")
+        expected = generate_clip(clip_seed(0, index), SimConfig(height=32, width=32, num_frames=4)).momap
+        np.testing.assert_array_equal(val.xyz, expected.xyz)
+        assert not np.array_equal(val.xyz, test.xyz)
+        turned = build_case("sim_roll180", seed, 32, 32, 4, split="val")  # views turn the val clip
+        np.testing.assert_array_equal(turned.xyz, val.xyz[:, ::-1, ::-1] * np.float32([-1, -1, 1]))
+    room = build_case("room", 3, 32, 32, 4, split="val")
+    np.testing.assert_array_equal(room.xyz, procedural_momap("room", VAL_SEED_START + 3, 32, 32, 4,
+                                                             depth_range=(1.2, 3.0)).xyz)  # fmt: skip
+    assert not np.array_equal(room.xyz, build_case("room", 3, 32, 32, 4).xyz)
+    assert VAL_SEED_START + VAL_SEED_START <= TRAIN_SEED_START  # val seeds end before training seeds
+    with pytest.raises(ValueError, match="split: expected one of"):
+        build_case("room", 0, split="train")
+
+
+def test_bench_generalisation_writes_the_val_suite_apart(tmp_path):
+    from tests.scripts import load_benchmark
+
+    bench = load_benchmark("bench_generalisation")
+    folder = tmp_path / "vae"
+    tiny_momap_vae(4).save_pretrained(folder)
+    argv = ["--vae", str(folder), "--pipeline", "", "--cases", "sim", "room", "--seeds", "0", "--size", "32",
+            "32", "4", "--label", "x"]  # fmt: skip
+    val = bench.main([*argv, "--split", "val", "--out", str(tmp_path / "val.json")])
+    test = bench.main([*argv, "--out", str(tmp_path / "test.json")])
+    assert val["settings"]["split"] == "val" and test["settings"]["split"] == "test"
+    assert [r["case"] for r in val["rows"]] == ["sim", "room"]
+    assert val["rows"][0]["vae_all"] != test["rows"][0]["vae_all"]  # other clips, other errors
+    assert json.loads((tmp_path / "val.json").read_text())["summary"].keys() == {"sim", "room"}

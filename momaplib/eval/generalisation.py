@@ -19,8 +19,13 @@ Inputs are normalised by the scene scale (``momaplib.momap.normalize_xyz``), so 
 scene changes nothing (``sim_depth_x2`` shows it): the procedural cases differ in layout, not in
 their depth range. Seeds are unseen by construction: suite seed ``k`` of a ``sim*`` case is the
 ``k``-th test-split tabletop clip of ``momap sim --seed 0`` (the split no bundled model trains
-on), and procedural cases use seeds ``0 .. TRAIN_SEED_START - 1`` while procedural training data starts at
+on), and procedural cases use seeds ``0 .. VAL_SEED_START - 1`` while procedural training data starts at
 ``TRAIN_SEED_START`` (``momaplib.data.procedural``).
+
+``split="val"`` builds a second suite for choosing between models (checkpoints, training rounds,
+settings) without looking at the test cases: the ``sim*`` cases take the val-split clips and the
+procedural cases the seeds from ``VAL_SEED_START`` on, disjoint from the test suite's and from the
+training data's.
 
 Targets (issue: generalisation): ``vae_all`` <= 1.5 % on every case and <= 0.6 % on ``sim``;
 ``pipe_t0`` <= 3 % and ``pipe_bg_moved`` <= 5 % on every case (``TARGETS``, ``target_failures``).
@@ -46,14 +51,19 @@ from momaplib.momap import TAU_MOVE, MoMap
 from momaplib.sim import SimConfig, clip_seed, generate_clip
 from momaplib.vae.analysis import round_trip
 
+#: The suites: ``test`` (reported) and ``val`` (for choosing between models; see the module).
+SPLITS = ("test", "val")
+#: Procedural seeds of the ``val`` suite start here (``test``: 0 .. VAL_SEED_START - 1).
+VAL_SEED_START = TRAIN_SEED_START // 2
+
 #: Metrics of one case, as fractions of the scene scale (``pipe_bg_moved``: of background pixels).
 METRICS = ("vae_all", "vae_static", "vae_moving", "vae_t0", "pipe_t0", "pipe_bg_moved")
 #: Targets: metric -> (largest value on every case, largest on ``sim``).
 TARGETS = {"vae_all": (0.015, 0.006), "pipe_t0": (0.03, 0.03), "pipe_bg_moved": (0.05, 0.05)}
 
 
-def _sim(seed: int, height: int, width: int, num_frames: int) -> MoMap:
-    index = split_indices("tabletop", seed + 1, "test")[seed]
+def _sim(seed: int, height: int, width: int, num_frames: int, split: str = "test") -> MoMap:
+    index = split_indices("tabletop", seed + 1, split)[seed]
     config = SimConfig(family="tabletop", height=height, width=width, num_frames=num_frames)
     return generate_clip(clip_seed(0, index), config).momap
 
@@ -68,7 +78,8 @@ def _scaled(momap: MoMap, factor: float) -> MoMap:
 
 
 def _procedural(kind: str, moving: bool = False, depth_range: tuple[float, float] | None = None):
-    def build(seed: int, height: int, width: int, num_frames: int) -> MoMap:
+    def build(seed: int, height: int, width: int, num_frames: int, split: str = "test") -> MoMap:
+        seed = seed + (VAL_SEED_START if split == "val" else 0)
         return procedural_momap(kind, seed, height, width, num_frames, moving=moving, depth_range=depth_range)
 
     return build
@@ -80,12 +91,12 @@ class Case:
 
     name: str  # row name of the tables
     description: str  # what it shows, for the table's reader
-    build: Callable[[int, int, int, int], MoMap]  # (seed, height, width, num_frames) -> MoMap
+    build: Callable[..., MoMap]  # (seed, height, width, num_frames, split) -> MoMap
 
 
 def _seen(transform: Callable[[MoMap], MoMap]):
-    def build(seed: int, height: int, width: int, num_frames: int) -> MoMap:
-        return transform(_sim(seed, height, width, num_frames))
+    def build(seed: int, height: int, width: int, num_frames: int, split: str = "test") -> MoMap:
+        return transform(_sim(seed, height, width, num_frames, split))
 
     return build
 
@@ -117,17 +128,23 @@ CASES: dict[str, Case] = {
 }  # fmt: skip
 
 
-def build_case(name: str, seed: int, height: int = 128, width: int = 128, num_frames: int = 32) -> MoMap:
+def build_case(
+    name: str, seed: int, height: int = 128, width: int = 128, num_frames: int = 32, split: str = "test"
+) -> MoMap:
     """Returns the MoMap of case ``name`` (``CASES``) and suite seed ``seed`` (0 <= seed <
-    ``TRAIN_SEED_START``)."""
+    ``VAL_SEED_START``) of the ``test`` or ``val`` suite (``split``, see the module)."""
     if name not in CASES:
         raise ValueError(f"case: expected one of {list(CASES)}, got {name!r}")
-    if not 0 <= seed < TRAIN_SEED_START:
+    if split not in SPLITS:
+        raise ValueError(f"split: expected one of {SPLITS}, got {split!r}")
+    if not 0 <= seed < VAL_SEED_START:
         raise ValueError(
-            f"seed: expected 0 <= seed < {TRAIN_SEED_START} (training seeds start there), got {seed}"
+            f"seed: expected 0 <= seed < {VAL_SEED_START} (the val suite's seeds, then the training seeds, "
+            f"start there), got {seed}"
         )
-    momap = CASES[name].build(seed, height, width, num_frames)
-    return dataclasses.replace(momap, meta={**momap.meta, "case": name, "suite_seed": seed})
+    momap = CASES[name].build(seed, height, width, num_frames, split)
+    meta = {**momap.meta, "case": name, "suite_seed": seed, "suite_split": split}
+    return dataclasses.replace(momap, meta=meta)
 
 
 def _median(values: np.ndarray) -> float:
@@ -171,9 +188,11 @@ def run_suite(
     num_inference_steps: int = 25,
     size: tuple[int, int, int] = (128, 128, 32),
     progress: bool = True,
+    split: str = "test",
 ) -> list[dict[str, Any]]:
     """Returns one row per (case, seed): ``case``, ``seed`` and the ``METRICS`` (pipeline metrics
-    NaN without a ``pipeline``; VAE metrics NaN without a ``vae``). ``size`` is (H, W, T).
+    NaN without a ``pipeline``; VAE metrics NaN without a ``vae``). ``size`` is (H, W, T); ``split``
+    picks the ``test`` suite or the ``val`` one (for choosing between models).
 
     ``pipeline`` samples ``num_samples`` futures per case with a generator seeded by the suite seed.
     """
@@ -186,7 +205,7 @@ def run_suite(
         rows = []
         jobs = [(name, seed) for name in names for seed in seeds]
         for name, seed in tqdm(jobs, desc="generalisation suite", unit="case", disable=not progress):
-            momap = build_case(name, seed, height, width, num_frames)
+            momap = build_case(name, seed, height, width, num_frames, split)
             row: dict[str, Any] = {"case": name, "seed": int(seed), **dict.fromkeys(METRICS, math.nan)}
             if vae is not None:
                 row.update(vae_errors(vae, momap))
@@ -276,7 +295,9 @@ def environment() -> dict[str, str]:
 __all__ = [
     "CASES",
     "METRICS",
+    "SPLITS",
     "TARGETS",
+    "VAL_SEED_START",
     "Case",
     "build_case",
     "environment",
