@@ -1,7 +1,7 @@
 """Assembles ``checkpoints/`` from the combined retrain's outputs (``scripts/train_paper.py`` bundles).
 
     python scripts/assemble_bundle.py --bundles outputs/final/bundles \\
-        --image-vae outputs/final/bundles/image-vae-gan-0.1 --video outputs/final/video/flattened \\
+        --image-vae outputs/final/bundles/image-vae-gan-0.5 --video outputs/final/video/flattened \\
         --out checkpoints
 
 Writes each of these (fp16 shards as the training runs wrote them, a fresh weight manifest, no
