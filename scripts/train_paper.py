@@ -84,7 +84,9 @@ def main() -> None:
     parser.add_argument("--text-encoder", default="minilm", help="spec used in training, e.g. table:<file>")
     parser.add_argument("--clips", type=int, default=1000, help="clips per dataset folder")
     parser.add_argument("--workers", type=int, default=15)
-    parser.add_argument("--sim-device", default="cpu", help="ray-casting device of the simulator (cuda: ~2x)")
+    parser.add_argument(
+        "--sim-device", default="cpu", help="ray-casting device of the simulator (data, streamed latents)"
+    )
     parser.add_argument(
         "--widths", type=int, nargs="+", default=[64, 96, 128],
         help="UNet widths of the image prior and of every UNet trained from scratch (the same architecture)",
@@ -417,7 +419,7 @@ def stream_latents(
     configs = []
     for family in FAMILIES:
         configs += [SimConfig(family=family), SimConfig(family=family).wide()]
-    configs = [config.smoke() if args.smoke else replace(config, device=device) for config in configs]
+    configs = [c.smoke() if args.smoke else replace(c, device=args.sim_device) for c in configs]
     image = AutoencoderKL.from_pretrained(resolve_checkpoint(image_vae)).to(device).eval()
     text = load_text_encoder(args.text_encoder, device)
     if all((folder / f"{name}.safetensors").is_file() for name in codecs):
@@ -435,8 +437,9 @@ def stream_latents(
     stamp(f"latents: {list(codecs)} ({clips} scenes per config x {args.motion_variants} futures)")
     sets = simulate_latents(
         configs, clips, loaded, image, text, device=device, workers=0 if args.smoke else args.workers,
-        time_limit_minutes=0.0 if args.smoke else args.stream_minutes * args.minutes, progress=False,
-        motion_variants=args.motion_variants, first_index=args.stream_first_index,
+        time_limit_minutes=0.0 if args.smoke else args.stream_minutes * args.minutes,
+        progress=not args.smoke, motion_variants=args.motion_variants, first_index=args.stream_first_index,
+        stall_timeout=120.0,
     )  # fmt: skip
     for name, latents in sets.items():
         stamp(f"latents: {name}: {len(latents)} clips")

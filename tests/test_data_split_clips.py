@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -46,3 +48,14 @@ def test_an_empty_part_of_a_shard_gives_no_clips_with_worker_processes():
     # a shard's part can hold no clip (more parts than clips); with workers it must not start a pool of 0
     config = SimConfig().smoke()
     assert simulate_split_clips("tabletop", 1, config=config, shard=(1, 5), workers=1, progress=False) == []
+
+
+def test_parallel_map_raises_when_the_workers_stall_instead_of_waiting_for_ever():
+    # a worker that dies or hangs loses its task, and a process pool then waits for it forever
+    from momaplib.data import parallel_map
+
+    assert list(parallel_map([0.01, 0.02, 0.01], 2, time.sleep, stall_timeout=120.0)) == [None] * 3
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError, match=r"no result from 1 worker processes in 8 s \(sleep\)"):
+        list(parallel_map([600.0], 1, time.sleep, stall_timeout=8.0))
+    assert time.perf_counter() - started < 120  # and the hung worker is terminated, not waited for

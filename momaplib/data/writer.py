@@ -127,11 +127,19 @@ def default_workers() -> int:
 
 
 def parallel_map(
-    tasks: Sequence[Any], workers: int, function: Callable[[Any], Any], chunksize: int = 1
+    tasks: Sequence[Any],
+    workers: int,
+    function: Callable[[Any], Any],
+    chunksize: int = 1,
+    stall_timeout: float | None = None,
 ) -> Iterator[Any]:
     """Yields ``function(task)`` of every task (e.g. the manifest entry of a written clip),
     in completion order, from ``workers`` spawned processes (0: in this process). Closing the
-    iterator early terminates the workers."""
+    iterator early terminates the workers.
+
+    ``stall_timeout`` (seconds): raise ``TimeoutError`` when no result has come for that long. A
+    worker that dies hard (killed, a crashed native library) loses its task, and a pool then waits
+    for it forever; with a timeout the caller learns of it instead of hanging."""
     if workers == 0 or not tasks:  # in this process: for notebooks, debugging and tiny datasets
         yield from map(function, tasks)
         return
@@ -139,7 +147,25 @@ def parallel_map(
     context = multiprocessing.get_context("spawn")
     processes = min(workers, len(tasks))
     with context.Pool(processes, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-        yield from pool.imap_unordered(function, tasks, chunksize=chunksize)
+        # chunks made here, not by imap's chunksize: with chunksize > 1 imap returns a plain
+        # generator, whose next() takes no timeout
+        chunks = [(function, tasks[i : i + chunksize]) for i in range(0, len(tasks), max(chunksize, 1))]
+        results = pool.imap_unordered(_apply_chunk, chunks)
+        while True:
+            try:
+                yield from results.next(stall_timeout)
+            except StopIteration:
+                return
+            except multiprocessing.TimeoutError:
+                raise TimeoutError(
+                    f"parallel_map: no result from {processes} worker processes in {stall_timeout:g} s "
+                    f"({getattr(function, '__name__', function)}); a worker may have died or hung"
+                ) from None
+
+
+def _apply_chunk(job: tuple[Callable[[Any], Any], Sequence[Any]]) -> list[Any]:
+    function, tasks = job
+    return [function(task) for task in tasks]
 
 
 @contextlib.contextmanager

@@ -326,6 +326,7 @@ def simulate_latents(
     progress: bool = True,
     task_variants: int = 1,
     motion_variants: int = 1,
+    stall_timeout: float = 300.0,
 ) -> LatentSet:
     """Returns the ``LatentSet`` of freshly simulated clips, encoded as they come (no files).
 
@@ -344,6 +345,9 @@ def simulate_latents(
     is ``{name: LatentSet}`` (same clips, ids and conditions). ``motion_variants`` > 1 adds, likewise,
     ``SimConfig.motion_variant`` 1, 2, ... of each (the same start frame and task, another future;
     ids end in ``_m1``, ...): several futures per scene for a model to learn a distribution from.
+    With workers, ``stall_timeout`` seconds without a finished clip raise ``TimeoutError`` (a worker
+    that died or hung) rather than waiting for ever; the progress bar refreshes at most every 10 s
+    so that it can go to a log file.
     """
     if clips_per_config < 1 or not configs:
         raise ValueError(f"clips_per_config: expected >= 1 and at least one config, got {clips_per_config}")
@@ -384,8 +388,8 @@ def simulate_latents(
         pending.clear()
 
     started = time.perf_counter()
-    items = parallel_map(tasks, workers, _simulate_inputs, chunksize=4)
-    with tqdm(total=len(tasks), desc="simulate + encode", disable=not progress) as bar:
+    items = parallel_map(tasks, workers, _simulate_inputs, chunksize=4, stall_timeout=stall_timeout)
+    with tqdm(total=len(tasks), desc="simulate + encode", disable=not progress, mininterval=10) as bar:
         for item in items:
             pending.append(item)
             bar.update()
