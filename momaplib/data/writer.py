@@ -145,11 +145,12 @@ def parallel_map(
         return
     # "spawn", not fork: forking a process that has initialised torch's thread pools can deadlock.
     context = multiprocessing.get_context("spawn")
-    processes = min(workers, len(tasks))
+    # chunks made here, not by imap's chunksize: with chunksize > 1 imap returns a plain generator,
+    # whose next() takes no timeout
+    step = max(chunksize, 1)
+    chunks = [(function, tasks[i : i + step]) for i in range(0, len(tasks), step)]
+    processes = min(workers, len(chunks))  # a process per chunk at most: more would idle
     with context.Pool(processes, initializer=_init_worker, initargs=(os.getpid(),)) as pool:
-        # chunks made here, not by imap's chunksize: with chunksize > 1 imap returns a plain
-        # generator, whose next() takes no timeout
-        chunks = [(function, tasks[i : i + chunksize]) for i in range(0, len(tasks), max(chunksize, 1))]
         results = pool.imap_unordered(_apply_chunk, chunks)
         while True:
             try:
