@@ -58,7 +58,7 @@ from momaplib.eval.distribution import (
     simulate_future_sets,
     table_markdown,
 )
-from momaplib.eval.parts import evaluate_families, read_parts
+from momaplib.eval.parts import evaluate_families, read_parts, shard_threads
 from momaplib.metrics.distribution import DISTRIBUTION_METRICS, TAU_MATCH
 from momaplib.sim import SimConfig
 from momaplib.storage import atomic_write_csv, atomic_write_text
@@ -250,6 +250,7 @@ def main() -> None:
     parser.add_argument("--from-csv", type=Path, help="no sampling: the report of a per-scene CSV")
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_distribution"))
     args = parser.parse_args()
+    shard_threads(args.shard)  # shards side by side: a share of the cores each
 
     started = time.perf_counter()
     settings = {key: getattr(args, key) for key in SHARED_SETTINGS if key != "methods"}

@@ -47,6 +47,7 @@ from momaplib.data import clip_id as make_clip_id
 from momaplib.data import simulate_split_clips, split_indices
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.eval import dsl_intervals, dsl_table
+from momaplib.eval.parts import shard_threads
 from momaplib.metrics import clip_generator, evaluate_predictor
 from momaplib.storage import atomic_write_csv, atomic_write_text
 
@@ -243,6 +244,7 @@ def main() -> None:
     )
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
+    shard_threads(args.shard)  # shards side by side: a share of the cores each
     started = time.perf_counter()
     if args.planners_only:
         return planner_table(args)

@@ -45,6 +45,7 @@ from momaplib.eval import (
     table_to_markdown,
     write_table,
 )
+from momaplib.eval.parts import shard_threads
 from momaplib.storage import atomic_write_text
 from momaplib.viz import plot_paired_differences, save_figure
 
@@ -118,6 +119,7 @@ def main() -> None:
         help="no sampling: build the table from the per_clip.csv of these earlier --out folders",
     )  # fmt: skip
     args = parser.parse_args()
+    shard_threads(args.shard)  # shards side by side: a share of the cores each
     if not args.merge and not 0 <= args.skip <= args.clips:
         parser.error(f"--skip: expected 0 <= K <= --clips ({args.clips}), got {args.skip}")
 

@@ -42,7 +42,7 @@ from eval_models import parse_shard  # benchmarks/ is on sys.path when this scri
 from momaplib.data import simulate_split_clips
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.eval import format_table, table_to_markdown, write_table
-from momaplib.eval.parts import evaluate_families, read_parts
+from momaplib.eval.parts import evaluate_families, read_parts, shard_threads
 from momaplib.eval.samplers import REFERENCE, compare_samplers, sampler_methods, steps_markdown, steps_table
 from momaplib.storage import atomic_write_text
 
@@ -148,6 +148,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_schedulers"))
     args = parser.parse_args()
+    shard_threads(args.shard)  # shards side by side: a share of the cores each
     if not args.merge and not args.steps and not args.student:
         parser.error("--steps: give at least one step count, or --student")
 

@@ -29,6 +29,7 @@ import torch
 from momaplib.data import simulate_split_clips
 from momaplib.eval import evaluate_methods, table_to_markdown
 from momaplib.eval.paper import PAPER_ROWS, method_predictor, paper_intervals, paper_table
+from momaplib.eval.parts import shard_threads
 from momaplib.storage import atomic_write_csv
 
 ROWS = PAPER_ROWS
@@ -69,6 +70,7 @@ def main() -> None:
     parser.add_argument("--text-encoder", help="override the pipelines' text encoder spec, e.g. minilm:/path")
     parser.add_argument("--card", type=Path, help="also write the tables into this card (write_into)")
     args = parser.parse_args()
+    shard_threads(args.shard)  # shards side by side: a share of the cores each
     if args.from_csv:
         per_clip = pd.concat([pd.read_csv(path) for path in args.from_csv], ignore_index=True)
     else:

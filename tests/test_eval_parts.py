@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pandas as pd
 import pytest
+import torch
 
-from momaplib.eval.parts import evaluate_in_parts, sub_shard
+from momaplib.eval.parts import evaluate_in_parts, shard_threads, sub_shard
 
 
 @pytest.mark.parametrize(("shard", "chunks"), [((0, 1), 1), ((0, 1), 3), ((2, 4), 3), ((7, 8), 5)])
@@ -96,3 +99,18 @@ def test_per_clip_csvs_are_written_whole_and_reproducibly(tmp_path):
     assert path.read_bytes() == first and sorted(p.name for p in tmp_path.iterdir()) == ["per_clip.csv.gz"]
     atomic_write_csv(tmp_path / "plain.csv", frame)
     assert (tmp_path / "plain.csv").read_text().splitlines()[0] == "clip_id,ate_dtw"
+
+
+def test_shard_threads_gives_each_shard_its_share_of_the_cores(monkeypatch):
+    before = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    try:
+        assert shard_threads((3, 12)) == 1 and torch.get_num_threads() == 1  # 16 cores // 12 shards
+        assert shard_threads("1/4") == 4 and torch.get_num_threads() == 4
+        torch.set_num_threads(before)
+        assert shard_threads((0, 1)) is None and torch.get_num_threads() == before  # one shard: untouched
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert shard_threads((0, 8)) is None and torch.get_num_threads() == before  # the user's setting
+    finally:
+        torch.set_num_threads(before)
