@@ -193,11 +193,3 @@ def test_distillation_refuses_what_it_cannot_distil(tmp_path):
         ).run()  # fmt: skip
     with pytest.raises(ValueError, match="target_decay"):
         DistillJob(target_decay=1.0)
-
-
-def test_half_precision_distillation_is_warned_against(tmp_path, recwarn):
-    for precision in ("bf16", "fp16"):
-        with pytest.warns(UserWarning, match=r"mixed_precision=.*float32"):
-            DistillJob(train=TrainConfig(tmp_path / precision, mixed_precision=precision))
-    DistillJob(train=TrainConfig(tmp_path / "fp32"))  # the default: float32, no warning
-    assert not [w for w in recwarn.list if "mixed_precision" in str(w.message)]
