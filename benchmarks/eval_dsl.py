@@ -45,6 +45,7 @@ from momaplib.control import (
 from momaplib.control.paraphrase import paraphrase_prompt
 from momaplib.data import clip_id as make_clip_id
 from momaplib.data import simulate_split_clips, split_indices
+from momaplib.data.shards import parse_shard
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.eval import dsl_intervals, dsl_table
 from momaplib.eval.parts import shard_threads
@@ -230,6 +231,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--shard",
+        type=parse_shard,
         default="0/1",
         metavar="K/N",
         help="only every N-th clip from the K-th on (merge with --merge)",
@@ -264,10 +266,9 @@ def main() -> None:
         for pipeline in pipelines.values():
             pipeline.to(args.device).set_progress_bar_config(disable=True)
         frames = []
-        k, n = (int(part) for part in args.shard.split("/"))
         for family in args.families:
             clips = simulate_split_clips(
-                family, args.clips, shard=(k, n), workers=args.workers, progress=not args.quiet
+                family, args.clips, shard=args.shard, workers=args.workers, progress=not args.quiet
             )
             keep = set(split_ids(family, args.paraphrase_clips or args.clips))
             jobs = jobs_of(clips, pipelines["dsl"].num_frames, lambda clip_id, keep=keep: clip_id in keep)

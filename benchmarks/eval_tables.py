@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from momaplib.data import simulate_split_clips
+from momaplib.data.shards import parse_shard
 from momaplib.eval import evaluate_methods, table_to_markdown
 from momaplib.eval.paper import PAPER_ROWS, method_predictor, paper_intervals, paper_table
 from momaplib.eval.parts import shard_threads
@@ -63,7 +64,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, help="default: each pipeline's own (config.guidance_scale)")
     parser.add_argument("--families", nargs="+", default=["tabletop", "egocentric"])
-    parser.add_argument("--shard", default="0/1", metavar="K/N", help="every N-th clip from the K-th on")
+    parser.add_argument(
+        "--shard", type=parse_shard, default="0/1", metavar="K/N", help="every N-th clip from the K-th on"
+    )
     parser.add_argument("--workers", type=int, default=0, help="simulation processes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("outputs/eval_tables"))
@@ -84,11 +87,10 @@ def main() -> None:
             name: method_predictor(source, args.device, args.steps, args.guidance, args.text_encoder)
             for name, source in sources.items()
         }
-        k, n = (int(part) for part in args.shard.split("/"))
         rows = []
         for family in args.families:
             clips = simulate_split_clips(
-                family, args.clips, shard=(k, n), workers=args.workers, progress=False
+                family, args.clips, shard=args.shard, workers=args.workers, progress=False
             )
             results = evaluate_methods(
                 clips, methods, num_samples=args.num_samples, device=args.device, progress=False

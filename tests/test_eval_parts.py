@@ -107,7 +107,7 @@ def test_shard_threads_gives_each_shard_its_share_of_the_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
     try:
         assert shard_threads((3, 12)) == 1 and torch.get_num_threads() == 1  # 16 cores // 12 shards
-        assert shard_threads("1/4") == 4 and torch.get_num_threads() == 4
+        assert shard_threads((1, 4)) == 4 and torch.get_num_threads() == 4
         torch.set_num_threads(before)
         assert shard_threads((0, 1)) is None and torch.get_num_threads() == before  # one shard: untouched
         monkeypatch.setenv("OMP_NUM_THREADS", "2")

@@ -30,7 +30,7 @@ from momaplib.storage import atomic_write_bytes, atomic_write_text
 PARTS = "parts"
 
 
-def shard_threads(shard: tuple[int, int] | str) -> int | None:
+def shard_threads(shard: tuple[int, int]) -> int | None:
     """Sets torch's thread count of one of ``n`` shard processes run side by side to its share of the
     usable cores (at least 1) and returns it; returns None and changes nothing for one shard or when
     ``OMP_NUM_THREADS`` is set (the user's choice).
@@ -40,11 +40,12 @@ def shard_threads(shard: tuple[int, int] | str) -> int | None:
     """
     import torch
 
-    _, n = (int(part) for part in shard.split("/")) if isinstance(shard, str) else shard
+    from momaplib.data.writer import usable_cores
+
+    n = shard[1]
     if n <= 1 or os.environ.get("OMP_NUM_THREADS"):
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, cores // n)
+    threads = max(1, usable_cores() // n)
     torch.set_num_threads(threads)
     return threads
 
