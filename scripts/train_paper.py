@@ -23,7 +23,7 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
   from scratch (Table 2's "no unet&vae init"), the same steps, both with the moving-point weight,
   procedural geometry and augmentation (a quarter of the items with a region without data,
   ``--holes``) and the displacement term ``x_t - x_0`` (``--displacement-weight``); then each one's
-  decoder alone, with the displacement term.
+  decoder alone, with the displacement term (``--decoder-steps 0``: none; the first stage is the bundle).
 - ``image-prior``: the text-to-image UNet over the image VAE (the stand-in for Stable Diffusion).
 - ``latents``: streamed clips (both families, ``base`` and ``wide`` configs, ``--motion-variants``
   futures per scene) encoded once per codec: the VAE, the scratch VAE and the raw MoMap.
@@ -263,6 +263,7 @@ def main() -> None:
                 datasets, config(name, args.vae_steps, 32, 4e-4 * lr_scale, 4.0, validate_every=1000),
                 init="pretrained" if args.warm else init, pretrained=warm(name), image_vae=image_vae,
                 displacement_weight=args.displacement_weight, **common, **small,
+                bundle_dir=None if args.decoder_steps else bundles / name,  # the bundle: this stage's
             ).run()  # fmt: skip
         if args.decoder_steps and not done(f"{name}-decoder", "model"):
             stamp(f"MoMap VAE ({init}): decoder")
