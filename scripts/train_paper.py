@@ -5,6 +5,7 @@
     python scripts/train_paper.py --runs outputs/paper2 --warm outputs/paper/bundles  # continue codecs, prior
     python scripts/train_paper.py --runs outputs/paper3 --stages latents bundle --latent-codecs vae \
         --continue-from outputs/paper2/bundles   # continue the bundle (the codecs: outputs/paper3's)
+    python scripts/train_paper.py --runs outputs/final --frozen retrain --stages data latents bundle
     python scripts/train_paper.py --smoke                                   # toy sizes on a CPU
 
 Stages (each skipped when its output exists, so a rerun continues; ``--stages`` picks some):
@@ -40,12 +41,14 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
 - ``dsl``: ``momap-diffusion-dsl``, the UNet conditioned on the motion DSL instead of text.
 - ``gflow``: Table 1's GeneralFlow-style baselines (``gflow-original``, ``-rollout``, ``-extend``).
 
-``--warm`` continues the image VAE, both MoMap VAEs and the prior from an earlier run's bundles with
-a fresh learning-rate schedule (half the peak): a budget cut into short sessions trains each model
-in several continued runs, each one's schedule annealed to its own step count. ``--continue-from``
-does the same for the generators (the bundle, baseline and DSL model, at ``--lr``), and
-``--latent-codecs vae`` streams only the latents those need, and ``--stream-first-index`` starts the
-stream past the scenes an earlier run streamed, so a continued generator meets new scenes.
+``--frozen FOLDER`` uses the image VAE, both MoMap VAEs and the prior of a folder of final ones
+(``image-vae``, ``momap-vae``, ``momap-vae-scratch`` and, if there, ``image-diffusion``; ``retrain/``)
+as they are: their stages (decoder stages too) are skipped, so later models train on those latent spaces.
+``--warm`` continues the codecs and the prior from an earlier run's bundles with a fresh schedule at
+half the peak learning rate (a budget cut into short runs, each annealed to its own step count);
+``--continue-from`` does the same for the generators (the bundle, baseline and DSL model, at
+``--lr``), ``--latent-codecs vae`` streams only the latents those need, and ``--stream-first-index``
+starts the stream past an earlier run's scenes, so a continued generator meets new ones.
 
 fp16 bundles go to ``<runs>/bundles``. The evaluation is ``benchmarks/eval_tables.py``. Independent
 stages can run side by side on one GPU as separate processes (e.g. ``--stages momap-vae`` and
@@ -56,11 +59,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+
+from momaplib.checkpoints import WEIGHT_MANIFEST, write_weight_manifest
 
 FAMILIES = ("tabletop", "egocentric")
 STAGES = ("data", "image-vae", "image-vae-decoder", "momap-vae", "momap-vae-scratch", "image-prior")
@@ -144,6 +150,11 @@ def main() -> None:
         help="bundles folder of an earlier run: the image VAE, both MoMap VAEs and the prior continue "
         "from its image-vae, momap-vae, momap-vae-scratch and image-diffusion (fresh schedule, half the lr)",
     )  # fmt: skip
+    parser.add_argument(
+        "--frozen", type=Path,
+        help="folder of final codecs (image-vae, momap-vae, momap-vae-scratch; image-diffusion if there) "
+        "used as they are: their stages are skipped",
+    )  # fmt: skip
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
 
@@ -196,6 +207,12 @@ def main() -> None:
         return dict(init="pretrained", pretrained=str(args.continue_from / name))
 
     lr_scale = 0.5 if args.warm else 1.0
+    if args.frozen is not None:
+        if args.warm is not None:
+            raise SystemExit("--frozen and --warm: choose one (frozen codecs are not trained further)")
+        use_frozen(args.frozen, runs)
+        args.decoder_steps = 0  # and the image VAE's decoder is final too
+        args.stages = [stage for stage in args.stages if stage != "image-vae-decoder"]
 
     widths = tuple(args.widths)
     small = dict(block_out_channels=(8, 8, 8, 8), layers_per_block=1, norm_num_groups=4) if args.smoke else {}
@@ -391,6 +408,36 @@ def main() -> None:
                 smoke=args.smoke,
             ).run()  # fmt: skip
     stamp("done")
+
+
+#: --frozen: the folder's parts and where a run keeps each (the stage's output, as if it had trained)
+FROZEN_PARTS = {
+    "image-vae": "image-vae/model",
+    "momap-vae": "momap-vae/model",
+    "momap-vae-scratch": "momap-vae-scratch/model",
+    "image-diffusion": "image-prior/pipeline",
+}
+
+
+def use_frozen(folder: Path, runs: Path) -> None:
+    """Copies the final codecs and prior of ``folder`` to the places in ``runs`` that their stages
+    write, so those stages count as done and every later stage reads them. The prior's pipeline
+    gets the image VAE as its ``vae/`` when it has none (the kit stores it once)."""
+    missing = [name for name in list(FROZEN_PARTS)[:3] if not (folder / name).is_dir()]
+    if missing:  # the prior may be missing: then its stage trains it over the frozen image VAE
+        raise SystemExit(f"--frozen: {folder} has no {', '.join(m + '/' for m in missing)}")
+    for name, part in FROZEN_PARTS.items():
+        target = runs / part
+        if target.is_dir() or not (folder / name).is_dir():
+            continue
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(folder / name, partial)
+        if name == "image-diffusion" and not (partial / "vae").is_dir():
+            shutil.copytree(folder / "image-vae", partial / "vae")
+            (partial / "vae" / WEIGHT_MANIFEST).unlink(missing_ok=True)  # covered by the pipeline's
+            write_weight_manifest(partial)
+        partial.rename(target)
 
 
 def link_cache(cache: Path, run: Path) -> None:

@@ -1,5 +1,5 @@
-"""The paper driver (scripts/train_paper.py) end to end at smoke sizes, and continuing a run (--warm,
---continue-from)."""
+"""The paper driver (scripts/train_paper.py) end to end at smoke sizes, continuing a run (--warm,
+--continue-from) and using final codecs as they are (--frozen)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from momaplib.checkpoints import resolve_checkpoint, write_weight_manifest
 from momaplib.diffusion.pipeline import load_pipeline
 from momaplib.vae import MoMapVAE
 
@@ -78,6 +79,39 @@ def test_a_second_run_continues_every_codec_and_the_prior_from_the_first(tmp_pat
     assert done.returncode != 0 and "has no momap-vae-scratch/" in done.stderr
     assert not (tmp_path / "third/data").exists()
     assert json.loads((first / "bundles/image-diffusion/model_index.json").read_text())["_class_name"]
+
+    # --frozen: final codecs and prior used as they are (the prior stored without its vae/)
+    frozen = tmp_path / "frozen"
+    for name in ("image-vae", "momap-vae", "momap-vae-scratch", "image-diffusion"):
+        shutil.copytree(first / "bundles" / name, frozen / name)
+    shutil.rmtree(frozen / "image-diffusion/vae")
+    write_weight_manifest(frozen / "image-diffusion")
+    fourth = tmp_path / "fourth"
+    out = driver(fourth, "--frozen", str(frozen), "--stages", *stages[1:])
+    assert "image VAE" not in out and "MoMap VAE" not in out and "image prior" not in out
+    for part in ("image-vae", "momap-vae", "momap-vae-scratch", "image-prior"):
+        assert not (fourth / part / "checkpoints").exists(), part  # nothing trained
+    kept = MoMapVAE.from_pretrained(frozen / "momap-vae", torch_dtype=torch.float32).state_dict()
+    used = MoMapVAE.from_pretrained(fourth / "momap-vae/model", torch_dtype=torch.float32).state_dict()
+    assert all(torch.equal(v, used[k]) for k, v in kept.items())
+    prior = resolve_checkpoint(fourth / "image-prior/pipeline")  # its manifest covers the added vae/
+    vae = AutoencoderKL.from_pretrained(prior / "vae", torch_dtype=torch.float32).state_dict()
+    assert all(torch.equal(v, vae[k]) for k, v in image.items())
+    assert not (fourth / "momap-vae-decoder").exists()
+    # without a prior in the folder, its stage trains one over the frozen image VAE
+    shutil.rmtree(frozen / "image-diffusion")
+    (tmp_path / "sixth").mkdir()
+    (tmp_path / "sixth/data").symlink_to(first / "data")
+    out = driver(tmp_path / "sixth", "--frozen", str(frozen), "--stages", "image-vae", "image-prior")
+    assert "image prior" in out and "image VAE" not in out
+    config = json.loads((tmp_path / "sixth/image-prior/train_config.json").read_text())
+    assert config["image_vae"] == str(tmp_path / "sixth/image-vae/model")
+    shutil.rmtree(frozen / "momap-vae-scratch")
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--runs", str(tmp_path / "fifth"), "--frozen", str(frozen),
+         "--stages", "momap-vae"], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0 and "has no momap-vae-scratch/" in done.stderr
 
 
 def test_the_bundle_is_inflated_from_the_prior_then_continued_from_itself(tmp_path):
