@@ -25,7 +25,8 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
   procedural geometry and augmentation (a quarter of the items with a region without data,
   ``--holes``) and the displacement term ``x_t - x_0`` (``--displacement-weight``); then each one's
   decoder alone, with the displacement term (``--decoder-steps 0``: none; the first stage is the bundle).
-- ``image-prior``: the text-to-image UNet over the image VAE (the stand-in for Stable Diffusion).
+- ``image-prior``: the text-to-image UNet over the image VAE (the stand-in for Stable Diffusion), on
+  the data folders' reference frames and, once the ``latents`` stage has run, its scenes' frames.
 - ``latents``: streamed clips (both families, ``base`` and ``wide`` configs, ``--motion-variants``
   futures per scene) encoded once per codec: the VAE, the scratch VAE and the raw MoMap.
 - ``ablations``: Table 2's six rows with one budget (steps, batch, learning rate, seed):
@@ -43,7 +44,7 @@ Stages (each skipped when its output exists, so a rerun continues; ``--stages`` 
 
 ``--frozen FOLDER`` uses the image VAE, both MoMap VAEs and the prior of a folder of final ones
 (``image-vae``, ``momap-vae``, ``momap-vae-scratch`` and, if there, ``image-diffusion``; ``retrain/``)
-as they are: their stages (decoder stages too) are skipped, so later models train on those latent spaces.
+as they are: their stages (decoder stages too) are skipped (``--warm`` continues what still trains).
 ``--warm`` continues the codecs and the prior from an earlier run's bundles with a fresh schedule at
 half the peak learning rate (a budget cut into short runs, each annealed to its own step count);
 ``--continue-from`` does the same for the generators (the bundle, baseline and DSL model, at
@@ -208,8 +209,6 @@ def main() -> None:
 
     lr_scale = 0.5 if args.warm else 1.0
     if args.frozen is not None:
-        if args.warm is not None:
-            raise SystemExit("--frozen and --warm: choose one (frozen codecs are not trained further)")
         use_frozen(args.frozen, runs)
         args.decoder_steps = 0  # and the image VAE's decoder is final too
         args.stages = [stage for stage in args.stages if stage != "image-vae-decoder"]
@@ -293,11 +292,12 @@ def main() -> None:
     if "image-prior" in stages and not done("image-prior", "pipeline"):
         from momaplib.diffusion.image_prior import TrainImageDiffusionJob
 
-        stamp("image prior" + (f" from {warm('image-diffusion')}" if args.warm else ""))
+        cached = tuple(p for p in [runs / "latents/vae.safetensors"] if p.is_file())  # more frames
+        stamp(f"image prior (start: {warm('image-diffusion') or 'random'}; latent caches: {len(cached)})")
         TrainImageDiffusionJob(
             datasets, config("image-prior", args.prior_steps, 256, 3e-4 * lr_scale, 4.0, validate_every=2000),
             image_vae=image_vae, text_encoder=args.text_encoder, pipeline_text_encoder="minilm",
-            bundle_dir=bundles / "image-diffusion", pretrained=warm("image-diffusion"),
+            bundle_dir=bundles / "image-diffusion", pretrained=warm("image-diffusion"), latent_sets=cached,
             block_out_channels=(16, 16) if args.smoke else widths, layers_per_block=1 if args.smoke else 2,
         ).run()  # fmt: skip
 

@@ -11,13 +11,15 @@ SD's UNet (``momap train-diffusion --init inflate --image-unet <this pipeline's 
   of ``momaplib.diffusion.text``). Same folder layout as an SD pipeline, so ``unet/`` is where the
   inflation looks. ``pipeline(prompts, ...)`` returns uint8 images.
 - ``TrainImageDiffusionJob`` (``momap train-image-diffusion``): encodes the reference frames of the
-  train split once, then trains with ``momaplib.training.fit`` (accelerate, resume, progress) with
-  caption dropout for guidance; validation samples images for the first val captions and logs
+  train split once (more come from the MoMap generators' latent caches, ``latent_sets``), then
+  trains with ``momaplib.training.fit`` (accelerate, resume, progress) with caption dropout for
+  guidance; validation samples images for the first val captions and logs
   their L1 to the true frames; ``--bundle-dir`` writes fp16 shards.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipe
 
 from momaplib.checkpoints import resolve_checkpoint
 from momaplib.data import MoMapDataset, collate
+from momaplib.diffusion.latents import load_latent_set
 from momaplib.diffusion.objectives import diffusion_loss
 from momaplib.diffusion.text import load_text_encoder, text_dim
 from momaplib.diffusion.unet import build_unet
@@ -49,6 +52,10 @@ from momaplib.training import (
 )
 
 FAMILY_WORDS = {"tabletop": "a tabletop scene seen from above", "egocentric": "an egocentric view of a table"}
+
+
+#: The end of a motion variant's clip id (``momaplib.diffusion.latents``): the same frame as variant 0.
+MOTION_VARIANT = re.compile(r"_m\d+$")
 
 
 def scene_caption(prompt: str, family: str = "") -> str:
@@ -138,6 +145,12 @@ class TrainImageDiffusionJob:
     """Probability of training on the empty caption (classifier-free guidance)."""
     num_val_images: int = 4
     """Val frames sampled at each validation (L1 to the true frames in model range)."""
+    latent_sets: tuple[Path, ...] = ()
+    """Latent caches of the MoMap generators (``momaplib.diffusion.latents``, e.g. train_paper's
+    streamed clips) whose reference frames join the training images: their RGB condition latents
+    (channels 0-3, scaled posterior means as here), captioned from their prompt and the family in
+    their id, one per scene (motion variants share a frame). They must be encoded by ``image_vae``:
+    a cache does not record its image VAE, so only the latent shape is checked."""
     pretrained: str | None = None
     """Start the UNet from this one (an ``ImageDiffusionPipeline`` folder, its ``unet`` subfolder,
     or a hub id) instead of random weights, e.g. to continue an earlier run on a fine-tuned image VAE
@@ -189,6 +202,25 @@ def _encode(
     return {"latents": torch.cat(latents), "captions": captions, "frames": torch.cat(frames)}
 
 
+def _cached_frames(paths, latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, list[str]]:
+    """Returns the reference-frame latents and captions of the latent caches ``paths`` (see
+    ``TrainImageDiffusionJob.latent_sets``), checked against the image latents' ``(C, h, w)``."""
+    latents, captions = [], []
+    for path in paths:
+        cache = load_latent_set(path)
+        frames = cache.condition[:, : latent_shape[0]]
+        if cache.condition.shape[1] < latent_shape[0] or tuple(frames.shape[1:]) != tuple(latent_shape):
+            raise ValueError(
+                f"latent_sets: {path}'s RGB condition latents are {tuple(frames.shape[1:])}, expected "
+                f"{tuple(latent_shape)} (the image VAE's latents of the datasets' frames)"
+            )
+        keep = [i for i, name in enumerate(cache.ids) if not MOTION_VARIANT.search(name)]
+        latents.append(frames[keep].float())
+        prompts = cache.prompt_index.tolist()
+        captions += [scene_caption(cache.prompts[prompts[i]], cache.ids[i].split("_")[0]) for i in keep]
+    return torch.cat(latents), captions
+
+
 def pretrained_unet(source: str, latent_channels: int, cross_attention_dim: int) -> UNet2DConditionModel:
     """Returns the float32 UNet of ``source`` (a pipeline folder with a ``unet`` subfolder, a UNet
     folder or a hub id), checked against the image VAE's latent channels and the text width."""
@@ -216,6 +248,11 @@ def train_image_prior(job: TrainImageDiffusionJob) -> Path:
     image_vae.requires_grad_(False)
     encoder = load_text_encoder(job.text_encoder, str(device))
     data = _encode(job, "train", image_vae, encoder, device)
+    if job.latent_sets:
+        cached, captions = _cached_frames(job.latent_sets, tuple(data["latents"].shape[1:]))
+        if accelerator.is_main_process:
+            print(f"image prior: {len(data['captions'])} dataset frames and {len(captions)} of latent caches")
+        data = {"latents": torch.cat([data["latents"], cached]), "captions": data["captions"] + captions}
     prompts = ["", *sorted(set(data["captions"]))]
     lookup = {p: i for i, p in enumerate(prompts)}
     table = torch.cat([encoder(prompts[i : i + 256]) for i in range(0, len(prompts), 256)]).to(device)
