@@ -98,6 +98,11 @@ def test_a_second_run_continues_every_codec_and_the_prior_from_the_first(tmp_pat
     vae = AutoencoderKL.from_pretrained(prior / "vae", torch_dtype=torch.float32).state_dict()
     assert all(torch.equal(v, vae[k]) for k, v in image.items())
     assert not (fourth / "momap-vae-decoder").exists()
+    done = subprocess.run(  # a run folder with codecs of its own is not silently kept
+        [sys.executable, str(SCRIPT), "--smoke", "--runs", str(first), "--frozen", str(frozen),
+         "--stages", "image-vae"], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode != 0 and f"{first / 'image-vae/model'} is not" in done.stderr
     # without a prior in the folder, its stage trains one over the frozen image VAE
     shutil.rmtree(frozen / "image-diffusion")
     (tmp_path / "sixth").mkdir()
