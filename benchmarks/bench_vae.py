@@ -51,13 +51,14 @@ def reconstruction_quality(name: str, clips: int):
     test clips per family, round-tripped by the VAE ``name``."""
     import pandas as pd
 
+    from momaplib.data import clip_family
     from momaplib.vae.analysis import held_out_clips, motion_errors, round_trip
 
     vae = MoMapVAE.from_pretrained(name).eval()
     rows = []
     for clip_id, clip in held_out_clips(clips, progress=False).items():
         errors = motion_errors(clip.momap, round_trip(vae, clip.momap))
-        rows.append({"family": clip_id.rsplit("_", 1)[0], **errors})
+        rows.append({"family": clip_family(clip_id), **errors})
     columns = ["EPE all", "EPE still", "EPE moving", "moving pixels"]
     return pd.DataFrame(rows).groupby("family")[columns].median()
 

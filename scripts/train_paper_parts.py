@@ -21,14 +21,16 @@ FROZEN_PARTS = {
     "momap-vae-scratch": "momap-vae-scratch/model",
     "image-diffusion": "image-prior/pipeline",
 }
+#: The parts a --frozen folder must have: without a prior, its stage trains one over the frozen image VAE
+FROZEN_REQUIRED = ("image-vae", "momap-vae", "momap-vae-scratch")
 
 
 def use_frozen(folder: Path, runs: Path) -> None:
     """Copies the final codecs and prior of ``folder`` to the places in ``runs`` that their stages
     write, so those stages count as done and every later stage reads them. The prior's pipeline
     gets the image VAE as its ``vae/`` when it has none (the kit stores it once)."""
-    missing = [name for name in list(FROZEN_PARTS)[:3] if not (folder / name).is_dir()]
-    if missing:  # the prior may be missing: then its stage trains it over the frozen image VAE
+    missing = [name for name in FROZEN_REQUIRED if not (folder / name).is_dir()]
+    if missing:
         raise SystemExit(f"--frozen: {folder} has no {', '.join(m + '/' for m in missing)}")
     for name, part in FROZEN_PARTS.items():
         target = runs / part
@@ -77,10 +79,10 @@ def stream_latents(
     for family in FAMILIES:
         configs += [SimConfig(family=family), SimConfig(family=family).wide()]
     configs = [c.smoke() if args.smoke else replace(c, device=args.sim_device) for c in configs]
-    image = AutoencoderKL.from_pretrained(resolve_checkpoint(image_vae)).to(device).eval()
-    text = load_text_encoder(args.text_encoder, device)
     if all((folder / f"{name}.safetensors").is_file() for name in codecs):
         return
+    image = AutoencoderKL.from_pretrained(resolve_checkpoint(image_vae)).to(device).eval()
+    text = load_text_encoder(args.text_encoder, device)
     loaded = {}
     for name, spec in codecs.items():
         if name == "raw":

@@ -18,6 +18,7 @@ import torch
 from momaplib.data import (
     DatasetSettingsError,
     MoMapDataset,
+    clip_family,
     clip_id,
     collate,
     load_manifest,
@@ -93,6 +94,14 @@ def test_split_indices_continue_the_split_of_a_dataset_past_its_size():
         assert not set(split_indices(family, 20, "val")) & set(indices)
     with pytest.raises(ValueError, match="split"):
         split_indices("tabletop", 3, "tset")
+
+
+def test_a_clip_id_names_its_family_with_or_without_a_variant():
+    assert clip_id("egocentric", 42, task_variant=1) == "egocentric_000042_v1"
+    assert [clip_family(clip_id(f, 7, v)) for f in ("tabletop", "egocentric") for v in (0, 2)] == [
+        "tabletop", "tabletop", "egocentric", "egocentric"
+    ]  # fmt: skip
+    assert clip_family(clip_id("tabletop", 3) + "_m1") == "tabletop"  # a streamed motion variant
 
 
 def test_splits_are_a_pure_function_of_the_id_and_stable_when_the_dataset_grows(tmp_path):

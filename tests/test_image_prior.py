@@ -35,15 +35,12 @@ def test_cached_frames_are_the_priors_own_encodings_one_per_scene(tmp_path, caps
     latents, captions = _cached_frames([tmp_path / "cache.safetensors"], tuple(own["latents"].shape[1:]))
     n = len(cache) - 1
     assert len(latents) == len(captions) == n  # the motion variant left out
-    torch.testing.assert_close(
-        latents, own["latents"][:n], rtol=1e-4, atol=1e-4
-    )  # the same frames, encoded alike
+    # the same frames, encoded alike
+    torch.testing.assert_close(latents, own["latents"][:n], rtol=1e-4, atol=1e-4)
     assert captions == own["captions"][:n]
     assert captions[0] == scene_caption(cache.prompts[int(cache.prompt_index[0])], "tabletop")
     with pytest.raises(ValueError, match=r"latent_sets: .* expected"):
         _cached_frames([tmp_path / "cache.safetensors"], (4, 8, 8))
 
-    TrainImageDiffusionJob(
-        **{**vars(job), "latent_sets": (tmp_path / "cache.safetensors",), "smoke": True}
-    ).run()
+    replace(job, latent_sets=(tmp_path / "cache.safetensors",), smoke=True).run()
     assert f"dataset frames and {n} of latent caches" in capsys.readouterr().out

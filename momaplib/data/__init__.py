@@ -78,6 +78,7 @@ from momaplib.data.shards import (
 )
 from momaplib.data.splits import (
     check_splits,
+    clip_family,
     clip_id,
     simulate_split_clips,
     simulate_split_videos,
@@ -115,6 +116,7 @@ __all__ = [
     "check_clip_file",
     "check_settings",
     "check_splits",
+    "clip_family",
     "clip_id",
     "collate",
     "default_workers",

@@ -19,6 +19,11 @@ def clip_id(family: str, index: int, task_variant: int = 0) -> str:
     return f"{family}_{index:06d}" + (f"_v{task_variant}" if task_variant else "")
 
 
+def clip_family(clip_id: str) -> str:
+    """Returns the family a ``clip_id`` names (``"tabletop_000042_v1"`` -> ``"tabletop"``)."""
+    return clip_id.split("_", 1)[0]
+
+
 #: The dataset splits, in order.
 SPLITS = ("train", "val", "test")
 

@@ -19,7 +19,6 @@ SD's UNet (``momap train-diffusion --init inflate --image-unet <this pipeline's 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ import torch
 from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
 
 from momaplib.checkpoints import resolve_checkpoint
-from momaplib.data import MoMapDataset, collate
-from momaplib.diffusion.latents import load_latent_set
+from momaplib.data import MoMapDataset, clip_family, collate
+from momaplib.diffusion.latents import MOTION_VARIANT, load_latent_set
 from momaplib.diffusion.objectives import diffusion_loss
 from momaplib.diffusion.text import load_text_encoder, text_dim
 from momaplib.diffusion.unet import build_unet
@@ -52,10 +51,6 @@ from momaplib.training import (
 )
 
 FAMILY_WORDS = {"tabletop": "a tabletop scene seen from above", "egocentric": "an egocentric view of a table"}
-
-
-#: The end of a motion variant's clip id (``momaplib.diffusion.latents``): the same frame as variant 0.
-MOTION_VARIANT = re.compile(r"_m\d+$")
 
 
 def scene_caption(prompt: str, family: str = "") -> str:
@@ -209,7 +204,7 @@ def _cached_frames(paths, latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, 
     for path in paths:
         cache = load_latent_set(path)
         frames = cache.condition[:, : latent_shape[0]]
-        if cache.condition.shape[1] < latent_shape[0] or tuple(frames.shape[1:]) != tuple(latent_shape):
+        if tuple(frames.shape[1:]) != tuple(latent_shape):
             raise ValueError(
                 f"latent_sets: {path}'s RGB condition latents are {tuple(frames.shape[1:])}, expected "
                 f"{tuple(latent_shape)} (the image VAE's latents of the datasets' frames)"
@@ -217,7 +212,7 @@ def _cached_frames(paths, latent_shape: tuple[int, ...]) -> tuple[torch.Tensor, 
         keep = [i for i, name in enumerate(cache.ids) if not MOTION_VARIANT.search(name)]
         latents.append(frames[keep].float())
         prompts = cache.prompt_index.tolist()
-        captions += [scene_caption(cache.prompts[prompts[i]], cache.ids[i].split("_")[0]) for i in keep]
+        captions += [scene_caption(cache.prompts[prompts[i]], clip_family(cache.ids[i])) for i in keep]
     return torch.cat(latents), captions
 
 

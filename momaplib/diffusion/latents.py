@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -286,6 +287,11 @@ class _BatchEncoder:
             target_slot=torch.cat(self.slots),
             dsl=torch.cat(self.dsl),
         )
+
+
+#: The end of a motion variant's clip id (``_simulate_inputs``: variant k > 0): the same scene and
+#: reference frame as variant 0.
+MOTION_VARIANT = re.compile(r"_m\d+$")
 
 
 def _simulate_inputs(task: tuple[str, int, SimConfig]) -> dict:
