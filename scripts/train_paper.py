@@ -127,6 +127,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--bundle-steps", type=int, default=4000)
     parser.add_argument(
+        "--inflate-input", choices=("zero", "duplicate"), default="zero",
+        help="prior-initialised UNets: their noisy latent's first-layer weights (TrainDiffusionJob)",
+    )  # fmt: skip
+    parser.add_argument(
         "--continue-from", type=Path, metavar="BUNDLES",
         help="bundles folder of an earlier run: the bundle, baseline and dsl stages continue its "
         "momap-diffusion, momap-vae-baseline and momap-diffusion-dsl (fresh schedule) instead of starting "
@@ -338,12 +342,13 @@ def main() -> None:
                 config(f"table2/{row}", steps, batch, args.lr, 60.0, lr_warmup_steps=200, validate_every=0),
                 vae=codecs[codec], image_vae=image_vae, text_encoder=args.text_encoder,
                 pipeline_text_encoder="minilm", conditions=conditions, grounding=True, num_val_clips=0,
-                init="inflate" if init == "prior" else "scratch",
+                init="inflate" if init == "prior" else "scratch", inflate_input=args.inflate_input,
                 image_unet=prior if init == "prior" else None, block_out_channels=widths,
                 compile=args.compile, smoke=args.smoke, bundle_dir=bundles / f"table2-{row}",
             ).run()  # fmt: skip
         if "bundle" in stages and not done("bundle", "pipeline"):
-            start = continued(generators["bundle"]) or dict(init="inflate", image_unet=prior)
+            inflated = dict(init="inflate", image_unet=prior, inflate_input=args.inflate_input)
+            start = continued(generators["bundle"]) or inflated
             stamp(
                 f"bundle: the full row's recipe, --bundle-steps long, from {start.get('pretrained', prior)}"
             )

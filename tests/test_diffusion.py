@@ -97,6 +97,37 @@ def test_inflated_unet_computes_the_image_unet_on_the_rgb_latent():
         torch.testing.assert_close(got[:, 4 * group : 4 * group + 4], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_duplicated_input_reads_the_noisy_latent_as_the_image_unet_reads_rgb():
+    """Marigold's recipe: the kernel on the noisy latent too, every copy divided by their number."""
+    image_unet = tiny_image_unet()
+    randomize_(image_unet)
+    unet = inflate_unet(image_unet, in_channels=32 + 12, out_channels=32, noisy_input="duplicate")
+    kernel = image_unet.conv_in.weight
+    torch.testing.assert_close(unet.conv_in.weight[:, 32:36], kernel / 9)
+    torch.testing.assert_close(unet.conv_in.weight[:, 4:8], kernel / 9)
+    assert not unet.conv_in.weight[:, 36:].any()  # instance, XYZ: still zero
+    generator = torch.Generator().manual_seed(3)
+    rgb_latent = torch.randn(2, 4, 8, 8, generator=generator)
+    text = torch.randn(2, 3, 16, generator=generator)
+    inputs = torch.randn(2, 44, 8, 8, generator=generator)
+    inputs[:, :32] = rgb_latent.repeat(1, 8, 1, 1)  # the noisy latent: the RGB latent, repeated
+    inputs[:, 32:36] = rgb_latent
+    with torch.no_grad():
+        expected = image_unet(rgb_latent, 10, encoder_hidden_states=text).sample
+        got = unet(inputs, 10, encoder_hidden_states=text).sample
+    torch.testing.assert_close(got[:, 8:12], expected, rtol=1e-4, atol=1e-5)
+    # zero: the noisy latent does not change the output at initialisation; duplicate: it does
+    zero = inflate_unet(image_unet, in_channels=32 + 12, out_channels=32)
+    other = inputs.clone()
+    other[:, :32] = torch.randn(2, 32, 8, 8, generator=generator)
+    with torch.no_grad():
+        torch.testing.assert_close(zero(other, 10, encoder_hidden_states=text).sample,
+                                   zero(inputs, 10, encoder_hidden_states=text).sample)  # fmt: skip
+        assert not torch.allclose(unet(other, 10, encoder_hidden_states=text).sample, got, atol=1e-3)
+    with pytest.raises(ValueError, match="noisy_input"):
+        inflate_unet(image_unet, in_channels=44, out_channels=32, noisy_input="copy")
+
+
 def _save_sd_style_pipeline(folder, cross_attention_dim: int = 16):
     """Saves a tiny randomly initialised Stable-Diffusion-style folder (model_index.json, unet/, vae/)."""
     image_unet = tiny_image_unet(cross_attention_dim)

@@ -110,6 +110,10 @@ class TrainDiffusionJob:
     channels for the conditions, conv_out re-mapped to the MoMap latent channels, every other weight
     kept; a text encoder of another width than its cross-attention gets a learnt projection
     (``momaplib.diffusion.unet.inflate_unet``). The saved pipeline records it (init_source)."""
+    inflate_input: Literal["zero", "duplicate"] = "zero"
+    """With --init inflate: what the noisy MoMap latent's input channels start from: zero (the first
+    layer reads only the RGB condition at first) or "duplicate" (Marigold's recipe: the image UNet's
+    first-layer kernel copied onto them too, every copy divided by their number)."""
     pretrained: str | None = None
     """With --init pretrained: a MoMapPipeline (--model diffusion) or MoMapVAEPipeline
     (--model momap-vae) folder, bundled name or hub id whose UNet / conditional VAE starts training
@@ -245,7 +249,10 @@ def _build_model(
         )
     if job.init == "inflate":
         image_unet = UNet2DConditionModel.from_pretrained(image_unet_folder(job), torch_dtype=torch.float32)
-        return inflate_unet(image_unet, latent_channels + conditions, latent_channels, text_dim=text_dim)
+        return inflate_unet(
+            image_unet, latent_channels + conditions, latent_channels, text_dim=text_dim,
+            noisy_input=job.inflate_input,
+        )  # fmt: skip
     return build_unet(
         latent_channels=latent_channels,
         condition_channels=conditions,
@@ -277,7 +284,8 @@ def init_source(job: TrainDiffusionJob) -> str:
     """Returns what the generator started from: "scratch", "inflate:<image UNet>" or
     "pretrained:<pipeline>" (followed by that pipeline's own source when it records one)."""
     if job.init == "inflate":
-        return f"inflate:{job.image_unet}"
+        duplicate = job.inflate_input == "duplicate"
+        return f"inflate:{job.image_unet}" + (" (input: duplicate)" if duplicate else "")
     if job.init == "pretrained":
         import json
 

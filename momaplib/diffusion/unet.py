@@ -9,6 +9,8 @@ prediction. Text enters through cross-attention.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from diffusers import UNet2DConditionModel
 
@@ -58,6 +60,7 @@ def inflate_unet(
     out_channels: int,
     image_slot: int | None = None,
     text_dim: int | None = None,
+    noisy_input: Literal["zero", "duplicate"] = "zero",
 ) -> UNet2DConditionModel:
     """Returns a copy of ``image_unet`` with ``conv_in``/``conv_out`` re-shaped to MoMap channels.
 
@@ -70,6 +73,12 @@ def inflate_unet(
       ``out_channels`` noisy MoMap latent channels); all other input channels start at zero.
       So, at initialisation, the inflated UNet computes exactly the image UNet's function of the
       RGB latent: every internal feature map equals the image UNet's on that latent.
+    - ``noisy_input="duplicate"`` (Marigold's recipe): the kernel is also placed on the noisy MoMap
+      latent channels, channel ``k`` taking the image channel ``k mod c_img``, and every copy
+      (those and the RGB slot's) is divided by their number, ``out_channels / c_img + 1``. So the
+      pretrained first layer reads the noisy latent from the first step instead of learning to:
+      with the noisy latent equal to the RGB latent repeated (channel ``k`` = RGB channel
+      ``k mod c_img``) the inflated UNet again computes the image UNet's function of it.
     - ``conv_out``: output channel ``k`` copies the image UNet's output channel ``k mod c_img``
       (bias too), so each group of ``c_img`` MoMap latent channels starts as the image UNet's
       prediction: the pretrained output head is reused rather than re-learnt.
@@ -85,6 +94,8 @@ def inflate_unet(
     config = dict(image_unet.config)
     old_in, old_out = config["in_channels"], config["out_channels"]
     image_slot = out_channels if image_slot is None else image_slot
+    if noisy_input not in ("zero", "duplicate"):
+        raise ValueError(f"noisy_input: expected 'zero' or 'duplicate', got {noisy_input!r}")
     if image_slot + old_in > in_channels:
         raise ValueError(
             f"inflate_unet: image_slot {image_slot} + {old_in} image channels "
@@ -110,7 +121,11 @@ def inflate_unet(
         raise RuntimeError(f"inflate_unet: unexpected state mismatch {missing} / {unexpected}")
     with torch.no_grad():
         unet.conv_in.weight.zero_()
-        unet.conv_in.weight[:, image_slot : image_slot + old_in] = image_unet.conv_in.weight
+        kernel = image_unet.conv_in.weight
+        if noisy_input == "duplicate":
+            kernel = kernel / (out_channels / old_in + 1)
+            unet.conv_in.weight[:, :out_channels] = kernel[:, torch.arange(out_channels) % old_in]
+        unet.conv_in.weight[:, image_slot : image_slot + old_in] = kernel
         unet.conv_in.bias.copy_(image_unet.conv_in.bias)
         rows = torch.arange(out_channels) % old_out
         unet.conv_out.weight.copy_(image_unet.conv_out.weight[rows])
