@@ -128,6 +128,24 @@ def test_duplicated_input_reads_the_noisy_latent_as_the_image_unet_reads_rgb():
         inflate_unet(image_unet, in_channels=44, out_channels=32, noisy_input="copy")
 
 
+def test_inflation_probe_shrinks_and_perturbs_and_bins():
+    from tests.scripts import load_benchmark
+
+    probe = load_benchmark("probe_inflation")
+    unet = tiny_image_unet()
+    randomize_(unet)
+    before = {name: value.clone() for name, value in unet.state_dict().items()}
+    probe.shrink_perturb(unet, shrink=0.5, perturb=0.0)
+    for name, value in unet.state_dict().items():
+        torch.testing.assert_close(value, before[name] * 0.5)
+    probe.shrink_perturb(unet, shrink=1.0, perturb=0.1, seed=1)
+    moved = torch.cat([(unet.state_dict()[n] - before[n] * 0.5).flatten() for n in before])
+    assert 0.08 < float(moved.std()) < 0.12  # the noise, nothing else
+    with pytest.raises(ValueError, match="shrink"):
+        probe.shrink_perturb(unet, shrink=0.0, perturb=0.1)
+    assert probe.binned([1.0, 3.0, 2.0, 4.0, 6.0], 2) == [2.0, 3.0, 6.0]
+
+
 def _save_sd_style_pipeline(folder, cross_attention_dim: int = 16):
     """Saves a tiny randomly initialised Stable-Diffusion-style folder (model_index.json, unet/, vae/)."""
     image_unet = tiny_image_unet(cross_attention_dim)
