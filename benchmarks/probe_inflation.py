@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -53,6 +52,7 @@ def binned(losses: list[float], size: int) -> list[float]:
 def main(argv: list[str] | None = None) -> dict:
     from momaplib.data import write_dataset
     from momaplib.diffusion import train as diffusion_train
+    from momaplib.diffusion.prepare import link_latent_cache
     from momaplib.eval.generalisation import environment
     from momaplib.sim import SimConfig
     from momaplib.training import TrainConfig
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--bin", type=int, default=50)
     parser.add_argument("--data", type=Path, default=Path("outputs/probe_inflation/data"))
     parser.add_argument("--out", type=Path, default=Path("outputs/probe_inflation"))
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: a quick check that the script runs")
     args = parser.parse_args(argv)
 
     datasets = []
@@ -88,10 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in args.inits:
         run = args.out / name
         if first is not None:  # the same latents: the first run's cache
-            run.mkdir(parents=True, exist_ok=True)
-            for suffix in (".safetensors", ".json"):
-                if not (run / f"latents_train{suffix}").exists():
-                    os.link(first / f"latents_train{suffix}", run / f"latents_train{suffix}")
+            link_latent_cache(first / "latents_train.safetensors", run)
         if name == "shrink":
             diffusion_train.inflate_unet = lambda *a, **k: shrink_perturb(
                 inflate(*a, **k), args.shrink, args.perturb

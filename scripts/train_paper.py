@@ -65,7 +65,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from train_paper_parts import FAMILIES, link_cache, stream_latents, use_frozen
+from train_paper_parts import FAMILIES, stream_latents, use_frozen
 
 STAGES = ("data", "image-vae", "image-vae-decoder", "momap-vae", "momap-vae-scratch", "image-prior")
 STAGES += ("latents", "ablations", "bundle", "distill", "baseline", "dsl", "gflow")
@@ -160,6 +160,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
 
+    from momaplib.diffusion.prepare import link_latent_cache
     from momaplib.sim import SimConfig
     from momaplib.training import TrainConfig
 
@@ -334,7 +335,7 @@ def main() -> None:
             )  # same examples seen: 2x steps
             steps = args.steps * (args.batch_size // batch)
             run = runs / f"table2/{row}"
-            link_cache(runs / f"latents/{codec}.safetensors", run)
+            link_latent_cache(runs / f"latents/{codec}.safetensors", run)
             if codec == "raw" and not (run / "raw_vae").exists():
                 os.symlink((runs / "latents/raw_vae").resolve(), run / "raw_vae")
             TrainDiffusionJob(
@@ -352,7 +353,7 @@ def main() -> None:
             stamp(
                 f"bundle: the full row's recipe, --bundle-steps long, from {start.get('pretrained', prior)}"
             )
-            link_cache(runs / "latents/vae.safetensors", runs / "bundle")
+            link_latent_cache(runs / "latents/vae.safetensors", runs / "bundle")
             TrainDiffusionJob(
                 base,
                 config("bundle", args.bundle_steps, args.batch_size, args.lr, 60.0, lr_warmup_steps=200),
@@ -389,7 +390,7 @@ def main() -> None:
 
         start = continued(generators[name])
         stamp(name + (f" from {start['pretrained']}" if start else ""))
-        link_cache(runs / "latents/vae.safetensors", runs / name)
+        link_latent_cache(runs / "latents/vae.safetensors", runs / name)
         TrainDiffusionJob(
             base, config(name, args.steps, args.batch_size, args.lr, 60.0, lr_warmup_steps=200),
             vae=codecs["vae"], image_vae=image_vae, text_encoder=args.text_encoder,

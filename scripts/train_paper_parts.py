@@ -1,10 +1,9 @@
-"""The run-folder parts of ``scripts/train_paper.py``: final codecs put in place (``--frozen``),
-shared latent caches, and the ``latents`` stage's one simulation pass encoded by every codec."""
+"""The run-folder parts of ``scripts/train_paper.py``: final codecs put in place (``--frozen``) and
+the ``latents`` stage's one simulation pass encoded by every codec."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -48,16 +47,6 @@ def use_frozen(folder: Path, runs: Path) -> None:
             (partial / "vae" / WEIGHT_MANIFEST).unlink(missing_ok=True)  # covered by the pipeline's
             write_weight_manifest(partial)
         partial.rename(target)
-
-
-def link_cache(cache: Path, run: Path) -> None:
-    """Makes ``cache`` (a ``save_latent_set`` file) the latent cache of the training folder ``run``:
-    hard links, so several runs share one copy."""
-    run.mkdir(parents=True, exist_ok=True)
-    for suffix in (".safetensors", ".json"):
-        target = run / f"latents_train{suffix}"
-        if not target.exists():
-            os.link(cache.with_suffix(suffix), target)
 
 
 def stream_latents(

@@ -128,6 +128,27 @@ def test_duplicated_input_reads_the_noisy_latent_as_the_image_unet_reads_rgb():
         inflate_unet(image_unet, in_channels=44, out_channels=32, noisy_input="copy")
 
 
+def test_a_linked_latent_cache_is_the_one_a_job_reads_and_is_shared(tmp_path):
+    from momaplib.diffusion.prepare import latent_cache_path, link_latent_cache
+    from momaplib.diffusion.train import TrainDiffusionJob
+    from momaplib.training import TrainConfig
+
+    cache = tmp_path / "latents/vae.safetensors"
+    cache.parent.mkdir()
+    cache.write_bytes(b"weights")
+    cache.with_suffix(".json").write_text("{}")
+    job = TrainDiffusionJob(train=TrainConfig(tmp_path / "run"))
+    link_latent_cache(cache, tmp_path / "run")
+    path = latent_cache_path(job)
+    assert path.read_bytes() == b"weights" and path.stat().st_ino == cache.stat().st_ino  # no copy
+    assert path.with_suffix(".json").stat().st_ino == cache.with_suffix(".json").stat().st_ino
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"other")
+    other.with_suffix(".json").write_text("{}")
+    link_latent_cache(other, tmp_path / "run")  # a cache already there is kept
+    assert path.read_bytes() == b"weights"
+
+
 def test_inflation_probe_shrinks_and_perturbs_and_bins():
     from tests.scripts import load_benchmark
 

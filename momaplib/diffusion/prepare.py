@@ -8,6 +8,7 @@ encoders, read or write the latent cache, train or read the prompt grounder.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,18 @@ RAW_FIT_CLIPS = 256
 def latent_cache_path(job: TrainDiffusionJob, split: str = "train") -> Path:
     """Returns ``output_dir/latents_<split>.safetensors``, where the encoded split is cached."""
     return job.train.output_dir / f"latents_{split}.safetensors"
+
+
+def link_latent_cache(cache: str | os.PathLike, output_dir: str | os.PathLike) -> None:
+    """Makes ``cache`` (a ``save_latent_set`` file, with its ``.json`` beside it) the train-split
+    latent cache of a job writing to ``output_dir`` (``latent_cache_path``): hard links, so several
+    runs share one copy; a cache already there is kept."""
+    cache, output_dir = Path(cache), Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        target = output_dir / f"latents_train{suffix}"
+        if not target.exists():
+            os.link(cache.with_suffix(suffix), target)
 
 
 def pretrained_folder(job: TrainDiffusionJob) -> Path:
